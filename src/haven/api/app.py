@@ -1,0 +1,32 @@
+"""The FastAPI application: ``/api/v1`` routes, error mapping, OpenAPI."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from haven import __version__
+from haven.api.errors import ERROR_RESPONSES, install_error_handlers
+from haven.api.routes import account, inventory, jobs, protection, vaults
+from haven.services.core import Haven
+
+__all__ = ["create_app"]
+
+
+def create_app(core: Haven) -> FastAPI:
+    app = FastAPI(
+        title="Haven",
+        version=__version__,
+        description="Self-hosted backup for virtual machines: vaults, policies, protected items, jobs, recovery points and restores.",
+    )
+    app.state.core = core
+    install_error_handlers(app)
+    api = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+    for module in (account, vaults, protection, jobs, inventory):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,66 @@
+"""Maps errors to HTTP answers: every error body is ``{"error": {code, message, recommendation, details}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from haven.api.schemas import ErrorBody
+from haven.errors import HavenError, InternalError, UserError
+
+__all__ = ["install_error_handlers", "ERROR_RESPONSES", "RequestInvalid"]
+
+log = logging.getLogger(__name__)
+
+
+class RequestInvalid(UserError):
+    code = "UserErrorInvalidRequest"
+    message = "The request is invalid: {problems}"
+    recommendation = "Fix the fields named above; the API's OpenAPI document (/openapi.json) describes every body and parameter."
+
+
+_STATUS_TEXT = {
+    400: "Invalid request: the error names the field and the fix",
+    401: "Missing, unknown or expired token",
+    403: "The caller's role does not allow this",
+    404: "Not found, or not visible to the caller",
+    409: "Conflicts with the current state",
+    422: "Invalid request body or parameters",
+}
+ERROR_RESPONSES: dict = {code: {"description": text, "model": ErrorBody} for code, text in _STATUS_TEXT.items()}
+
+
+def _describe(errors: list[dict]) -> str:
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HavenError)
+    async def _haven(request: Request, exc: HavenError):
+        if exc.http_status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(exc.to_payload(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        err = RequestInvalid(problems=_describe(exc.errors()))
+        return JSONResponse(err.to_payload(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        cls = {404: "UserErrorNotFound", 405: "UserErrorMethodNotAllowed"}.get(exc.status_code, "UserErrorInvalidRequest")
+        body = {"error": {"code": cls, "message": str(exc.detail), "recommendation": "See /docs for the API's routes and methods.", "details": {}}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(InternalError().to_payload(), status_code=500)

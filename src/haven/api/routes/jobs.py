@@ -1,0 +1,43 @@
+"""Jobs: list with filters, show, stop."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from haven.api.deps import caller, core
+from haven.api.routes.params import Id, Sub, VaultName
+from haven.api.schemas import JobOut
+
+router = APIRouter(prefix="/subscriptions/{subscription}", tags=["jobs"])
+
+
+@router.get("/vaults/{vault}/jobs", response_model=list[JobOut])
+def list_jobs(
+    subscription: Sub, vault: VaultName,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    type: Annotated[str | None, Query(max_length=32)] = None,
+    vm: Annotated[str | None, Query(max_length=128)] = None,
+    start: datetime | None = None, end: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    app=Depends(core), who=Depends(caller),
+):
+    return app.jobs.list(who, subscription, vault, status, type, vm, _aware(start), _aware(end), limit)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def show_job(subscription: Sub, job_id: Id, app=Depends(core), who=Depends(caller)):
+    return app.jobs.show(who, subscription, job_id)
+
+
+@router.post("/jobs/{job_id}/stop", response_model=JobOut)
+def stop_job(subscription: Sub, job_id: Id, app=Depends(core), who=Depends(caller)):
+    return app.jobs.stop(who, subscription, job_id)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    from datetime import timezone
+
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)

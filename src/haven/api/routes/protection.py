@@ -1,0 +1,66 @@
+"""Protected items, on-demand backups, recovery points and restores."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from haven.api.deps import caller, core
+from haven.api.routes.params import Id, Sub, VaultName, VmName
+from haven.api.schemas import (
+    BackupNowIn, CheckVmOut, DisableProtectionIn, EnableProtectionIn, ItemOut, JobOut, PointOut, RestoreDisksIn, SetPolicyIn,
+)
+
+router = APIRouter(prefix="/subscriptions/{subscription}")
+ITEMS = "/vaults/{vault}/items"
+
+
+@router.post(ITEMS, response_model=ItemOut, status_code=status.HTTP_201_CREATED, tags=["protection"])
+def enable_protection(subscription: Sub, vault: VaultName, body: EnableProtectionIn, app=Depends(core), who=Depends(caller)):
+    return app.protection.enable(who, subscription, vault, body.vm, body.policy, body.host, body.include_disks, body.exclude_disks)
+
+
+@router.get(ITEMS, response_model=list[ItemOut], tags=["protection"])
+def list_items(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
+    return app.protection.list_items(who, subscription, vault)
+
+
+@router.get(ITEMS + "/{vm}", response_model=ItemOut, tags=["protection"])
+def show_item(subscription: Sub, vault: VaultName, vm: VmName, app=Depends(core), who=Depends(caller)):
+    return app.protection.show_item(who, subscription, vault, vm)
+
+
+@router.put(ITEMS + "/{vm}/policy", response_model=ItemOut, tags=["protection"])
+def set_item_policy(subscription: Sub, vault: VaultName, vm: VmName, body: SetPolicyIn, app=Depends(core), who=Depends(caller)):
+    return app.protection.set_policy(who, subscription, vault, vm, body.policy)
+
+
+@router.post(ITEMS + "/{vm}/disable", response_model=ItemOut, tags=["protection"])
+def disable_protection(subscription: Sub, vault: VaultName, vm: VmName, body: DisableProtectionIn, app=Depends(core), who=Depends(caller)):
+    return app.protection.disable(who, subscription, vault, vm, body.delete_backup_data)
+
+
+@router.post(ITEMS + "/{vm}/backup", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["protection"])
+def backup_now(subscription: Sub, vault: VaultName, vm: VmName, body: BackupNowIn, app=Depends(core), who=Depends(caller)):
+    return app.protection.backup_now(who, subscription, vault, vm, body.retain_until)
+
+
+@router.get("/protection/check-vm", response_model=CheckVmOut, tags=["protection"])
+def check_vm(subscription: Sub, vm: Annotated[str, Query(min_length=1, max_length=128)],
+             host: Annotated[str | None, Query(min_length=1, max_length=128)] = None, app=Depends(core), who=Depends(caller)):
+    app.subscriptions.show(who, subscription)
+    return app.protection.check_vm(who, vm, host)
+
+
+@router.get(ITEMS + "/{vm}/recovery-points", response_model=list[PointOut], tags=["recovery points"])
+def list_points(subscription: Sub, vault: VaultName, vm: VmName, app=Depends(core), who=Depends(caller)):
+    return app.points.list(who, subscription, vault, vm)
+
+
+@router.get(ITEMS + "/{vm}/recovery-points/{point}", response_model=PointOut, tags=["recovery points"])
+def show_point(subscription: Sub, vault: VaultName, vm: VmName, point: Id, app=Depends(core), who=Depends(caller)):
+    return app.points.show(who, subscription, vault, vm, point)
+
+
+@router.post(ITEMS + "/{vm}/recovery-points/{point}/restore-disks", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["restore"])
+def restore_disks(subscription: Sub, vault: VaultName, vm: VmName, point: Id, body: RestoreDisksIn, app=Depends(core), who=Depends(caller)):
+    return app.points.restore_disks(who, subscription, vault, vm, point, body.target, body.disks, body.format)

@@ -1,0 +1,73 @@
+"""Vaults and their policies."""
+
+from fastapi import APIRouter, Depends, Response, status
+
+from haven.api.deps import caller, core
+from haven.api.routes.params import PolicyName, Sub, VaultName
+from haven.api.schemas import AssociatedItem, BackupPropertiesIn, PolicyIn, PolicyOut, PolicyUpdate, VaultIn, VaultOut
+
+router = APIRouter(prefix="/subscriptions/{subscription}/vaults")
+
+
+@router.post("", response_model=VaultOut, status_code=status.HTTP_201_CREATED, tags=["vaults"])
+def create_vault(subscription: Sub, body: VaultIn, app=Depends(core), who=Depends(caller)):
+    return app.vaults.create(who, subscription, body.name, body.region, body.storage_redundancy)
+
+
+@router.get("", response_model=list[VaultOut], tags=["vaults"])
+def list_vaults(subscription: Sub, app=Depends(core), who=Depends(caller)):
+    return app.vaults.list(who, subscription)
+
+
+@router.get("/{vault}", response_model=VaultOut, tags=["vaults"])
+def show_vault(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
+    return app.vaults.show(who, subscription, vault)
+
+
+@router.delete("/{vault}", status_code=status.HTTP_204_NO_CONTENT, tags=["vaults"])
+def delete_vault(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
+    app.vaults.delete(who, subscription, vault)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.patch("/{vault}/backup-properties", response_model=VaultOut, tags=["vaults"])
+def set_backup_properties(subscription: Sub, vault: VaultName, body: BackupPropertiesIn, app=Depends(core), who=Depends(caller)):
+    return app.vaults.set_redundancy(who, subscription, vault, body.storage_redundancy)
+
+
+@router.post("/{vault}/policies", response_model=PolicyOut, status_code=status.HTTP_201_CREATED, tags=["policies"])
+def create_policy(subscription: Sub, vault: VaultName, body: PolicyIn, app=Depends(core), who=Depends(caller)):
+    return app.policies.create(who, subscription, vault, body.name, body.schedule.model_dump(), body.retention.model_dump())
+
+
+@router.get("/{vault}/policies", response_model=list[PolicyOut], tags=["policies"])
+def list_policies(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
+    return app.policies.list(who, subscription, vault)
+
+
+@router.get("/{vault}/default-policy-for-vm", response_model=PolicyOut, tags=["policies"])
+def default_policy_for_vm(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
+    return app.policies.default_for_vm(who, subscription, vault)
+
+
+@router.get("/{vault}/policies/{policy}", response_model=PolicyOut, tags=["policies"])
+def show_policy(subscription: Sub, vault: VaultName, policy: PolicyName, app=Depends(core), who=Depends(caller)):
+    return app.policies.show(who, subscription, vault, policy)
+
+
+@router.put("/{vault}/policies/{policy}", response_model=PolicyOut, tags=["policies"])
+def set_policy(subscription: Sub, vault: VaultName, policy: PolicyName, body: PolicyUpdate, app=Depends(core), who=Depends(caller)):
+    sched = body.schedule.model_dump() if body.schedule else None
+    ret = body.retention.model_dump() if body.retention else None
+    return app.policies.update(who, subscription, vault, policy, sched, ret)
+
+
+@router.delete("/{vault}/policies/{policy}", status_code=status.HTTP_204_NO_CONTENT, tags=["policies"])
+def delete_policy(subscription: Sub, vault: VaultName, policy: PolicyName, app=Depends(core), who=Depends(caller)):
+    app.policies.delete(who, subscription, vault, policy)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{vault}/policies/{policy}/items", response_model=list[AssociatedItem], tags=["policies"])
+def policy_items(subscription: Sub, vault: VaultName, policy: PolicyName, app=Depends(core), who=Depends(caller)):
+    return app.policies.associated_items(who, subscription, vault, policy)

@@ -1,0 +1,266 @@
+"""Request and response bodies of the REST API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Name = Field(min_length=1, max_length=150)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- errors ----
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    recommendation: str
+    details: dict[str, Any] = {}
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# ---- regions, subscriptions, tokens ----
+class RegionOut(BaseModel):
+    name: str
+    paired_region: str | None
+
+
+class IpRangesOut(BaseModel):
+    region: str
+    storage_endpoints: list[str]
+    ip_ranges: list[str]
+
+
+class SubscriptionIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class TokenIn(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    role: Literal["Reader", "Operator", "Contributor", "Owner"]
+    subscription: str | None = Field(default=None, min_length=1, max_length=64)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    principal: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class TokenCreated(BaseModel):
+    id: str
+    name: str
+    principal: str
+    role: str
+    scope: str
+    expires_at: datetime | None
+    token: str
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    principal: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked: bool
+
+
+class WhoAmI(BaseModel):
+    principal: str
+    kind: str
+    roles: dict[str, str]
+
+
+# ---- vaults ----
+class VaultIn(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    region: str = Field(min_length=1, max_length=64)
+    storage_redundancy: Literal["LRS", "GRS"] | None = None
+
+
+class BackupPropertiesIn(Strict):
+    storage_redundancy: Literal["LRS", "GRS"]
+
+
+class VaultOut(BaseModel):
+    id: str
+    name: str
+    subscription_id: str
+    region: str
+    storage_redundancy: str
+    storage_redundancy_locked: bool
+    soft_delete_days: int
+    immutability: str
+    protected_items: int
+    recovery_points: int
+    policies: int
+    stored_bytes: int
+    created_at: datetime
+
+
+# ---- policies ----
+class ScheduleBody(Strict):
+    frequency: Literal["daily", "weekly", "hourly"]
+    times: list[str] = Field(min_length=1, max_length=3)
+    weekdays: list[int] = Field(default=[], max_length=7)
+    hourly_interval: int | None = None
+    hourly_window_hours: int | None = None
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+
+
+class RetentionBody(Strict):
+    daily_days: int | None = None
+    weekly_weeks: int | None = None
+    weekly_days: list[int] = Field(default=[6], max_length=7)
+    monthly_months: int | None = None
+    yearly_years: int | None = None
+
+
+class PolicyIn(Strict):
+    name: str = Name
+    schedule: ScheduleBody
+    retention: RetentionBody
+
+
+class PolicyUpdate(Strict):
+    schedule: ScheduleBody | None = None
+    retention: RetentionBody | None = None
+
+
+class PolicyOut(BaseModel):
+    id: str
+    name: str
+    vault_id: str
+    schedule: dict[str, Any]
+    retention: dict[str, Any]
+    next_run: datetime | None
+    protected_items: int
+    created_at: datetime
+
+
+class AssociatedItem(BaseModel):
+    item_id: str
+    vm: str
+    state: str
+
+
+# ---- inventory ----
+class HostOut(BaseModel):
+    id: str
+    name: str
+    region: str
+    adapter: str
+    last_seen: datetime | None
+
+
+class VmOut(BaseModel):
+    id: str
+    name: str
+    host: str
+    region: str
+    power_state: str
+    uuid: str | None
+    disks: list[dict[str, Any]]
+    guest_agent: dict[str, Any] | None
+    last_seen: datetime
+
+
+# ---- protection ----
+class EnableProtectionIn(Strict):
+    vm: str = Field(min_length=1, max_length=128)
+    policy: str | None = Field(default=None, min_length=1, max_length=150)
+    host: str | None = Field(default=None, min_length=1, max_length=128)
+    include_disks: list[str] | None = Field(default=None, max_length=64)
+    exclude_disks: list[str] | None = Field(default=None, max_length=64)
+
+
+class SetPolicyIn(Strict):
+    policy: str = Name
+
+
+class DisableProtectionIn(Strict):
+    delete_backup_data: bool = False
+
+
+class BackupNowIn(Strict):
+    retain_until: AwareDatetime | None = None
+
+
+class ItemOut(BaseModel):
+    id: str
+    vm: str
+    host: str
+    vault_id: str
+    policy: str | None
+    protection_state: str
+    last_backup_status: str | None
+    last_backup_time: datetime | None
+    latest_recovery_point: datetime | None
+    latest_consistency: str | None
+    next_scheduled_backup: datetime | None
+    include_disks: list[str] | None
+    exclude_disks: list[str] | None
+    deleted_at: datetime | None
+    created_at: datetime
+
+
+class CheckVmOut(BaseModel):
+    vm: str
+    protected: bool
+    state: str | None = None
+    vault: str | None
+    vault_id: str | None = None
+
+
+# ---- jobs ----
+class JobError(BaseModel):
+    code: str
+    message: str | None
+    recommendation: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    operation: str
+    type: str
+    status: str
+    vm: str | None
+    vault_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_seconds: float | None
+    subtasks: list[dict[str, Any]]
+    warnings: list[str]
+    error: JobError | None
+    result: dict[str, Any]
+
+
+# ---- recovery points, restore ----
+class PointOut(BaseModel):
+    id: str
+    vm: str
+    time: datetime
+    consistency: str
+    size_bytes: int
+    stored_bytes: int
+    disks: list[dict[str, Any]]
+    expires_at: datetime | None
+    retain_until: datetime | None
+    state: str
+
+
+class RestoreDisksIn(Strict):
+    target: str = Field(min_length=1, max_length=4096)
+    disks: list[str] | None = Field(default=None, max_length=64)
+    format: Literal["raw", "qcow2"] = "raw"

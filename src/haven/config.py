@@ -1,0 +1,93 @@
+"""Settings: an optional TOML file (``$HAVEN_HOME/haven.toml``) overridden by ``HAVEN_*`` variables.
+
+Defaults are the embedded single-machine setup: SQLite and a local vault folder under ``HAVEN_HOME``
+(``~/.haven``), one region ``local``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["RegionConfig", "Settings", "load_settings", "default_home"]
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("HAVEN_HOME", Path.home() / ".haven")).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """A named site. ``storage_url`` is where vaults of the region keep their data by default;
+    ``paired_region`` receives GRS vaults' replicas; ``ip_ranges`` are the published address
+    ranges of its storage endpoints (for allow-list network setups)."""
+
+    name: str
+    storage_url: str
+    paired_region: str | None = None
+    ip_ranges: tuple[str, ...] = ("127.0.0.0/8",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    regions: tuple[RegionConfig, ...]
+    host: str = "127.0.0.1"
+    port: int = 8733
+    vms_root: Path | None = None
+    local_region: str = "local"
+    min_guest_agent_version: str = "5.2"
+    job_lease_seconds: float = 60.0
+    job_workers: int = 2
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.home / "master.key"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.home / "credentials.json"
+
+    @property
+    def server_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def region(self, name: str) -> RegionConfig | None:
+        return next((r for r in self.regions if r.name == name), None)
+
+
+def load_settings(home: Path | None = None, **overrides) -> Settings:
+    home = (home or default_home()).resolve()
+    data: dict = {}
+    cfg = home / "haven.toml"
+    if cfg.exists():
+        data = tomllib.loads(cfg.read_text())
+    env = os.environ
+    regions = tuple(
+        RegionConfig(
+            name=r["name"],
+            storage_url=r.get("storage_url", f"file://{home / 'storage' / r['name']}"),
+            paired_region=r.get("paired_region"),
+            ip_ranges=tuple(r.get("ip_ranges", ("127.0.0.0/8",))),
+        )
+        for r in data.get("regions", [{"name": "local"}])
+    )
+    vms_root = env.get("HAVEN_VMS_ROOT") or data.get("vms_root") or str(home / "vms")
+    values = dict(
+        home=home,
+        database_url=env.get("HAVEN_DATABASE_URL") or data.get("database_url") or f"sqlite:///{home / 'haven.db'}",
+        regions=regions,
+        host=env.get("HAVEN_HOST") or data.get("host", "127.0.0.1"),
+        port=int(env.get("HAVEN_PORT") or data.get("port", 8733)),
+        vms_root=Path(vms_root),
+        local_region=env.get("HAVEN_REGION") or data.get("local_region", regions[0].name),
+        min_guest_agent_version=data.get("min_guest_agent_version", "5.2"),
+        job_lease_seconds=float(data.get("job_lease_seconds", 60.0)),
+        job_workers=int(data.get("job_workers", 2)),
+    )
+    values.update(overrides)
+    return Settings(**values)

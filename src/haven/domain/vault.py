@@ -1,0 +1,69 @@
+"""Vault rules from the seeds: names, regions, storage redundancy."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from haven.errors import Conflict, UserError
+
+__all__ = [
+    "Redundancy",
+    "VaultNameInvalid",
+    "RedundancyLocked",
+    "VaultNotEmpty",
+    "validate_vault_name",
+    "vault_name_key",
+    "check_redundancy_change",
+]
+
+# 2-50 characters, starting with a letter, of letters, digits and hyphens (seed 000/001).
+_VAULT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,49}$")
+
+
+class Redundancy(StrEnum):
+    LRS = "LRS"  # locally redundant: the region's storage only
+    GRS = "GRS"  # geo-redundant: replicated to the paired region's storage
+
+
+class VaultNameInvalid(UserError):
+    code = "UserErrorVaultNameInvalid"
+    message = (
+        "The vault name {name!r} is invalid: a vault name has 2 to 50 characters, starts with a "
+        "letter and contains only letters, digits and hyphens."
+    )
+    recommendation = "Choose a name such as 'vault-prod-01' that follows these rules."
+
+
+class RedundancyLocked(Conflict):
+    code = "UserErrorStorageRedundancyLocked"
+    message = (
+        "The storage redundancy of vault {vault!r} cannot be changed: the vault already protects "
+        "{count} item(s). Redundancy is chosen right after the vault is created, before any item is protected."
+    )
+    recommendation = (
+        "Create a new vault with the redundancy you want and protect the VMs there, or stop protection "
+        "and delete the backup data of every item in this vault first."
+    )
+
+
+class VaultNotEmpty(Conflict):
+    code = "UserErrorVaultNotEmpty"
+    message = "Vault {vault!r} cannot be deleted: it holds {items} protected item(s) and {points} recovery point(s)."
+    recommendation = "Stop protection with 'delete backup data' for every item (haven protection disable --delete-backup-data), then delete the vault."
+
+
+def validate_vault_name(name: str) -> str:
+    if not isinstance(name, str) or not _VAULT_NAME.fullmatch(name):
+        raise VaultNameInvalid(name=name)
+    return name
+
+
+def vault_name_key(name: str) -> str:
+    """Vault names are unique within a subscription, ignoring case."""
+    return name.lower()
+
+
+def check_redundancy_change(vault: str, current: Redundancy, wanted: Redundancy, protected_items: int) -> None:
+    if current != wanted and protected_items > 0:
+        raise RedundancyLocked(vault=vault, count=protected_items)

@@ -1,0 +1,75 @@
+"""The application core: one object that composes the services a process needs.
+
+``Haven(settings)`` opens the metadata store (migrating it), syncs the configured regions and
+wires every service. The API, the CLI's local commands and the tests build exactly this.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from haven.clock import Clock, SystemClock
+from haven.config import Settings
+from haven.db.session import Database
+from haven.jobs.queue import JobQueue
+from haven.services.auth import AuthService
+from haven.services.inventory import InventoryService
+from haven.services.jobs import JobService
+from haven.services.points import PointService
+from haven.services.policies import PolicyService
+from haven.services.protection import ProtectionService
+from haven.services.storage import StorageService
+from haven.services.subscriptions import RegionService, SubscriptionService
+from haven.services.support import SupportRules
+from haven.services.vaults import VaultService
+
+__all__ = ["Haven", "AdapterRegistry"]
+
+
+class AdapterRegistry:
+    """Hypervisor adapters by URL, opened once per process."""
+
+    def __init__(self):
+        self._open: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def for_url(self, url: str):
+        from haven.hypervisor import open_adapter
+
+        with self._lock:
+            if url not in self._open:
+                self._open[url] = open_adapter(url)
+            return self._open[url]
+
+    def for_host(self, host):
+        return self.for_url(host.adapter_url)
+
+
+class Haven:
+    def __init__(self, settings: Settings, clock: Clock | None = None, db: Database | None = None,
+                 backend_options: dict | None = None):
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.db = db or Database(settings.database_url)
+        self.queue = JobQueue(self.db, self.clock, settings.job_lease_seconds)
+        self.auth = AuthService(self)
+        self.subscriptions = SubscriptionService(self)
+        self.regions = RegionService(self)
+        self.vaults = VaultService(self)
+        self.policies = PolicyService(self)
+        self.inventory = InventoryService(self)
+        self.protection = ProtectionService(self)
+        self.support = SupportRules(self)
+        self.jobs = JobService(self)
+        self.points = PointService(self)
+        self.storage = StorageService(self, backend_options)
+        self.adapters = AdapterRegistry()
+        self.regions.sync_from_settings()
+
+    def job_handlers(self) -> dict:
+        from haven.services.execution import handlers
+
+        return handlers(self)
+
+    def close(self) -> None:
+        self.db.dispose()

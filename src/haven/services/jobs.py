@@ -1,0 +1,96 @@
+"""Jobs you can watch: list with filters, show with subtasks, stop."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from haven.db.models import Job, ProtectedItem, VirtualMachine
+from haven.domain.enums import JobStatus, JobType, Role
+from haven.errors import UserError
+from haven.jobs.queue import JobNotFound
+from haven.services.auth import Caller
+
+__all__ = ["JobService"]
+
+
+class JobFilterInvalid(UserError):
+    code = "UserErrorJobFilterInvalid"
+    message = "Unknown {field} {value!r}; known values: {known}."
+    recommendation = "Use one of the known values."
+
+
+class JobService:
+    def __init__(self, core):
+        self.core = core
+
+    def list(self, caller: Caller, subscription: str, vault_name: str, status: str | None = None, type: str | None = None,
+             vm: str | None = None, start: datetime | None = None, end: datetime | None = None, limit: int = 100) -> list[dict]:
+        _check(status, JobStatus, "status")
+        _check(type, JobType, "type")
+        with self.core.db.session() as s:
+            vault = self.core.vaults.find(s, caller, subscription, vault_name)
+            q = select(Job).where(Job.vault_id == vault.id)
+            if status:
+                q = q.where(Job.status == status)
+            if type:
+                q = q.where(Job.type == type)
+            if vm:
+                q = q.join(ProtectedItem, Job.item_id == ProtectedItem.id).join(VirtualMachine).where(VirtualMachine.name == vm)
+            if start:
+                q = q.where(Job.created_at >= start)
+            if end:
+                q = q.where(Job.created_at <= end)
+            rows = s.scalars(q.order_by(Job.created_at.desc()).limit(max(1, min(limit, 1000)))).all()
+            return [self.view(j, s) for j in rows]
+
+    def show(self, caller: Caller, subscription: str, job_id: str) -> dict:
+        with self.core.db.session() as s:
+            sub = self.core.subscriptions.get_visible(s, caller, subscription)
+            job = s.get(Job, job_id)
+            if job is None or job.subscription_id != sub.id:
+                raise JobNotFound(job_id=job_id)
+            return self.view(job, s)
+
+    def stop(self, caller: Caller, subscription: str, job_id: str) -> dict:
+        self.show(caller, subscription, job_id)  # existence and visibility
+        with self.core.db.session() as s:
+            sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.OPERATOR)
+            del sub
+        job = self.core.queue.request_cancel(job_id)
+        with self.core.db.session() as s:
+            return self.view(s.get(Job, job.id), s)
+
+    def view(self, job: Job, s=None) -> dict:
+        vm = None
+        if s is not None and job.item_id:
+            item = s.get(ProtectedItem, job.item_id)
+            vm = s.get(VirtualMachine, item.vm_id).name if item else None
+        duration = None
+        if job.started_at:
+            duration = ((job.ended_at or self.core.clock.now()) - job.started_at).total_seconds()
+        error = None
+        if job.error_code:
+            error = {"code": job.error_code, "message": job.error_message, "recommendation": job.error_recommendation}
+        return {
+            "id": job.id,
+            "operation": job.operation,
+            "type": job.type,
+            "status": job.status,
+            "vm": vm,
+            "vault_id": job.vault_id,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "ended_at": job.ended_at,
+            "duration_seconds": duration,
+            "subtasks": job.subtasks or [],
+            "warnings": job.warnings or [],
+            "error": error,
+            "result": job.result or {},
+        }
+
+
+def _check(value, enum, field) -> None:
+    if value is not None and value not in {e.value for e in enum}:
+        raise JobFilterInvalid(field=field, value=value, known=", ".join(e.value for e in enum))

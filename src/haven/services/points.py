@@ -1,0 +1,107 @@
+"""Recovery points of an item, and restore requests (the restore itself runs as a job)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import select
+
+from haven.db.models import RecoveryPoint
+from haven.domain.enums import JobType, Role
+from haven.errors import NotFound, UserError
+from haven.services.auth import Caller
+
+__all__ = ["PointService", "PointNotFound"]
+
+
+class PointNotFound(NotFound):
+    code = "UserErrorRecoveryPointNotFound"
+    message = "Recovery point {point!r} does not exist for VM {vm!r}."
+    recommendation = "List the recovery points with 'haven recoverypoint list --vault VAULT --vm {vm}'."
+
+
+class RestoreTargetInvalid(UserError):
+    code = "UserErrorRestoreTargetInvalid"
+    message = "The restore target {target!r} is invalid: {reason}"
+    recommendation = "Give an absolute path of a folder on the host (it is created if missing) that holds no files of the same names."
+
+
+class RestoreFormatInvalid(UserError):
+    code = "UserErrorRestoreFormatInvalid"
+    message = "Disk format {fmt!r} is not supported for restore."
+    recommendation = "Use raw or qcow2."
+
+
+class PointService:
+    def __init__(self, core):
+        self.core = core
+
+    def list(self, caller: Caller, subscription: str, vault_name: str, vm: str) -> list[dict]:
+        with self.core.db.session() as s:
+            _, item = self.core.protection.find_item(s, caller, subscription, vault_name, vm)
+            rows = s.scalars(select(RecoveryPoint).where(RecoveryPoint.item_id == item.id).order_by(RecoveryPoint.time.desc())).all()
+            return [view(p, vm) for p in rows]
+
+    def find(self, s, caller, subscription, vault_name, vm, point_id, needed=Role.READER):
+        vault, item = self.core.protection.find_item(s, caller, subscription, vault_name, vm, needed)
+        point = s.get(RecoveryPoint, point_id)
+        if point is None or point.item_id != item.id:
+            raise PointNotFound(point=point_id, vm=vm)
+        return vault, item, point
+
+    def show(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str) -> dict:
+        with self.core.db.session() as s:
+            return view(self.find(s, caller, subscription, vault_name, vm, point_id)[2], vm)
+
+    def restore_disks(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str,
+                      target: str, disks: list[str] | None = None, fmt: str = "raw") -> dict:
+        if fmt not in ("raw", "qcow2"):
+            raise RestoreFormatInvalid(fmt=fmt)
+        target_path = _check_target(target)
+        with self.core.db.session() as s:
+            vault, item, point = self.find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            names = [d["name"] for d in point.disks]
+            chosen = disks or names
+            unknown = sorted(set(chosen) - set(names))
+            if unknown:
+                raise UserError(f"Recovery point {point_id} has no disk(s) {', '.join(unknown)}; it has {', '.join(names)}.",
+                                "Pick disks from the recovery point's disk list (haven recoverypoint show).")
+            for name in chosen:
+                out = target_path / f"{name}.{fmt}"
+                if out.exists():
+                    raise RestoreTargetInvalid(target=target, reason=f"{out} already exists; a restore never overwrites files.")
+            job = self.core.queue.enqueue(
+                s, type=JobType.RESTORE.value, operation="RestoreDisks",
+                params={"point_id": point.id, "target": str(target_path), "disks": chosen, "format": fmt},
+                subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id,
+            )
+            return self.core.jobs.view(job, s)
+
+
+def _check_target(target: str) -> Path:
+    if not isinstance(target, str) or not target or "\x00" in target or len(target) > 4096:
+        raise RestoreTargetInvalid(target=str(target)[:100], reason="it must be a non-empty path.")
+    path = Path(target)
+    if not path.is_absolute():
+        raise RestoreTargetInvalid(target=target, reason="it must be an absolute path.")
+    if any(part == ".." for part in path.parts):
+        raise RestoreTargetInvalid(target=target, reason="'..' is not allowed in the path.")
+    if path.exists() and not path.is_dir():
+        raise RestoreTargetInvalid(target=target, reason="it exists and is not a folder.")
+    return Path(os.path.normpath(path))
+
+
+def view(p: RecoveryPoint, vm: str) -> dict:
+    return {
+        "id": p.id,
+        "vm": vm,
+        "time": p.time,
+        "consistency": p.consistency,
+        "size_bytes": p.size_bytes,
+        "stored_bytes": p.stored_bytes,
+        "disks": p.disks,
+        "expires_at": p.expires_at,
+        "retain_until": p.retain_until,
+        "state": p.state,
+    }

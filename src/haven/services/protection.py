@@ -1,0 +1,223 @@
+"""Protected items: enable protection for a VM, change its policy, back up now, stop protection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from haven.db.models import Host, Job, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
+from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
+from haven.errors import Conflict, NotFound, UserError
+from haven.services.auth import Caller
+
+__all__ = ["ProtectionService", "ItemNotFound"]
+
+
+class ItemNotFound(NotFound):
+    code = "UserErrorProtectedItemNotFound"
+    message = "VM {name!r} is not a protected item of vault {vault!r}."
+    recommendation = "List the vault's items with 'haven item list --vault {vault}', or enable protection first."
+
+
+class VmRegionMismatch(UserError):
+    code = "UserErrorVmNotInVaultRegion"
+    message = "VM {vm!r} runs in region {vm_region!r} but vault {vault!r} is in region {vault_region!r}. The vault must be in the same region as the VMs it protects."
+    recommendation = "Use a vault in region {vm_region!r} (create one with 'haven vault create --region {vm_region}' if there is none)."
+
+
+class VmAlreadyProtected(Conflict):
+    code = "UserErrorVmAlreadyProtected"
+    message = "VM {vm!r} is already protected by vault {vault!r}."
+    recommendation = "Change its policy with 'haven item set-policy', or stop its protection in vault {vault!r} first."
+
+
+class ItemSoftDeleted(Conflict):
+    code = "UserErrorItemSoftDeleted"
+    message = "The backup data of VM {vm!r} in vault {vault!r} is soft-deleted; protection cannot be enabled again until it is undeleted or purged."
+    recommendation = "Undelete it with 'haven protection undelete --vault {vault} --vm {vm}', then resume protection."
+
+
+class ItemNotProtected(Conflict):
+    code = "UserErrorItemNotProtected"
+    message = "Item {vm!r} is in state {state}; backups run only for protected items."
+    recommendation = "Resume protection with 'haven protection enable-for-vm' (or undelete a soft-deleted item first)."
+
+
+class BackupAlreadyRunning(Conflict):
+    code = "UserErrorBackupOperationInProgress"
+    message = "Another backup of {vm!r} is already queued or running (job {job_id})."
+    recommendation = "Wait for job {job_id} to finish (haven job wait --name {job_id}), then try again."
+
+
+class DiskSelectionInvalid(UserError):
+    code = "UserErrorDiskSelectionInvalid"
+    message = "The disk selection is invalid: {reason}"
+    recommendation = "Name disks as 'haven vm show' lists them (e.g. vda, vdb); give either --include-disks or --exclude-disks, not both."
+
+
+class RetainUntilInvalid(UserError):
+    code = "UserErrorRetainUntilInvalid"
+    message = "The expiry {value} of an on-demand backup must lie in the future (and at most 99 years ahead)."
+    recommendation = "Give a later date with --retain-until (e.g. 2027-01-31)."
+
+
+_ACTIVE_JOB = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value, JobStatus.CANCELLING.value)
+
+
+class ProtectionService:
+    def __init__(self, core):
+        self.core = core
+
+    # ---- lookups ----
+    def find_item(self, s, caller: Caller, subscription: str, vault_name: str, vm: str, needed: Role = Role.READER) -> tuple[Vault, ProtectedItem]:
+        vault = self.core.vaults.find(s, caller, subscription, vault_name, needed)
+        item = s.scalar(
+            select(ProtectedItem).join(VirtualMachine).where(ProtectedItem.vault_id == vault.id, VirtualMachine.name == vm)
+        )
+        if item is None:
+            raise ItemNotFound(name=vm, vault=vault.name)
+        return vault, item
+
+    # ---- use cases ----
+    def enable(self, caller: Caller, subscription: str, vault_name: str, vm: str, policy: str | None = None,
+               host: str | None = None, include_disks: list[str] | None = None, exclude_disks: list[str] | None = None) -> dict:
+        now = self.core.clock.now()
+        with self.core.db.session() as s:
+            vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.OPERATOR)
+            pol = self.core.policies.find(s, vault, policy or "DefaultPolicy")
+            machine = self.core.inventory.find_vm(s, vm, host)
+            if machine.host.region != vault.region:
+                raise VmRegionMismatch(vm=vm, vm_region=machine.host.region, vault=vault.name, vault_region=vault.region)
+            self._check_disks(machine, include_disks, exclude_disks)
+            self.core.support.check_protectable(machine.info or {})
+            existing = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))
+            if existing is not None:
+                owner = s.get(Vault, existing.vault_id).name
+                if existing.state == ProtectionState.SOFT_DELETED.value:
+                    raise ItemSoftDeleted(vm=vm, vault=owner)
+                if existing.vault_id != vault.id or existing.state == ProtectionState.PROTECTED.value:
+                    raise VmAlreadyProtected(vm=vm, vault=owner)
+            item = existing or ProtectedItem(vault_id=vault.id, vm_id=machine.id, created_at=now)
+            item.policy_id, item.state = pol.id, ProtectionState.PROTECTED.value
+            item.include_disks, item.exclude_disks = include_disks or None, exclude_disks or None
+            s.add(item)
+            s.flush()
+            job = self.core.queue.enqueue(s, type=JobType.CONFIGURE_BACKUP.value, operation="ConfigureBackup",
+                                          subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id)
+            job.status, job.started_at, job.ended_at = JobStatus.COMPLETED.value, now, now
+            return self.view(s, item)
+
+    def set_policy(self, caller: Caller, subscription: str, vault_name: str, vm: str, policy: str) -> dict:
+        with self.core.db.session() as s:
+            vault, item = self.find_item(s, caller, subscription, vault_name, vm, Role.CONTRIBUTOR)
+            item.policy_id = self.core.policies.find(s, vault, policy).id
+            return self.view(s, item)
+
+    def disable(self, caller: Caller, subscription: str, vault_name: str, vm: str, delete_backup_data: bool) -> dict:
+        now = self.core.clock.now()
+        with self.core.db.session() as s:
+            vault, item = self.find_item(s, caller, subscription, vault_name, vm, Role.CONTRIBUTOR)
+            if delete_backup_data:
+                self.core.support.check_deletion_allowed(vault)
+                item.state, item.deleted_at = ProtectionState.SOFT_DELETED.value, now
+            else:
+                item.state = ProtectionState.PROTECTION_STOPPED.value
+            item.policy_id = None
+            jtype = JobType.DELETE_BACKUP_DATA if delete_backup_data else JobType.DISABLE_BACKUP
+            job = self.core.queue.enqueue(s, type=jtype.value, operation=jtype.value, subscription_id=vault.subscription_id,
+                                          vault_id=vault.id, item_id=item.id)
+            job.status, job.started_at, job.ended_at = JobStatus.COMPLETED.value, now, now
+            return self.view(s, item)
+
+    def backup_now(self, caller: Caller, subscription: str, vault_name: str, vm: str, retain_until: datetime | None = None) -> dict:
+        now = self.core.clock.now()
+        if retain_until is not None:
+            if retain_until.tzinfo is None or retain_until <= now or (retain_until - now).days > 99 * 366:
+                raise RetainUntilInvalid(value=retain_until.isoformat())
+        with self.core.db.session() as s:
+            vault, item = self.find_item(s, caller, subscription, vault_name, vm, Role.OPERATOR)
+            return self._enqueue_backup(s, vault, item, retain_until, trigger="on-demand")
+
+    def _enqueue_backup(self, s, vault: Vault, item: ProtectedItem, retain_until: datetime | None, trigger: str,
+                        slot: datetime | None = None) -> dict:
+        if item.state != ProtectionState.PROTECTED.value:
+            raise ItemNotProtected(vm=item.vm.name, state=item.state)
+        running = s.scalar(select(Job.id).where(Job.item_id == item.id, Job.type == JobType.BACKUP.value, Job.status.in_(_ACTIVE_JOB)))
+        if running:
+            raise BackupAlreadyRunning(vm=item.vm.name, job_id=running)
+        params = {"retain_until": retain_until.isoformat() if retain_until else None, "trigger": trigger,
+                  "slot": slot.isoformat() if slot else None}
+        job = self.core.queue.enqueue(s, type=JobType.BACKUP.value, operation="Backup", params=params,
+                                      subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id,
+                                      host_id=item.vm.host_id)
+        return self.core.jobs.view(job)
+
+    def check_vm(self, caller: Caller, vm: str, host: str | None = None) -> dict:
+        """Which vault protects this VM, if any (``az backup protection check-vm``)."""
+        with self.core.db.session() as s:
+            machine = self.core.inventory.find_vm(s, vm, host)
+            item = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))
+            if item is None:
+                return {"vm": vm, "protected": False, "vault": None}
+            vault = s.get(Vault, item.vault_id)
+            caller.require(vault.subscription_id, Role.READER)
+            return {"vm": vm, "protected": item.state == ProtectionState.PROTECTED.value, "state": item.state,
+                    "vault": vault.name, "vault_id": vault.id}
+
+    def list_items(self, caller: Caller, subscription: str, vault_name: str) -> list[dict]:
+        with self.core.db.session() as s:
+            vault = self.core.vaults.find(s, caller, subscription, vault_name)
+            items = s.scalars(select(ProtectedItem).where(ProtectedItem.vault_id == vault.id)).all()
+            return sorted((self.view(s, i) for i in items), key=lambda v: v["vm"])
+
+    def show_item(self, caller: Caller, subscription: str, vault_name: str, vm: str) -> dict:
+        with self.core.db.session() as s:
+            _, item = self.find_item(s, caller, subscription, vault_name, vm)
+            return self.view(s, item)
+
+    def check_retention_change(self, s, vault: Vault, policy: Policy, retention) -> None:
+        self.core.support.check_retention_change(vault, policy, retention)
+
+    # ---- helpers ----
+    @staticmethod
+    def _check_disks(machine: VirtualMachine, include: list[str] | None, exclude: list[str] | None) -> None:
+        names = {d.get("name") for d in (machine.info or {}).get("disks", [])}
+        if include and exclude:
+            raise DiskSelectionInvalid(reason="give either the disks to include or the disks to exclude, not both.")
+        chosen = include or exclude or []
+        unknown = sorted(set(chosen) - names)
+        if unknown:
+            raise DiskSelectionInvalid(reason=f"VM {machine.name!r} has no disk(s) {', '.join(unknown)}; it has {', '.join(sorted(n for n in names if n)) or 'none'}.")
+        if include is not None and include == []:
+            raise DiskSelectionInvalid(reason="at least one disk must be included.")
+        if exclude and set(exclude) >= names:
+            raise DiskSelectionInvalid(reason="every disk would be excluded.")
+
+    def view(self, s, item: ProtectedItem) -> dict:
+        vm = s.get(VirtualMachine, item.vm_id)
+        host = s.get(Host, vm.host_id)
+        policy = s.get(Policy, item.policy_id) if item.policy_id else None
+        latest = s.scalar(select(RecoveryPoint).where(RecoveryPoint.item_id == item.id).order_by(RecoveryPoint.time.desc()).limit(1))
+        next_run = None
+        if policy is not None and item.state == ProtectionState.PROTECTED.value:
+            from haven.domain.schedule import Schedule
+
+            next_run = Schedule.from_dict(policy.schedule).next_slot(self.core.clock.now())
+        return {
+            "id": item.id,
+            "vm": vm.name,
+            "host": host.name,
+            "vault_id": item.vault_id,
+            "policy": policy.name if policy else None,
+            "protection_state": item.state,
+            "last_backup_status": item.last_backup_status,
+            "last_backup_time": item.last_backup_time,
+            "latest_recovery_point": latest.time if latest else None,
+            "latest_consistency": latest.consistency if latest else None,
+            "next_scheduled_backup": next_run,
+            "include_disks": item.include_disks,
+            "exclude_disks": item.exclude_disks,
+            "deleted_at": item.deleted_at,
+            "created_at": item.created_at,
+        }

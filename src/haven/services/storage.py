@@ -1,0 +1,69 @@
+"""Opens a vault's storage: its backend (from the vault's storage URL) and its repository.
+
+The vault's data key is wrapped by a key-encryption key; for now that KEK is derived from the
+server's master key (``$HAVEN_HOME/master.key``, made on first start, readable by its owner only).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from haven.errors import PreconditionFailed
+
+__all__ = ["StorageService", "load_or_create_master_key", "MasterKeyMissing"]
+
+
+class MasterKeyMissing(PreconditionFailed):
+    code = "UserErrorMasterKeyMissing"
+    message = "The server's master key {path} is missing or unreadable, so no vault can be opened."
+    recommendation = "Restore the master key file from your safe copy; without it the vaults' data keys cannot be unwrapped."
+
+
+def load_or_create_master_key(path: Path, create: bool = True) -> bytes:
+    if path.exists():
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise MasterKeyMissing(path=str(path))
+        return key
+    if not create:
+        raise MasterKeyMissing(path=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+class StorageService:
+    def __init__(self, core, backend_options: dict | None = None):
+        self.core = core
+        self.backend_options = backend_options or {}
+        self._master: bytes | None = None
+
+    def kek(self):
+        from haven.engine import LocalKeyWrapper
+
+        if self._master is None:
+            self._master = load_or_create_master_key(self.core.settings.master_key_path)
+        return LocalKeyWrapper(self._master)
+
+    def backend(self, storage_url: str):
+        from haven.engine import open_backend
+
+        return open_backend(storage_url, **self.backend_options.get(storage_url.split("://", 1)[0], {}))
+
+    def init_vault(self, vault, subscription) -> None:
+        from haven.engine import Repository
+
+        info = {"vault_id": vault.id, "vault_name": vault.name, "subscription": subscription.name, "region": vault.region}
+        Repository.init(self.backend(vault.storage_url), self.kek(), info)
+
+    def open(self, vault):
+        from haven.engine import Repository
+
+        return Repository.open(self.backend(vault.storage_url), self.kek())

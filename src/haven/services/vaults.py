@@ -1,0 +1,140 @@
+"""Vaults: create (with DefaultPolicy and initialised storage), list, show, delete, redundancy."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from haven.db.models import Policy, ProtectedItem, RecoveryPoint, Vault
+from haven.db.types import new_id
+from haven.domain.enums import ProtectionState, Role
+from haven.domain.vault import (
+    Redundancy,
+    VaultNotEmpty,
+    check_redundancy_change,
+    validate_vault_name,
+    vault_name_key,
+)
+from haven.errors import Conflict, NotFound, UserError
+from haven.services.auth import Caller
+
+__all__ = ["VaultService", "VaultNotFound", "VaultAlreadyExists"]
+
+
+class VaultNotFound(NotFound):
+    code = "UserErrorVaultNotFound"
+    message = "Vault {name!r} does not exist in subscription {subscription!r}."
+    recommendation = "List the vaults with 'haven vault list --subscription {subscription}'."
+
+
+class VaultAlreadyExists(Conflict):
+    code = "UserErrorVaultAlreadyExists"
+    message = "A vault named {name!r} already exists in subscription {subscription!r}; vault names are unique within a subscription (ignoring case)."
+    recommendation = "Choose another name, or use the existing vault."
+
+
+class RedundancyInvalid(UserError):
+    code = "UserErrorStorageRedundancyInvalid"
+    message = "Storage redundancy {value!r} is not available here: {reason}"
+    recommendation = "Use LRS, or GRS in a region that has a paired region configured."
+
+
+class VaultService:
+    def __init__(self, core):
+        self.core = core
+
+    # ---- lookups used by every service under a vault ----
+    def find(self, s, caller: Caller, subscription: str, name: str, needed: Role = Role.READER) -> Vault:
+        sub = self.core.subscriptions.get_visible(s, caller, subscription, needed)
+        vault = s.scalar(select(Vault).where(Vault.subscription_id == sub.id, Vault.name_key == vault_name_key(name)))
+        if vault is None:
+            raise VaultNotFound(name=name, subscription=subscription)
+        return vault
+
+    # ---- use cases ----
+    def create(self, caller: Caller, subscription: str, name: str, region: str, redundancy: str | None = None) -> dict:
+        validate_vault_name(name)
+        region_cfg = self.core.regions.require(region)
+        wanted = self._redundancy(redundancy, region_cfg)
+        with self.core.db.session() as s:
+            sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.CONTRIBUTOR)
+            if s.scalar(select(Vault.id).where(Vault.subscription_id == sub.id, Vault.name_key == vault_name_key(name))):
+                raise VaultAlreadyExists(name=name, subscription=subscription)
+            vault_id = new_id()
+            vault = Vault(
+                id=vault_id, subscription_id=sub.id, name=name, name_key=vault_name_key(name), region=region,
+                redundancy=wanted.value, storage_url=f"{region_cfg.storage_url.rstrip('/')}/{vault_id}",
+                created_at=self.core.clock.now(),
+            )
+            s.add(vault)
+            s.flush()
+            self.core.policies.add_default(s, vault)
+            # Storage last: if it fails, the transaction rolls back and nothing is left behind.
+            self.core.storage.init_vault(vault, sub)
+            return self.view(s, vault)
+
+    def list(self, caller: Caller, subscription: str) -> list[dict]:
+        with self.core.db.session() as s:
+            sub = self.core.subscriptions.get_visible(s, caller, subscription)
+            vaults = s.scalars(select(Vault).where(Vault.subscription_id == sub.id).order_by(Vault.name)).all()
+            return [self.view(s, v) for v in vaults]
+
+    def show(self, caller: Caller, subscription: str, name: str) -> dict:
+        with self.core.db.session() as s:
+            return self.view(s, self.find(s, caller, subscription, name))
+
+    def delete(self, caller: Caller, subscription: str, name: str) -> None:
+        with self.core.db.session() as s:
+            vault = self.find(s, caller, subscription, name, Role.CONTRIBUTOR)
+            items, points = self._counts(s, vault.id, include_stopped=True)
+            if items or points:
+                raise VaultNotEmpty(vault=vault.name, items=items, points=points)
+            s.delete(vault)
+
+    def set_redundancy(self, caller: Caller, subscription: str, name: str, redundancy: str) -> dict:
+        with self.core.db.session() as s:
+            vault = self.find(s, caller, subscription, name, Role.CONTRIBUTOR)
+            wanted = self._redundancy(redundancy, self.core.regions.require(vault.region))
+            protected, _ = self._counts(s, vault.id, include_stopped=True)
+            check_redundancy_change(vault.name, Redundancy(vault.redundancy), wanted, protected)
+            vault.redundancy = wanted.value
+            return self.view(s, vault)
+
+    # ---- helpers ----
+    def _redundancy(self, value: str | None, region_cfg) -> Redundancy:
+        if value is None:
+            return Redundancy.GRS if region_cfg.paired_region else Redundancy.LRS
+        try:
+            wanted = Redundancy(value.upper() if isinstance(value, str) else value)
+        except ValueError:
+            raise RedundancyInvalid(value=value, reason="it must be LRS or GRS.") from None
+        if wanted is Redundancy.GRS and not region_cfg.paired_region:
+            raise RedundancyInvalid(value=value, reason=f"region {region_cfg.name!r} has no paired region to replicate to.")
+        return wanted
+
+    def _counts(self, s, vault_id: str, include_stopped: bool) -> tuple[int, int]:
+        states = [ProtectionState.PROTECTED.value]
+        if include_stopped:
+            states += [ProtectionState.PROTECTION_STOPPED.value, ProtectionState.SOFT_DELETED.value]
+        items = s.scalar(select(func.count()).select_from(ProtectedItem).where(ProtectedItem.vault_id == vault_id, ProtectedItem.state.in_(states)))
+        points = s.scalar(select(func.count()).select_from(RecoveryPoint).where(RecoveryPoint.vault_id == vault_id))
+        return int(items or 0), int(points or 0)
+
+    def view(self, s, vault: Vault) -> dict:
+        items, points = self._counts(s, vault.id, include_stopped=True)
+        stored = s.scalar(select(func.coalesce(func.sum(RecoveryPoint.stored_bytes), 0)).where(RecoveryPoint.vault_id == vault.id))
+        policies = s.scalar(select(func.count()).select_from(Policy).where(Policy.vault_id == vault.id))
+        return {
+            "id": vault.id,
+            "name": vault.name,
+            "subscription_id": vault.subscription_id,
+            "region": vault.region,
+            "storage_redundancy": vault.redundancy,
+            "storage_redundancy_locked": items > 0,
+            "soft_delete_days": vault.soft_delete_days,
+            "immutability": vault.immutability,
+            "protected_items": items,
+            "recovery_points": points,
+            "policies": int(policies or 0),
+            "stored_bytes": int(stored or 0),
+            "created_at": vault.created_at,
+        }
