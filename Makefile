@@ -1,0 +1,44 @@
+# The two commands: `make run` and `make test`. Both set everything up first (as root on Debian 12).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-system setup-python setup-node run test test-fast reliability bench docs lint clean
+
+setup: setup-system setup-python setup-node
+
+setup-system:
+	bash scripts/setup-system.sh
+
+setup-python:
+	bash scripts/setup-python.sh
+
+setup-node:
+	bash scripts/setup-node.sh
+
+## The server with its dashboard on the embedded default (SQLite, a local vault folder, a sample VM),
+## a first backup and a restore checked byte for byte. Ctrl-C stops it.
+run: setup-system setup-python
+	$(VENV)/bin/haven serve --demo
+
+## The whole suite against real services (PostgreSQL, Azurite, S3, proxies, QEMU, libvirt, Chromium).
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Without the slow marks: for a quick local loop.
+test-fast: setup-python
+	$(PY) -m pytest -m "not slow and not vm" -x $(PYTEST_ARGS)
+
+reliability: setup
+	HAVEN_RELIABILITY=full $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+## Regenerate the committed documents that come from the code (tests check they are current).
+docs: setup-python
+	$(PY) -m haven.tools.gendocs
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache

@@ -1,0 +1,71 @@
+"""The CLI's HTTP client: finds the server and token by itself, turns API errors into HavenErrors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from haven.config import default_home
+from haven.errors import HavenError, Transient, error_from_payload
+
+__all__ = ["ApiClient", "ServerUnreachable"]
+
+
+class ServerUnreachable(Transient):
+    code = "UserErrorServerUnreachable"
+    message = "The Haven server at {url} did not answer: {reason}"
+    recommendation = "Start it with 'haven serve' (or 'make run'), or point the CLI at it with --server / HAVEN_SERVER."
+
+
+def _credentials(home: Path) -> dict:
+    try:
+        return json.loads((home / "credentials.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class ApiClient:
+    def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 60.0):
+        creds = _credentials(default_home())
+        self.server = (server or os.environ.get("HAVEN_SERVER") or creds.get("server") or "http://127.0.0.1:8733").rstrip("/")
+        self.token = token or os.environ.get("HAVEN_TOKEN") or creds.get("token")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        # The CLI talks to the control plane directly; proxies are for the agent's data path.
+        self._http = httpx.Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout, trust_env=False)
+
+    def request(self, method: str, path: str, **kwargs) -> Any:
+        try:
+            r = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise ServerUnreachable(url=self.server, reason=str(e) or type(e).__name__) from None
+        if r.status_code == 204:
+            return None
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"error": {"code": "InternalError", "message": r.text[:500]}}
+        if r.status_code >= 400:
+            raise error_from_payload(body, r.status_code)
+        return body
+
+    def get(self, path: str, **params) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict | None = None) -> Any:
+        return self.request("POST", path, json=body or {})
+
+    def put(self, path: str, body: dict) -> Any:
+        return self.request("PUT", path, json=body)
+
+    def patch(self, path: str, body: dict) -> Any:
+        return self.request("PATCH", path, json=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+
+__all__ += ["HavenError"]

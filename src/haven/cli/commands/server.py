@@ -1,0 +1,95 @@
+"""haven serve (API, dashboard, job runner, local agent in one process) and haven demo."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from haven.cli.state import handled, state
+
+__all__ = ["serve", "demo"]
+
+
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Listen port (default 8733).")] = None,
+    home: Annotated[Optional[Path], typer.Option("--home", help="Data folder (default $HAVEN_HOME or ~/.haven).")] = None,
+    run_demo: Annotated[bool, typer.Option("--demo", help="Make a sample VM, back it up and restore it once the server is up.")] = False,
+):
+    """Run the server: API, dashboard, job runner and the local host agent, on the embedded default."""
+    import uvicorn
+
+    from haven.agent.local import LocalAgent
+    from haven.api.app import create_app
+    from haven.config import load_settings
+    from haven.services.core import Haven
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = load_settings(home, **overrides)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.vms_root.mkdir(parents=True, exist_ok=True)
+    core = Haven(settings)
+    if core.auth.bootstrap_local_owner(settings.credentials_path, settings.server_url):
+        print(f"Made an Owner token for the local user in {settings.credentials_path}")
+    agent = LocalAgent(core, f"folder://{settings.vms_root}")
+    agent.start()
+    app = create_app(core)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+    if run_demo:
+        threading.Thread(target=_demo_when_up, args=(server, settings, agent), daemon=True).start()
+    print(f"Haven {settings.server_url}  (API {settings.server_url}/api/v1, docs {settings.server_url}/docs)")
+    try:
+        server.run()
+    finally:
+        agent.stop()
+        core.close()
+
+
+def _demo_when_up(server, settings, agent) -> None:
+    import time
+
+    from haven.cli.client import ApiClient
+    from haven.demo import make_sample_vm, run_demo
+
+    while not server.started:
+        time.sleep(0.1)
+    make_sample_vm(settings.vms_root)
+    agent.refresh_inventory()
+    client = ApiClient(settings.server_url)
+    try:
+        result = run_demo(client, settings.home, settings.vms_root, say=lambda m: print(f"[demo] {m}", flush=True))
+    except Exception as e:  # the server keeps running; say what went wrong
+        print(f"[demo] failed: {e}", flush=True)
+        return
+    print(_try_these(settings.server_url, result), flush=True)
+
+
+def _try_these(url: str, result: dict) -> str:
+    return f"""
+Haven is running at {url}  (stop with Ctrl-C)
+Try:
+  .venv/bin/haven vault list -s default
+  .venv/bin/haven item list -s default -v vault-local
+  .venv/bin/haven recoverypoint list -s default -v vault-local --vm sample-vm
+  .venv/bin/haven protection backup-now -s default -v vault-local --vm sample-vm --wait
+  .venv/bin/haven job list -s default -v vault-local
+  .venv/bin/haven restore restore-disks -s default -v vault-local --vm sample-vm --rp-name {result['point']} --target-folder /tmp/haven-restore --wait
+"""
+
+
+@handled
+def demo(ctx: typer.Context, home: Annotated[Optional[Path], typer.Option("--home")] = None):
+    """Against a running server: protect the sample VM, back it up, restore it and compare."""
+    from haven.config import load_settings
+    from haven.demo import run_demo
+
+    settings = load_settings(home)
+    result = run_demo(state(ctx).client, settings.home, settings.vms_root)
+    state(ctx).show(result)
+    if not result["identical"]:
+        raise typer.Exit(1)

@@ -1,0 +1,148 @@
+"""haven vault … and haven policy …"""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from haven.cli.state import SubOpt, VaultOpt, handled, state
+from haven.errors import UserError
+
+vault = typer.Typer(help="Backup vaults.", no_args_is_help=True)
+backup_properties = typer.Typer(help="Storage redundancy of a vault.", no_args_is_help=True)
+vault.add_typer(backup_properties, name="backup-properties")
+policy = typer.Typer(help="Backup policies: schedule and retention.", no_args_is_help=True)
+
+VAULT_COLUMNS = ["name", "region", "storage_redundancy", "protected_items", "recovery_points", "stored_bytes"]
+POLICY_COLUMNS = ["name", "schedule", "retention", "next_run", "protected_items"]
+
+
+@vault.command("create")
+@handled
+def vault_create(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
+                 region: Annotated[str, typer.Option("--region", "--location", "-l")],
+                 redundancy: Annotated[Optional[str], typer.Option("--backup-storage-redundancy")] = None):
+    st = state(ctx)
+    body = {"name": name, "region": region}
+    if redundancy:
+        body["storage_redundancy"] = redundancy
+    st.show(st.client.post(f"/subscriptions/{subscription}/vaults", body))
+
+
+@vault.command("list")
+@handled
+def vault_list(ctx: typer.Context, subscription: SubOpt):
+    st = state(ctx)
+    st.show(st.client.get(f"/subscriptions/{subscription}/vaults"), VAULT_COLUMNS)
+
+
+@vault.command("show")
+@handled
+def vault_show(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")]):
+    st = state(ctx)
+    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{name}"))
+
+
+@vault.command("delete")
+@handled
+def vault_delete(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
+                 yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False):
+    if not yes:
+        typer.confirm(f"Delete vault {name!r}?", abort=True)
+    state(ctx).client.delete(f"/subscriptions/{subscription}/vaults/{name}")
+
+
+@backup_properties.command("set")
+@handled
+def backup_properties_set(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
+                          redundancy: Annotated[str, typer.Option("--backup-storage-redundancy")]):
+    st = state(ctx)
+    st.show(st.client.patch(f"/subscriptions/{subscription}/vaults/{name}/backup-properties", {"storage_redundancy": redundancy}))
+
+
+# ---- policies ----
+
+def _policy_body(policy_json: str | None, frequency: str | None, times: list[str] | None, weekdays: list[int] | None,
+                 timezone: str | None, daily: int | None, weekly: int | None, monthly: int | None, yearly: int | None) -> dict:
+    if policy_json:
+        text = Path(policy_json[1:]).read_text() if policy_json.startswith("@") else policy_json
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise UserError(f"--policy is not valid JSON: {e}", "Pass a JSON object with 'schedule' and 'retention', or @file.json.") from None
+    body: dict = {}
+    if frequency or times or weekdays or timezone:
+        body["schedule"] = {"frequency": frequency or "daily", "times": times or ["22:30"], "weekdays": weekdays or [], "timezone": timezone or "UTC"}
+    if any(v is not None for v in (daily, weekly, monthly, yearly)):
+        body["retention"] = {"daily_days": daily, "weekly_weeks": weekly, "monthly_months": monthly, "yearly_years": yearly}
+    return body
+
+
+PolicyJson = Annotated[Optional[str], typer.Option("--policy", help="The policy as JSON, or @file.json.")]
+Freq = Annotated[Optional[str], typer.Option("--frequency", help="daily, weekly or hourly")]
+Times = Annotated[Optional[list[str]], typer.Option("--time", help="Run time HH:MM (repeatable).")]
+Days = Annotated[Optional[list[int]], typer.Option("--weekday", help="0=Monday … 6=Sunday (weekly; repeatable).")]
+Tz = Annotated[Optional[str], typer.Option("--timezone")]
+Daily = Annotated[Optional[int], typer.Option("--daily-days")]
+Weekly = Annotated[Optional[int], typer.Option("--weekly-weeks")]
+Monthly = Annotated[Optional[int], typer.Option("--monthly-months")]
+Yearly = Annotated[Optional[int], typer.Option("--yearly-years")]
+
+
+@policy.command("create")
+@handled
+def policy_create(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, name: Annotated[str, typer.Option("--name", "-n")],
+                  policy_json: PolicyJson = None, frequency: Freq = None, times: Times = None, weekdays: Days = None, timezone: Tz = None,
+                  daily: Daily = None, weekly: Weekly = None, monthly: Monthly = None, yearly: Yearly = None):
+    st = state(ctx)
+    body = _policy_body(policy_json, frequency, times, weekdays, timezone, daily, weekly, monthly, yearly)
+    body.setdefault("schedule", {"frequency": "daily", "times": ["22:30"], "timezone": "UTC"})
+    body.setdefault("retention", {"daily_days": 30})
+    body["name"] = name
+    st.show(st.client.post(f"/subscriptions/{subscription}/vaults/{vault_name}/policies", body))
+
+
+@policy.command("set")
+@handled
+def policy_set(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, name: Annotated[str, typer.Option("--name", "-n")],
+               policy_json: PolicyJson = None, frequency: Freq = None, times: Times = None, weekdays: Days = None, timezone: Tz = None,
+               daily: Daily = None, weekly: Weekly = None, monthly: Monthly = None, yearly: Yearly = None):
+    st = state(ctx)
+    body = _policy_body(policy_json, frequency, times, weekdays, timezone, daily, weekly, monthly, yearly)
+    body.pop("name", None)
+    st.show(st.client.put(f"/subscriptions/{subscription}/vaults/{vault_name}/policies/{name}", body))
+
+
+@policy.command("show")
+@handled
+def policy_show(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, name: Annotated[str, typer.Option("--name", "-n")]):
+    st = state(ctx)
+    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{vault_name}/policies/{name}"))
+
+
+@policy.command("list")
+@handled
+def policy_list(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt):
+    st = state(ctx)
+    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{vault_name}/policies"), POLICY_COLUMNS)
+
+
+@policy.command("delete")
+@handled
+def policy_delete(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, name: Annotated[str, typer.Option("--name", "-n")]):
+    state(ctx).client.delete(f"/subscriptions/{subscription}/vaults/{vault_name}/policies/{name}")
+
+
+@policy.command("get-default-for-vm")
+@handled
+def policy_default(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt):
+    st = state(ctx)
+    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{vault_name}/default-policy-for-vm"))
+
+
+@policy.command("list-associated-items")
+@handled
+def policy_items(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, name: Annotated[str, typer.Option("--name", "-n")]):
+    st = state(ctx)
+    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{vault_name}/policies/{name}/items"))

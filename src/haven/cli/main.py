@@ -1,0 +1,52 @@
+"""The ``haven`` command: groups shaped like ``az backup``, talking to the API over HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from haven import __version__
+from haven.cli.commands import account, protection, server, vaults
+from haven.cli.state import State
+
+__all__ = ["app"]
+
+app = typer.Typer(name="haven", help="Haven: self-hosted backup for virtual machines.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    server_url: Annotated[Optional[str], typer.Option("--server", envvar="HAVEN_SERVER", help="Server URL (default: from ~/.haven/credentials.json).")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="HAVEN_TOKEN", help="Bearer token (default: the local Owner token).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
+):
+    if output not in ("table", "json"):
+        raise typer.BadParameter("--output must be table or json")
+    ctx.obj = State(server=server_url, token=token, output=output)
+
+
+@app.command("version")
+def version() -> None:
+    """Print Haven's version."""
+    print(__version__)
+
+
+app.add_typer(account.subscription, name="subscription")
+app.add_typer(account.token, name="token")
+app.add_typer(account.vm, name="vm")
+app.add_typer(account.region, name="region")
+app.add_typer(vaults.vault, name="vault")
+app.add_typer(vaults.policy, name="policy")
+app.add_typer(protection.protection, name="protection")
+app.add_typer(protection.item, name="item")
+app.add_typer(protection.job, name="job")
+app.add_typer(protection.recoverypoint, name="recoverypoint")
+app.add_typer(protection.restore, name="restore")
+app.command("serve")(server.serve)
+app.command("demo")(server.demo)
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
