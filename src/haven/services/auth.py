@@ -199,10 +199,10 @@ class AuthService:
             name = f"agent:{host_name}"
             principal = s.scalar(select(Principal).where(Principal.name == name))
             if principal is None:
+                # No role assignment: an agent uses only the agent endpoints, for its own host.
                 principal = Principal(name=name, kind=PrincipalKind.AGENT.value, host_id=host_id, created_at=now)
                 s.add(principal)
                 s.flush()
-                s.add(RoleAssignment(principal_id=principal.id, scope=ALL_SUBSCRIPTIONS, role=Role.OPERATOR.value))
             secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
             s.add(Token(principal_id=principal.id, name=name, secret_hash=hash_secret(secret), created_at=now))
             return secret

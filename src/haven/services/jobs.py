@@ -27,10 +27,10 @@ class JobService:
 
     def list(self, caller: Caller, subscription: str, vault_name: str, status: str | None = None, type: str | None = None,
              vm: str | None = None, start: datetime | None = None, end: datetime | None = None, limit: int = 100) -> list[dict]:
-        _check(status, JobStatus, "status")
-        _check(type, JobType, "type")
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name)
+            _check(status, JobStatus, "status")
+            _check(type, JobType, "type")
             q = select(Job).where(Job.vault_id == vault.id)
             if status:
                 q = q.where(Job.status == status)
@@ -54,10 +54,9 @@ class JobService:
             return self.view(job, s)
 
     def stop(self, caller: Caller, subscription: str, job_id: str) -> dict:
-        self.show(caller, subscription, job_id)  # existence and visibility
         with self.core.db.session() as s:
-            sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.OPERATOR)
-            del sub
+            self.core.subscriptions.get_visible(s, caller, subscription, Role.OPERATOR)
+        self.show(caller, subscription, job_id)  # exists, and in this subscription
         job = self.core.queue.request_cancel(job_id)
         with self.core.db.session() as s:
             return self.view(s.get(Job, job.id), s)

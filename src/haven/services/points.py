@@ -56,11 +56,11 @@ class PointService:
 
     def restore_disks(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str,
                       target: str, disks: list[str] | None = None, fmt: str = "raw") -> dict:
-        if fmt not in ("raw", "qcow2"):
-            raise RestoreFormatInvalid(fmt=fmt)
-        target_path = _check_target(target)
         with self.core.db.session() as s:
             vault, item, point = self.find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            if fmt not in ("raw", "qcow2"):
+                raise RestoreFormatInvalid(fmt=fmt)
+            target_path = _check_target(target)
             names = [d["name"] for d in point.disks]
             chosen = disks or names
             unknown = sorted(set(chosen) - set(names))

@@ -81,11 +81,11 @@ class PolicyService:
         return policy
 
     def create(self, caller: Caller, subscription: str, vault_name: str, name: str, schedule: dict, retention: dict) -> dict:
-        if not isinstance(name, str) or not _POLICY_NAME.fullmatch(name):
-            raise PolicyNameInvalid(name=name)
-        sched, ret = parse_policy(schedule, retention)
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.CONTRIBUTOR)
+            if not isinstance(name, str) or not _POLICY_NAME.fullmatch(name):
+                raise PolicyNameInvalid(name=name)
+            sched, ret = parse_policy(schedule, retention)
             if s.scalar(select(Policy.id).where(Policy.vault_id == vault.id, Policy.name_key == name.lower())):
                 raise PolicyAlreadyExists(name=name, vault=vault.name)
             policy = Policy(vault_id=vault.id, name=name, name_key=name.lower(), schedule=sched.to_dict(),

@@ -132,11 +132,11 @@ class ProtectionService:
 
     def backup_now(self, caller: Caller, subscription: str, vault_name: str, vm: str, retain_until: datetime | None = None) -> dict:
         now = self.core.clock.now()
-        if retain_until is not None:
-            if retain_until.tzinfo is None or retain_until <= now or (retain_until - now).days > 99 * 366:
-                raise RetainUntilInvalid(value=retain_until.isoformat())
         with self.core.db.session() as s:
             vault, item = self.find_item(s, caller, subscription, vault_name, vm, Role.OPERATOR)
+            if retain_until is not None:
+                if retain_until.tzinfo is None or retain_until <= now or (retain_until - now).days > 99 * 366:
+                    raise RetainUntilInvalid(value=retain_until.isoformat())
             return self._enqueue_backup(s, vault, item, retain_until, trigger="on-demand")
 
     def _enqueue_backup(self, s, vault: Vault, item: ProtectedItem, retain_until: datetime | None, trigger: str,

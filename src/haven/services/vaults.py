@@ -52,11 +52,11 @@ class VaultService:
 
     # ---- use cases ----
     def create(self, caller: Caller, subscription: str, name: str, region: str, redundancy: str | None = None) -> dict:
-        validate_vault_name(name)
-        region_cfg = self.core.regions.require(region)
-        wanted = self._redundancy(redundancy, region_cfg)
         with self.core.db.session() as s:
             sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.CONTRIBUTOR)
+            validate_vault_name(name)
+            region_cfg = self.core.regions.require(region)
+            wanted = self._redundancy(redundancy, region_cfg)
             if s.scalar(select(Vault.id).where(Vault.subscription_id == sub.id, Vault.name_key == vault_name_key(name))):
                 raise VaultAlreadyExists(name=name, subscription=subscription)
             vault_id = new_id()
