@@ -42,6 +42,17 @@ def _describe(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods - {"HEAD"}) if methods != {"HEAD"} else sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HavenError)
     async def _haven(request: Request, exc: HavenError):
@@ -58,7 +69,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         cls = {404: "UserErrorNotFound", 405: "UserErrorMethodNotAllowed"}.get(exc.status_code, "UserErrorInvalidRequest")
         body = {"error": {"code": cls, "message": str(exc.detail), "recommendation": "See /docs for the API's routes and methods.", "details": {}}}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; FastAPI has one route per method.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):

@@ -38,8 +38,19 @@ class IpRangesOut(BaseModel):
     ip_ranges: list[str]
 
 
+# Name rules are documented as patterns but checked by the services, so that a wrong name gets the
+# seeds' error (code, message and fix) rather than a generic validation answer.
+SUBSCRIPTION_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+VAULT_NAME = r"^[A-Za-z][A-Za-z0-9-]{1,49}$"
+POLICY_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,149}$"
+
+
+def documented_pattern(pattern: str, **kw):
+    return Field(json_schema_extra={"pattern": pattern}, **kw)
+
+
 class SubscriptionIn(Strict):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = documented_pattern(SUBSCRIPTION_NAME, min_length=1, max_length=64)
 
 
 class SubscriptionOut(BaseModel):
@@ -83,7 +94,7 @@ class WhoAmI(BaseModel):
 
 # ---- vaults ----
 class VaultIn(Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = documented_pattern(VAULT_NAME, min_length=1, max_length=100)
     region: str = Field(min_length=1, max_length=64)
     storage_redundancy: Literal["LRS", "GRS"] | None = None
 
@@ -127,7 +138,7 @@ class RetentionBody(Strict):
 
 
 class PolicyIn(Strict):
-    name: str = Name
+    name: str = documented_pattern(POLICY_NAME, min_length=1, max_length=150)
     schedule: ScheduleBody
     retention: RetentionBody
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from haven.errors import HavenError
@@ -57,6 +58,6 @@ def emit(data: Any, output: str, columns: list[str] | None = None) -> None:
 
 
 def emit_error(err: HavenError) -> None:
-    err_console.print(f"[bold red]{err.code}[/]: {err.text}")
+    err_console.print(f"[bold red]{escape(err.code)}[/]: {escape(err.text)}", soft_wrap=True, highlight=False)
     if err.fix:
-        err_console.print(f"[yellow]Fix[/]: {err.fix}")
+        err_console.print(f"[yellow]Fix[/]: {escape(err.fix)}", soft_wrap=True, highlight=False)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from haven.db.models import Principal, RoleAssignment, Subscription, Token
 from haven.domain.enums import PrincipalKind, Role
-from haven.errors import Forbidden, NotFound, Unauthenticated, UserError
+from haven.errors import Conflict, Forbidden, NotFound, Unauthenticated, UserError
 
 __all__ = [
     "Caller",
@@ -57,6 +57,18 @@ class AgentScopeViolation(Forbidden):
     code = "UserErrorAgentScopeViolation"
     message = "Host agent {principal!r} may act only on its own host's VMs and jobs."
     recommendation = "Use the credential of the agent that runs on the VM's host."
+
+
+class OwnTokenRevocation(Conflict):
+    code = "UserErrorCannotRevokeOwnToken"
+    message = "A principal cannot revoke its own tokens: that could lock the last Owner out."
+    recommendation = "Revoke it with another Owner's token."
+
+
+class OwnRoleChange(Conflict):
+    code = "UserErrorCannotChangeOwnRole"
+    message = "A principal cannot change its own role assignments (that could lock the last Owner out)."
+    recommendation = "Ask another Owner to change the role, or create the token for another principal (--principal)."
 
 
 class InvalidRole(UserError):
@@ -165,6 +177,8 @@ class AuthService:
                 s.add(principal)
                 s.flush()
             assignment = s.scalar(select(RoleAssignment).where(RoleAssignment.principal_id == principal.id, RoleAssignment.scope == scope))
+            if caller is not None and principal.id == caller.principal_id and (assignment is None or assignment.role != wanted.value):
+                raise OwnRoleChange()
             if assignment is None:
                 s.add(RoleAssignment(principal_id=principal.id, scope=scope, role=wanted.value))
             else:
@@ -190,6 +204,8 @@ class AuthService:
             token = s.get(Token, token_id)
             if token is None:
                 raise NotFound(f"Token {token_id!r} does not exist.", "List tokens with 'haven token list'.")
+            if token.principal_id == caller.principal_id:
+                raise OwnTokenRevocation()
             token.revoked = True
 
     def agent_token(self, host_id: str, host_name: str) -> str:

@@ -1,0 +1,64 @@
+"""Vault, policy and token flows through the CLI against a running server, on SQLite and PostgreSQL."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from haven.cli.main import app
+from tests.services.haven_server import HavenServer
+
+
+@pytest.fixture
+def server(tmp_path, db_url):
+    srv = HavenServer(tmp_path / "srv", database_url=db_url).start()
+    yield srv
+    srv.stop()
+
+
+def run(server, *args, token=None, expect=0):
+    result = CliRunner().invoke(app, ["--server", server.url, "--token", token or server.token, "-o", "json", *args])
+    assert result.exit_code == expect, (args, result.exit_code, result.output)
+    out = result.stdout.strip()
+    return json.loads(out) if out and expect == 0 else result
+
+
+def test_vault_policy_and_token_flows(server):
+    run(server, "subscription", "create", "--name", "prod")
+    assert [s["name"] for s in run(server, "subscription", "list")] == ["prod"]
+    vault = run(server, "vault", "create", "-s", "prod", "--name", "vault-1", "--region", "local")
+    assert vault["storage_redundancy"] == "LRS" and vault["policies"] == 1
+    run(server, "vault", "backup-properties", "set", "-s", "prod", "--name", "vault-1", "--backup-storage-redundancy", "LRS")
+    default = run(server, "policy", "get-default-for-vm", "-s", "prod", "-v", "vault-1")
+    assert default["name"] == "DefaultPolicy" and default["schedule"]["times"] == ["22:30"]
+    created = run(server, "policy", "create", "-s", "prod", "-v", "vault-1", "--name", "nightly", "--time", "01:00",
+                  "--timezone", "Europe/Berlin", "--daily-days", "14")
+    assert created["schedule"]["timezone"] == "Europe/Berlin" and created["retention"]["daily_days"] == 14
+    changed = run(server, "policy", "set", "-s", "prod", "-v", "vault-1", "--name", "nightly", "--daily-days", "60")
+    assert changed["retention"]["daily_days"] == 60
+    assert {p["name"] for p in run(server, "policy", "list", "-s", "prod", "-v", "vault-1")} == {"DefaultPolicy", "nightly"}
+    assert run(server, "policy", "list-associated-items", "-s", "prod", "-v", "vault-1", "--name", "nightly") == []
+    run(server, "policy", "delete", "-s", "prod", "-v", "vault-1", "--name", "nightly")
+    # a Reader token can read but not create
+    reader = run(server, "token", "create", "--name", "ci-reader", "--role", "Reader", "--subscription", "prod")["token"]
+    assert [v["name"] for v in run(server, "vault", "list", "-s", "prod", token=reader)] == ["vault-1"]
+    denied = run(server, "vault", "create", "-s", "prod", "--name", "vault-2", "--region", "local", token=reader, expect=6)
+    assert "UserErrorAuthorizationFailed" in denied.output
+    run(server, "vault", "delete", "-s", "prod", "--name", "vault-1", "--yes")
+    assert run(server, "vault", "list", "-s", "prod") == []
+
+
+def test_bad_input_answers_with_code_message_fix_and_exit_code(server):
+    run(server, "subscription", "create", "--name", "prod")
+    bad = run(server, "vault", "create", "-s", "prod", "--name", "1-bad", "--region", "local", expect=2)
+    assert "UserErrorVaultNameInvalid" in bad.output and "2 to 50 characters" in bad.output and "Fix" in bad.output
+    missing = run(server, "vault", "show", "-s", "prod", "--name", "nope", expect=3)
+    assert "UserErrorVaultNotFound" in missing.output
+    region = run(server, "vault", "create", "-s", "prod", "--name", "v1", "--region", "mars", expect=3)
+    assert "UserErrorRegionNotFound" in region.output
+    assert run(server, "vault", "list", "-s", "prod") == []  # nothing written
+
+
+def test_unreachable_server_says_how_to_start_it(tmp_path):
+    result = CliRunner().invoke(app, ["--server", "http://127.0.0.1:9", "--token", "hvn_x", "vault", "list", "-s", "x"])
+    assert result.exit_code == 8 and "haven serve" in result.output
