@@ -6,8 +6,9 @@ from fastapi import APIRouter, FastAPI
 
 from haven import __version__
 from haven.api.errors import ERROR_RESPONSES, install_error_handlers
-from haven.api.routes import account, inventory, jobs, protection, vaults
+from haven.api.routes import account, inventory, jobs, keyvault, prepare, protection, vaults
 from haven.services.core import Haven
+from haven.web import mount_dashboard
 
 __all__ = ["create_app"]
 
@@ -21,9 +22,10 @@ def create_app(core: Haven) -> FastAPI:
     app.state.core = core
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
-    for module in (account, vaults, protection, jobs, inventory):
+    for module in (account, vaults, protection, jobs, inventory, prepare, keyvault):
         api.include_router(module.router)
     app.include_router(api)
+    mount_dashboard(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

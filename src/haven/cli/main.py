@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from haven import __version__
-from haven.cli.commands import account, protection, server, vaults
+from haven.cli.commands import account, keyvault, prepare, protection, server, vaults
 from haven.cli.state import State
 
 __all__ = ["app"]
@@ -45,6 +45,8 @@ app.add_typer(protection.item, name="item")
 app.add_typer(protection.job, name="job")
 app.add_typer(protection.recoverypoint, name="recoverypoint")
 app.add_typer(protection.restore, name="restore")
+app.add_typer(prepare.app, name="prepare")
+app.add_typer(keyvault.app, name="keyvault")
 app.command("serve")(server.serve)
 app.command("demo")(server.demo)
 

@@ -1,0 +1,5 @@
+"""API routes for keyvault."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""API routes for prepare."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
