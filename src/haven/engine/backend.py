@@ -1,0 +1,103 @@
+"""The one small interface every storage backend implements.
+
+Object names are relative keys: segments of ``[A-Za-z0-9._-]`` joined by ``/`` (never a leading
+``/``, never ``..``). Values are opaque bytes. Backends do not interpret what they store.
+
+Errors: every method raises only ``haven.errors.HavenError`` subclasses —
+``StorageObjectNotFound`` for a missing object on ``load``, a ``Transient`` subclass
+(``StorageUnavailable``, ``StorageTimeout``) for anything that may pass on retry, and a
+permanent category (``StorageAccessDenied``, ``StorageRequestRejected``) otherwise.
+``is_permanent(exc)`` tells the retry wrapper which is which.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from haven.errors import HavenError
+
+from .errors import InvalidObjectName, StorageObjectNotFound
+
+__all__ = ["Backend", "ObjectInfo", "check_name"]
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid object name, else raise ``InvalidObjectName``."""
+    parts = name.split("/")
+    if not name or any(not _SEGMENT.match(p) or p in (".", "..") for p in parts):
+        raise InvalidObjectName(what="Object name", name=name)
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: its full name and its stored size in bytes."""
+
+    name: str
+    size: int
+
+
+class Backend(ABC):
+    """A flat key/value object store holding one vault.
+
+    Implementations must be safe to call from several threads at once.
+    """
+
+    #: A human-readable location for messages (never contains secrets).
+    location: str = "?"
+
+    def prepare(self) -> None:
+        """Create the container/bucket/folder if it does not exist (idempotent). Called by ``Repository.init``."""
+
+    @abstractmethod
+    def store(self, name: str, data: bytes) -> None:
+        """Write ``data`` under ``name`` atomically, replacing any previous object.
+
+        On return the object is durable: a later ``load`` (from any client) returns exactly
+        ``data``. Readers never see a partial object. On error the previous object (if any) or
+        nothing is visible — never a truncated one.
+        """
+
+    @abstractmethod
+    def load(self, name: str) -> bytes:
+        """Return the whole object ``name``; ``StorageObjectNotFound`` if there is none."""
+
+    def exists(self, name: str) -> bool:
+        """True if an object ``name`` exists now (a metadata call; does not read the data)."""
+        try:
+            self.load(name)
+            return True
+        except StorageObjectNotFound:
+            return False
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose name starts with ``prefix``, in no particular order.
+
+        The listing is complete or fails with an error: a backend never silently returns part
+        of a listing (garbage collection relies on this).
+        """
+
+    @abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove ``name``. Deleting an object that does not exist is not an error."""
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        """True if retrying the call that raised ``exc`` cannot help."""
+        if isinstance(exc, HavenError):
+            return not exc.transient
+        return True
+
+    def close(self) -> None:
+        """Release connections. The backend must not be used afterwards."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

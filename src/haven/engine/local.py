@@ -1,0 +1,138 @@
+"""A vault in a local folder: one file per object, written to a temporary name, fsynced, renamed."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from .backend import Backend, ObjectInfo, check_name
+from .errors import StorageObjectNotFound, StorageRequestRejected, StorageUnavailable
+
+__all__ = ["LocalBackend"]
+
+_TMP_SUFFIX = ".tmp-"
+#: errno values that may pass (disk momentarily full, interrupted, I/O hiccup on a network mount).
+_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOSPC, errno.ETIMEDOUT, errno.EBUSY}
+
+
+def _raise(exc: OSError, name: str, op: str) -> None:
+    detail = f"{op} {name}: {exc.strerror or exc}"
+    if exc.errno in _TRANSIENT_ERRNOS:
+        raise StorageUnavailable(detail=detail) from exc
+    raise StorageRequestRejected(detail=detail) from exc
+
+
+class LocalBackend(Backend):
+    """Objects are files under ``root``; ``a/b/c`` is ``root/a/b/c``."""
+
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = True):
+        self.root = Path(root)
+        self.location = f"file://{self.root}"
+        self._fsync = fsync
+        self._made: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _raise(exc, str(self.root), "mkdir")
+
+    def _path(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def _ensure_dir(self, folder: Path) -> None:
+        if folder in self._made:
+            return
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            self._fsync_dir(folder.parent)
+        with self._lock:
+            self._made.add(folder)
+
+    def _fsync_dir(self, folder: Path) -> None:
+        if not self._fsync:
+            return
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def store(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        tmp = path.with_name(f"{path.name}{_TMP_SUFFIX}{uuid.uuid4().hex[:12]}")
+        try:
+            if not self.root.is_dir():
+                raise StorageRequestRejected(detail=f"vault folder {self.root} does not exist")
+            self._ensure_dir(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            self._fsync_dir(path.parent)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            _raise(exc, name, "write")
+
+    def load(self, name: str) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError as exc:
+            raise StorageObjectNotFound(name=name) from exc
+        except IsADirectoryError as exc:
+            raise StorageObjectNotFound(name=name) from exc
+        except OSError as exc:
+            _raise(exc, name, "read")
+            raise  # unreachable
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the folder the prefix names, then filter by the rest of the prefix.
+        folder, _, _ = prefix.rpartition("/")
+        start = self.root / folder if folder else self.root
+        found: list[ObjectInfo] = []
+        try:
+            if not self.root.is_dir():
+                raise StorageRequestRejected(detail=f"vault folder {self.root} does not exist")
+            if start.is_dir():
+                self._walk(start, folder, prefix, found)
+        except OSError as exc:
+            _raise(exc, prefix, "list")
+        return iter(found)
+
+    def _walk(self, folder: Path, rel: str, prefix: str, out: list[ObjectInfo]) -> None:
+        with os.scandir(folder) as it:
+            for entry in it:
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if name.startswith(prefix) or prefix.startswith(name + "/"):
+                        self._walk(Path(entry.path), name, prefix, out)
+                elif _TMP_SUFFIX not in entry.name and name.startswith(prefix):
+                    out.append(ObjectInfo(name, entry.stat(follow_symlinks=False).st_size))
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            _raise(exc, name, "delete")

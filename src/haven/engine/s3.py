@@ -1,0 +1,132 @@
+"""A vault in an S3 bucket (``boto3``; tested against ``rclone serve s3``, which checks signatures)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+)
+
+from haven.errors import HavenError
+
+from .backend import Backend, ObjectInfo, check_name
+from .errors import StorageAccessDenied, StorageObjectNotFound, StorageRequestRejected, StorageTimeout, StorageUnavailable
+
+__all__ = ["S3Backend"]
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "401", "ExpiredToken", "InvalidToken"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_TRANSIENT = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed", "500", "502", "503", "504"}
+
+
+def _convert(exc: Exception, op: str, name: str) -> Exception:
+    if isinstance(exc, HavenError):
+        return exc
+    detail = f"{op} {name}: {exc}"
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _MISSING and op in ("load", "exists"):
+            return StorageObjectNotFound(name=name)
+        if code in _DENIED or status in (401, 403):
+            return StorageAccessDenied(detail=detail)
+        if code in _TRANSIENT or status >= 500 or status in (408, 429):
+            return StorageUnavailable(detail=detail)
+        return StorageRequestRejected(detail=detail)
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+        return StorageTimeout(detail=detail)
+    if isinstance(exc, BotoCoreError):
+        return StorageUnavailable(detail=detail)
+    return StorageUnavailable(detail=detail)
+
+
+class S3Backend(Backend):
+    """Objects are keys ``<prefix>/<name>`` in one bucket (path-style addressing)."""
+
+    def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None, access_key: str | None = None,
+                 secret_key: str | None = None, region: str | None = None, proxies: dict[str, str] | None = None,
+                 verify: bool | str = True, timeout: float = 60.0, sdk_retries: int = 2):
+        cfg = Config(
+            proxies=proxies or None, connect_timeout=min(timeout, 20.0), read_timeout=timeout,
+            retries={"max_attempts": sdk_retries + 1, "mode": "standard"}, signature_version="s3v4",
+            s3={"addressing_style": "path"}, max_pool_connections=16,
+            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+        )
+        self._s3 = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+            region_name=region or "us-east-1", config=cfg, verify=verify,
+        )
+        self.bucket = bucket
+        self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.location = f"s3://{bucket}/{self._prefix}"
+
+    def _key(self, name: str) -> str:
+        return self._prefix + check_name(name)
+
+    def prepare(self) -> None:
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound"):
+                raise _convert(exc, "head bucket", self.bucket) from exc
+        except Exception as exc:
+            raise _convert(exc, "head bucket", self.bucket) from exc
+        try:
+            self._s3.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise _convert(exc, "create bucket", self.bucket) from exc
+        except Exception as exc:
+            raise _convert(exc, "create bucket", self.bucket) from exc
+
+    def store(self, name: str, data: bytes) -> None:
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
+        except Exception as exc:
+            raise _convert(exc, "store", name) from exc
+
+    def load(self, name: str) -> bytes:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read()
+        except Exception as exc:
+            raise _convert(exc, "load", name) from exc
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=self._key(name))
+            return True
+        except Exception as exc:
+            err = _convert(exc, "exists", name)
+            if isinstance(err, StorageObjectNotFound):
+                return False
+            raise err from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        strip = len(self._prefix)
+        try:
+            found = []
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._prefix + prefix):
+                found.extend(ObjectInfo(o["Key"][strip:], int(o["Size"])) for o in page.get("Contents", []))
+        except Exception as exc:
+            raise _convert(exc, "list", prefix) from exc
+        return iter(found)
+
+    def delete(self, name: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING:
+                return
+            raise _convert(exc, "delete", name) from exc
+        except Exception as exc:
+            raise _convert(exc, "delete", name) from exc
+
+    def close(self) -> None:
+        self._s3.close()
