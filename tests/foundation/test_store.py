@@ -47,12 +47,12 @@ def test_vault_names_unique_per_subscription_ignoring_case_and_nothing_written(c
 def test_redundancy_locked_once_an_item_is_protected(core, owner, home):
     core.subscriptions.create(owner, "prod")
     core.vaults.create(owner, "prod", "v1", "local")
-    assert core.vaults.set_redundancy(owner, "prod", "v1", "LRS")["storage_redundancy"] == "LRS"
+    assert core.vaults.set_properties(owner, "prod", "v1", "LRS")["storage_redundancy"] == "LRS"
     make_folder_vm(home / "vms", "web1")
     register_local_host(core, home / "vms")
     core.protection.enable(owner, "prod", "v1", "web1")
     with pytest.raises(RedundancyLocked) as e:
-        core.vaults.set_redundancy(owner, "prod", "v1", "GRS")
+        core.vaults.set_properties(owner, "prod", "v1", "GRS")
     assert "already protects 1 item" in e.value.text
 
 

@@ -44,7 +44,7 @@ class LocalAgent:
             self.register()
         self.refresh_inventory()
         self.runner = JobRunner(self.core.queue, self.core.job_handlers(), workers=self.workers,
-                                name=f"agent-{self.host_name}", host_id=self.host_id)
+                                name=f"agent-{self.host_name}", host_id=self.host_id, on_failure=self.core.alerts.job_failed)
         self.runner.start()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from haven import __version__
+from haven.api import metrics
 from haven.api.errors import ERROR_RESPONSES, install_error_handlers
+from haven.api.storage_endpoint import storage_router
 from haven.api.routes import account, inventory, jobs, keyvault, prepare, protection, vaults
 from haven.services.core import Haven
 from haven.web import mount_dashboard
@@ -25,6 +27,8 @@ def create_app(core: Haven) -> FastAPI:
     for module in (account, vaults, protection, jobs, inventory, prepare, keyvault):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(metrics.router)
+    app.include_router(storage_router(core.storage.endpoint_backend), include_in_schema=False)
     mount_dashboard(app)
 
     @app.get("/healthz", tags=["health"])

@@ -100,7 +100,30 @@ class VaultIn(Strict):
 
 
 class BackupPropertiesIn(Strict):
-    storage_redundancy: Literal["LRS", "GRS"]
+    storage_redundancy: Literal["LRS", "GRS"] | None = None
+    soft_delete_days: int | None = Field(default=None, ge=14, le=180)
+    immutability: Literal["Disabled", "Enabled", "Locked"] | None = None
+
+
+class AlertSettingsIn(Strict):
+    webhook: str | None = Field(default=None, max_length=2048)
+    email: str | None = Field(default=None, max_length=320)
+
+
+class AlertSettingsOut(BaseModel):
+    webhook: str | None
+    email: str | None
+
+
+class AlertOut(BaseModel):
+    id: str
+    kind: str
+    severity: str
+    message: str
+    item_id: str | None
+    job_id: str | None
+    created_at: datetime
+    delivered: list[str]
 
 
 class VaultOut(BaseModel):
@@ -222,6 +245,7 @@ class ItemOut(BaseModel):
     include_disks: list[str] | None
     exclude_disks: list[str] | None
     deleted_at: datetime | None
+    purge_at: datetime | None
     created_at: datetime
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from haven.db.types import UTCDateTime, new_id
 
 __all__ = [
+    "Alert",
     "Base",
     "Subscription",
     "Region",
@@ -94,6 +95,8 @@ class Vault(Base):
     storage_url: Mapped[str] = mapped_column(Text)
     soft_delete_days: Mapped[int] = mapped_column(Integer, default=14)
     immutability: Mapped[str] = mapped_column(String(16), default="Disabled")
+    alert_webhook: Mapped[str | None] = mapped_column(Text)
+    alert_email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime]
     policies: Mapped[list["Policy"]] = relationship(back_populates="vault", cascade="all, delete-orphan")
 
@@ -150,6 +153,9 @@ class ProtectedItem(Base):
     last_backup_status: Mapped[str | None] = mapped_column(String(32))
     last_backup_time: Mapped[datetime | None]
     checkpoint: Mapped[str | None] = mapped_column(String(128))
+    #: the newest schedule slot a backup was enqueued for: a slot never runs twice
+    last_slot: Mapped[datetime | None]
+    last_success_time: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     vault: Mapped[Vault] = relationship()
@@ -204,3 +210,20 @@ class RecoveryPoint(Base):
     retain_until: Mapped[datetime | None]
     state: Mapped[str] = mapped_column(String(16), default="Available")
     checkpoint: Mapped[str | None] = mapped_column(String(128))
+
+
+class Alert(Base):
+    """An alert raised for a vault: a failed job, a missed backup window, an item without a recent good backup."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("vault_id", "dedup_key"),)
+    id: Mapped[str] = _id()
+    vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id", ondelete="CASCADE"))
+    item_id: Mapped[str | None] = mapped_column(ForeignKey("protected_items.id", ondelete="SET NULL"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(48))
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    dedup_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    delivered: Mapped[list[Any]] = mapped_column(JSON, default=list)

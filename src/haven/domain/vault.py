@@ -8,6 +8,12 @@ from enum import StrEnum
 from haven.errors import Conflict, UserError
 
 __all__ = [
+    "Immutability",
+    "ImmutabilityLocked",
+    "SoftDeletePeriodInvalid",
+    "check_immutability_change",
+    "check_soft_delete_change",
+    "retention_reduced",
     "Redundancy",
     "VaultNameInvalid",
     "RedundancyLocked",
@@ -24,6 +30,34 @@ _VAULT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,49}$")
 class Redundancy(StrEnum):
     LRS = "LRS"  # locally redundant: the region's storage only
     GRS = "GRS"  # geo-redundant: replicated to the paired region's storage
+
+
+class Immutability(StrEnum):
+    DISABLED = "Disabled"
+    ENABLED = "Enabled"  # no deletion before expiry, no retention reduction; can be disabled again
+    LOCKED = "Locked"  # as Enabled, and can never be undone
+
+    @property
+    def protects(self) -> bool:
+        return self is not Immutability.DISABLED
+
+
+class ImmutabilityLocked(Conflict):
+    code = "UserErrorImmutabilityLocked"
+    message = "Vault {vault!r} is immutable and locked: {operation} is not allowed, and a lock cannot be undone."
+    recommendation = "Recovery points leave the vault only when they expire; create a new vault for data with other rules."
+
+
+class ImmutabilityChangeInvalid(Conflict):
+    code = "UserErrorImmutabilityChangeInvalid"
+    message = "Vault {vault!r} cannot go from immutability {current} to {wanted}."
+    recommendation = "Enable immutability first, then lock it once you are sure; a locked vault stays locked."
+
+
+class SoftDeletePeriodInvalid(Conflict):
+    code = "UserErrorSoftDeletePeriodReduction"
+    message = "The soft-delete period of immutable vault {vault!r} cannot be shortened from {current} to {wanted} days."
+    recommendation = "Keep the period, or lengthen it; shortening is allowed only while immutability is disabled."
 
 
 class VaultNameInvalid(UserError):
@@ -67,3 +101,27 @@ def vault_name_key(name: str) -> str:
 def check_redundancy_change(vault: str, current: Redundancy, wanted: Redundancy, protected_items: int) -> None:
     if current != wanted and protected_items > 0:
         raise RedundancyLocked(vault=vault, count=protected_items)
+
+
+def check_immutability_change(vault: str, current: Immutability, wanted: Immutability) -> None:
+    if current is wanted:
+        return
+    if current is Immutability.LOCKED:
+        raise ImmutabilityLocked(vault=vault, operation=f"changing immutability to {wanted.value}")
+    if current is Immutability.DISABLED and wanted is Immutability.LOCKED:
+        raise ImmutabilityChangeInvalid(vault=vault, current=current.value, wanted=wanted.value)
+
+
+def check_soft_delete_change(vault: str, immutability: Immutability, current: int, wanted: int) -> None:
+    if immutability.protects and wanted < current:
+        raise SoftDeletePeriodInvalid(vault=vault, current=current, wanted=wanted)
+
+
+def retention_reduced(old: dict, new: dict) -> list[str]:
+    """The retention tiers that ``new`` keeps for less time than ``old`` (or drops)."""
+    reduced = []
+    for tier in ("daily_days", "weekly_weeks", "monthly_months", "yearly_years"):
+        before, after = old.get(tier), new.get(tier)
+        if before is not None and (after is None or after < before):
+            reduced.append(tier)
+    return reduced

@@ -98,9 +98,11 @@ class JobRunner:
         name: str = "server",
         poll_interval: float = 0.5,
         host_id: str | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ):
         self.queue, self.handlers, self.workers = queue, handlers, workers
         self.name, self.poll, self.host_id = name, poll_interval, host_id
+        self.on_failure = on_failure
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -141,9 +143,18 @@ class JobRunner:
     def _reap_loop(self) -> None:
         while not self._stop.wait(max(1.0, self.queue.lease.total_seconds() / 4)):
             try:
-                self.queue.reap_expired()
+                for job_id in self.queue.reap_expired():
+                    self._report_failure(job_id)
             except Exception:
                 log.exception("reaper failed")
+
+    def _report_failure(self, job_id: str) -> None:
+        if self.on_failure is None:
+            return
+        try:
+            self.on_failure(job_id)
+        except Exception:  # an alert that cannot be raised must not stop the runner
+            log.exception("failure hook for job %s failed", job_id)
 
     def _run(self, job: Claimed, worker: str) -> None:
         ctx = JobContext(self.queue, job, worker)
@@ -159,9 +170,11 @@ class JobRunner:
             log.warning("job %s: lease lost, nothing recorded", job.id)
         except HavenError as e:
             self.queue.fail(job.id, worker, e)
+            self._report_failure(job.id)
         except Exception as e:  # a bug: fail the job with the trace in the log, never leave it running
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             self.queue.fail(job.id, worker, InternalError(f"{type(e).__name__}: {e}"))
+            self._report_failure(job.id)
         finally:
             ctx.committed = True  # stops the heartbeat loop
             beat.join(5)

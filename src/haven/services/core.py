@@ -12,9 +12,11 @@ from haven.clock import Clock, SystemClock
 from haven.config import Settings
 from haven.db.session import Database
 from haven.jobs.queue import JobQueue
+from haven.services.alerts import AlertService
 from haven.services.auth import AuthService
 from haven.services.inventory import InventoryService
 from haven.services.jobs import JobService
+from haven.services.lifecycle import Lifecycle
 from haven.services.points import PointService
 from haven.services.policies import PolicyService
 from haven.services.protection import ProtectionService
@@ -63,6 +65,8 @@ class Haven:
         self.jobs = JobService(self)
         self.points = PointService(self)
         self.storage = StorageService(self, backend_options)
+        self.lifecycle = Lifecycle(self)
+        self.alerts = AlertService(self)
         self.adapters = AdapterRegistry()
         self.regions.sync_from_settings()
 

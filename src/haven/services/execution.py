@@ -87,7 +87,7 @@ class BackupHandler:
                 checkpoint=new_checkpoint,
             ))
             row = s.get(ProtectedItem, item.id)
-            row.last_backup_time, row.checkpoint = started, new_checkpoint
+            row.last_backup_time, row.last_success_time, row.checkpoint = started, started, new_checkpoint
             row.last_backup_status = "CompletedWithWarnings" if snap.warnings or snap.tracking_lost else "Completed"
             return {"recovery_point_id": point_id, "consistency": consistency.value, "bytes_read": summary.bytes_read,
                     "bytes_stored": summary.bytes_new, "parent": parent_id}
@@ -97,6 +97,10 @@ class BackupHandler:
         except HavenError:
             _forget_point(repo, item.id, point_id)
             raise
+        try:
+            self.core.lifecycle.apply_retention(item.id)
+        except Exception:  # the point is safely recorded; retention runs again on the next tick
+            log.exception("retention after backup of item %s failed", item.id)
 
     @staticmethod
     def _disks(info: dict, include: list | None, exclude: list | None) -> list[str] | None:

@@ -17,7 +17,7 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class VmNotFound(NotFound):
-    code = "UserErrorVmNotFound"
+    code = "UserErrorVmNotInInventory"
     message = "No host agent reports a VM named {name!r}{where}."
     recommendation = "Check the VM's name with 'haven vm list'; make sure the host agent of the VM's host runs and is registered."
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from haven.db.models import RecoveryPoint
-from haven.domain.enums import JobType, Role
-from haven.errors import NotFound, UserError
+from haven.domain.enums import JobType, ProtectionState, Role
+from haven.errors import Conflict, NotFound, UserError
 from haven.services.auth import Caller
 
 __all__ = ["PointService", "PointNotFound"]
@@ -19,6 +19,12 @@ class PointNotFound(NotFound):
     code = "UserErrorRecoveryPointNotFound"
     message = "Recovery point {point!r} does not exist for VM {vm!r}."
     recommendation = "List the recovery points with 'haven recoverypoint list --vault VAULT --vm {vm}'."
+
+
+class PointSoftDeleted(Conflict):
+    code = "UserErrorRecoveryPointSoftDeleted"
+    message = "The backup data of {vm!r} is soft-deleted; its recovery points cannot be restored until it is undeleted."
+    recommendation = "Undelete it first: haven protection undelete --vm {vm}."
 
 
 class RestoreTargetInvalid(UserError):
@@ -58,6 +64,8 @@ class PointService:
                       target: str, disks: list[str] | None = None, fmt: str = "raw") -> dict:
         with self.core.db.session() as s:
             vault, item, point = self.find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            if item.state == ProtectionState.SOFT_DELETED.value:
+                raise PointSoftDeleted(vm=vm)
             if fmt not in ("raw", "qcow2"):
                 raise RestoreFormatInvalid(fmt=fmt)
             target_path = _check_target(target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -36,6 +36,12 @@ class ItemSoftDeleted(Conflict):
     code = "UserErrorItemSoftDeleted"
     message = "The backup data of VM {vm!r} in vault {vault!r} is soft-deleted; protection cannot be enabled again until it is undeleted or purged."
     recommendation = "Undelete it with 'haven protection undelete --vault {vault} --vm {vm}', then resume protection."
+
+
+class ItemNotSoftDeleted(Conflict):
+    code = "UserErrorItemNotSoftDeleted"
+    message = "Item {vm!r} is in state {state}, not soft-deleted: there is nothing to undelete."
+    recommendation = "Undelete applies to items whose protection was stopped with 'delete backup data' in the last soft-delete period."
 
 
 class ItemNotProtected(Conflict):
@@ -130,6 +136,15 @@ class ProtectionService:
             job.status, job.started_at, job.ended_at = JobStatus.COMPLETED.value, now, now
             return self.view(s, item)
 
+    def undelete(self, caller: Caller, subscription: str, vault_name: str, vm: str) -> dict:
+        """Bring back soft-deleted backup data; the item returns as "protection stopped, data kept"."""
+        with self.core.db.session() as s:
+            vault, item = self.find_item(s, caller, subscription, vault_name, vm, Role.CONTRIBUTOR)
+            if item.state != ProtectionState.SOFT_DELETED.value:
+                raise ItemNotSoftDeleted(vm=vm, state=item.state)
+            item.state, item.deleted_at = ProtectionState.PROTECTION_STOPPED.value, None
+            return self.view(s, item)
+
     def backup_now(self, caller: Caller, subscription: str, vault_name: str, vm: str, retain_until: datetime | None = None) -> dict:
         now = self.core.clock.now()
         with self.core.db.session() as s:
@@ -219,5 +234,6 @@ class ProtectionService:
             "include_disks": item.include_disks,
             "exclude_disks": item.exclude_disks,
             "deleted_at": item.deleted_at,
+            "purge_at": item.deleted_at + timedelta(days=s.get(Vault, item.vault_id).soft_delete_days) if item.deleted_at else None,
             "created_at": item.created_at,
         }

@@ -8,7 +8,10 @@ from haven.db.models import Policy, ProtectedItem, RecoveryPoint, Vault
 from haven.db.types import new_id
 from haven.domain.enums import ProtectionState, Role
 from haven.domain.vault import (
+    Immutability,
     Redundancy,
+    check_immutability_change,
+    check_soft_delete_change,
     VaultNotEmpty,
     check_redundancy_change,
     validate_vault_name,
@@ -90,13 +93,22 @@ class VaultService:
                 raise VaultNotEmpty(vault=vault.name, items=items, points=points)
             s.delete(vault)
 
-    def set_redundancy(self, caller: Caller, subscription: str, name: str, redundancy: str) -> dict:
+    def set_properties(self, caller: Caller, subscription: str, name: str, redundancy: str | None = None,
+                       soft_delete_days: int | None = None, immutability: str | None = None) -> dict:
+        """Storage redundancy (until items are protected), soft-delete period, immutability."""
         with self.core.db.session() as s:
             vault = self.find(s, caller, subscription, name, Role.CONTRIBUTOR)
-            wanted = self._redundancy(redundancy, self.core.regions.require(vault.region))
-            protected, _ = self._counts(s, vault.id, include_stopped=True)
-            check_redundancy_change(vault.name, Redundancy(vault.redundancy), wanted, protected)
-            vault.redundancy = wanted.value
+            if redundancy is not None:
+                wanted = self._redundancy(redundancy, self.core.regions.require(vault.region))
+                protected, _ = self._counts(s, vault.id, include_stopped=True)
+                check_redundancy_change(vault.name, Redundancy(vault.redundancy), wanted, protected)
+                vault.redundancy = wanted.value
+            if immutability is not None:
+                check_immutability_change(vault.name, Immutability(vault.immutability), Immutability(immutability))
+                vault.immutability = immutability
+            if soft_delete_days is not None:
+                check_soft_delete_change(vault.name, Immutability(vault.immutability), vault.soft_delete_days, soft_delete_days)
+                vault.soft_delete_days = soft_delete_days
             return self.view(s, vault)
 
     # ---- helpers ----

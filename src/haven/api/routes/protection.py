@@ -39,6 +39,11 @@ def disable_protection(subscription: Sub, vault: VaultName, vm: VmName, body: Di
     return app.protection.disable(who, subscription, vault, vm, body.delete_backup_data)
 
 
+@router.post(ITEMS + "/{vm}/undelete", response_model=ItemOut, tags=["protection"])
+def undelete(subscription: Sub, vault: VaultName, vm: VmName, app=Depends(core), who=Depends(caller)):
+    return app.protection.undelete(who, subscription, vault, vm)
+
+
 @router.post(ITEMS + "/{vm}/backup", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["protection"])
 def backup_now(subscription: Sub, vault: VaultName, vm: VmName, body: BackupNowIn, app=Depends(core), who=Depends(caller)):
     return app.protection.backup_now(who, subscription, vault, vm, body.retain_until)

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from haven.api.deps import caller, core
 from haven.api.routes.params import PolicyName, Sub, VaultName
-from haven.api.schemas import AssociatedItem, BackupPropertiesIn, PolicyIn, PolicyOut, PolicyUpdate, VaultIn, VaultOut
+from haven.api.schemas import AlertOut, AlertSettingsIn, AlertSettingsOut, AssociatedItem, BackupPropertiesIn, PolicyIn, PolicyOut, PolicyUpdate, VaultIn, VaultOut
 
 router = APIRouter(prefix="/subscriptions/{subscription}/vaults")
 
@@ -32,7 +32,17 @@ def delete_vault(subscription: Sub, vault: VaultName, app=Depends(core), who=Dep
 
 @router.patch("/{vault}/backup-properties", response_model=VaultOut, tags=["vaults"])
 def set_backup_properties(subscription: Sub, vault: VaultName, body: BackupPropertiesIn, app=Depends(core), who=Depends(caller)):
-    return app.vaults.set_redundancy(who, subscription, vault, body.storage_redundancy)
+    return app.vaults.set_properties(who, subscription, vault, body.storage_redundancy, body.soft_delete_days, body.immutability)
+
+
+@router.put("/{vault}/alert-settings", response_model=AlertSettingsOut, tags=["alerts"])
+def set_alert_settings(subscription: Sub, vault: VaultName, body: AlertSettingsIn, app=Depends(core), who=Depends(caller)):
+    return app.alerts.configure(who, subscription, vault, body.webhook, body.email)
+
+
+@router.get("/{vault}/alerts", response_model=list[AlertOut], tags=["alerts"])
+def list_alerts(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
+    return app.alerts.list(who, subscription, vault)
 
 
 @router.post("/{vault}/policies", response_model=PolicyOut, status_code=status.HTTP_201_CREATED, tags=["policies"])

@@ -58,6 +58,13 @@ def disable(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: 
     st.show(st.client.post(f"{_items(subscription, vault_name)}/{vm}/disable", {"delete_backup_data": delete_backup_data}))
 
 
+@protection.command("undelete")
+@handled
+def undelete(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt):
+    st = state(ctx)
+    st.show(st.client.post(f"{_items(subscription, vault_name)}/{vm}/undelete"))
+
+
 @protection.command("backup-now")
 @handled
 def backup_now(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt,

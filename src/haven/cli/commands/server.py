@@ -26,6 +26,7 @@ def serve(
     from haven.agent.local import LocalAgent
     from haven.api.app import create_app
     from haven.config import load_settings
+    from haven.jobs.scheduler import Scheduler
     from haven.services.core import Haven
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -38,6 +39,8 @@ def serve(
         print(f"Made an Owner token for the local user in {settings.credentials_path}")
     agent = LocalAgent(core, f"folder://{settings.vms_root}")
     agent.start()
+    scheduler = Scheduler(core)
+    scheduler.start()
     app = create_app(core)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
     if run_demo:
@@ -46,6 +49,7 @@ def serve(
     try:
         server.run()
     finally:
+        scheduler.stop()
         agent.stop()
         core.close()
 

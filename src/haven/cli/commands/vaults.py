@@ -56,9 +56,29 @@ def vault_delete(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, 
 @backup_properties.command("set")
 @handled
 def backup_properties_set(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
-                          redundancy: Annotated[str, typer.Option("--backup-storage-redundancy")]):
+                          redundancy: Annotated[Optional[str], typer.Option("--backup-storage-redundancy", help="LRS or GRS")] = None,
+                          soft_delete_days: Annotated[Optional[int], typer.Option("--soft-delete-duration", help="Days (14-180).")] = None,
+                          immutability: Annotated[Optional[str], typer.Option("--immutability-state", help="Disabled, Enabled or Locked (irreversible).")] = None):
     st = state(ctx)
-    st.show(st.client.patch(f"/subscriptions/{subscription}/vaults/{name}/backup-properties", {"storage_redundancy": redundancy}))
+    body = {"storage_redundancy": redundancy, "soft_delete_days": soft_delete_days, "immutability": immutability}
+    st.show(st.client.patch(f"/subscriptions/{subscription}/vaults/{name}/backup-properties", {k: v for k, v in body.items() if v is not None}))
+
+
+@vault.command("alert-settings")
+@handled
+def alert_settings(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
+                   webhook: Annotated[Optional[str], typer.Option("--webhook", help="URL that receives alerts as JSON ('' to remove).")] = None,
+                   email: Annotated[Optional[str], typer.Option("--email", help="Address that receives alerts ('' to remove).")] = None):
+    st = state(ctx)
+    body = {k: v for k, v in (("webhook", webhook), ("email", email)) if v is not None}
+    st.show(st.client.put(f"/subscriptions/{subscription}/vaults/{name}/alert-settings", body))
+
+
+@vault.command("alerts")
+@handled
+def alerts(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")]):
+    st = state(ctx)
+    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{name}/alerts"), ["created_at", "severity", "kind", "message", "delivered"])
 
 
 # ---- policies ----

@@ -1,0 +1,242 @@
+"""The hypervisor layer's data: VMs, disks, guest-agent state, extension state, and the adapter interface."""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from haven.engine.source import DiskSource
+
+if TYPE_CHECKING:
+    from haven.hypervisor.extension import ExtensionConfig, ExtensionState
+
+__all__ = [
+    "PowerState",
+    "ConsistencyLevel",
+    "DiskInfo",
+    "GuestAgentInfo",
+    "VmInfo",
+    "Snapshot",
+    "HypervisorAdapter",
+    "DEFAULT_MIN_AGENT_VERSION",
+]
+
+PowerState = Literal["running", "stopped", "paused", "suspended", "crashed", "unknown"]
+ConsistencyLevel = Literal["application", "filesystem", "crash"]
+
+#: the oldest qemu-guest-agent Haven relies on (guest-exec, guest-file-*, fsfreeze, guest-get-osinfo)
+DEFAULT_MIN_AGENT_VERSION = "2.10.0"
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    name: str  # stable name inside the VM: vda, sdb, or the file's stem for folder VMs
+    path: str  # the image file (or block device) on the host
+    format: str  # raw | qcow2 | ...
+    size: int  # virtual size in bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GuestAgentInfo:
+    """What Haven knows about the guest agent (the seeds' VM agent) of one VM."""
+
+    present: bool  # the VM has a guest-agent channel
+    answering: bool = False
+    version: str | None = None
+    minimum_version: str = DEFAULT_MIN_AGENT_VERSION
+    version_ok: bool | None = None
+    os: dict[str, Any] = field(default_factory=dict)
+    hostname: str | None = None
+    supported_commands: list[str] = field(default_factory=list)
+    problem_code: str | None = None  # stable error code when not usable
+    problem: str | None = None  # what is wrong
+    recommendation: str | None = None  # the fix
+
+    @property
+    def usable(self) -> bool:
+        return self.present and self.answering and self.version_ok is not False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["usable"] = self.usable
+        return d
+
+
+@dataclass
+class VmInfo:
+    name: str
+    uuid: str | None
+    power_state: PowerState
+    disks: list[DiskInfo]
+    nics: list[dict[str, Any]] = field(default_factory=list)
+    guest_agent: GuestAgentInfo | None = None
+    definition: dict[str, Any] | str | None = None  # vm.json content, or libvirt domain XML
+    encryption: dict[str, Any] | None = None
+    memory_mib: int | None = None
+    vcpus: int | None = None
+    host: str | None = None
+
+    def disk(self, name: str) -> DiskInfo | None:
+        return next((d for d in self.disks if d.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "uuid": self.uuid,
+            "power_state": self.power_state,
+            "disks": [d.to_dict() for d in self.disks],
+            "nics": self.nics,
+            "guest_agent": self.guest_agent.to_dict() if self.guest_agent else None,
+            "definition": self.definition,
+            "encryption": self.encryption,
+            "memory_mib": self.memory_mib,
+            "vcpus": self.vcpus,
+            "host": self.host,
+        }
+
+
+class Snapshot(abc.ABC):
+    """A point-in-time view of a VM's disks, valid until released (leave the ``with`` block).
+
+    ``disks``            one :class:`DiskSource` per included disk
+    ``consistency``      ``application`` | ``filesystem`` | ``crash``
+    ``warnings``         human-readable reasons for anything less than asked (for the job)
+    ``checkpoint``       token to store with the recovery point; pass it back as ``previous_checkpoint``
+    ``tracking_lost``    a previous checkpoint was given but is gone: ``changed_extents()`` is None
+    ``incremental``      changed extents are known for every disk
+    """
+
+    def __init__(self, vm: str) -> None:
+        self.vm = vm
+        self.disks: list[DiskSource] = []
+        self.consistency: ConsistencyLevel = "crash"
+        self.warnings: list[str] = []
+        self.checkpoint: str | None = None
+        self.previous_checkpoint: str | None = None
+        self.tracking_lost: bool = False
+        self.power_state: PowerState = "unknown"
+        self.extension: ExtensionState | None = None
+        self.frozen_seconds: float | None = None
+        self._released = False
+        self._finalizers: list[Callable[[], None]] = []
+
+    def on_release(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` after the view is released (adapters free their per-VM lock this way)."""
+        self._finalizers.append(fn)
+
+    @property
+    def incremental(self) -> bool:
+        return bool(self.disks) and all(d.changed_extents() is not None for d in self.disks)
+
+    def disk(self, name: str) -> DiskSource:
+        for d in self.disks:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    @abc.abstractmethod
+    def _release(self, ok: bool) -> None:
+        """Free exports, scratch files, jobs. ``ok`` False: the backup failed, keep the previous checkpoint usable."""
+
+    def release(self, ok: bool = True) -> None:
+        if self._released:
+            return
+        self._released = True
+        try:
+            self._release(ok)
+        finally:
+            for fn in reversed(self._finalizers):
+                fn()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release(ok=exc_type is None)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "vm": self.vm,
+            "consistency": self.consistency,
+            "warnings": list(self.warnings),
+            "checkpoint": self.checkpoint,
+            "previous_checkpoint": self.previous_checkpoint,
+            "tracking_lost": self.tracking_lost,
+            "disks": [{"name": d.name, "size": d.size, "format": d.format} for d in self.disks],
+        }
+
+
+class HypervisorAdapter(abc.ABC):
+    """One host's VMs. Implementations: :class:`~haven.hypervisor.folder.ImageFolderAdapter`,
+    :class:`~haven.hypervisor.libvirt_adapter.LibvirtAdapter`."""
+
+    kind: str = "abstract"
+    uri: str = ""
+
+    def __init__(self) -> None:
+        self._vm_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._vm_busy: dict[str, str] = {}
+
+    def vm_lock(self, name: str) -> threading.Lock:
+        """One lock per VM: no backup runs while the extension is updated, and one backup at a time."""
+        with self._locks_guard:
+            return self._vm_locks.setdefault(name, threading.Lock())
+
+    def acquire_vm(self, name: str, purpose: str) -> Callable[[], None]:
+        """Take the VM's lock for ``purpose`` ('backup' or 'extension') or raise; returns the release."""
+        from haven.hypervisor.errors import BackupAlreadyRunning, ExtensionUpdateInProgress
+
+        lock = self.vm_lock(name)
+        if not lock.acquire(blocking=False):
+            if self._vm_busy.get(name) == "extension":
+                raise ExtensionUpdateInProgress(name=name)
+            raise BackupAlreadyRunning(name=name)
+        self._vm_busy[name] = purpose
+
+        def release() -> None:
+            self._vm_busy.pop(name, None)
+            lock.release()
+
+        return release
+
+    @abc.abstractmethod
+    def list_vms(self) -> list[VmInfo]: ...
+
+    @abc.abstractmethod
+    def describe(self, name: str) -> VmInfo: ...
+
+    @abc.abstractmethod
+    def snapshot(
+        self,
+        name: str,
+        previous_checkpoint: str | None = None,
+        include_disks: list[str] | None = None,
+        freeze_timeout: float = 60.0,
+        extension: ExtensionConfig | None = None,
+    ) -> AbstractContextManager[Snapshot]: ...
+
+    @abc.abstractmethod
+    def define_vm(self, name: str, disk_paths: dict[str, str], definition: Any) -> VmInfo: ...
+
+    @abc.abstractmethod
+    def guest_agent_status(self, name: str) -> GuestAgentInfo: ...
+
+    @abc.abstractmethod
+    def ensure_extension(self, name: str, version: str | None = None, config: ExtensionConfig | None = None) -> ExtensionState: ...
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> HypervisorAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,107 @@
+"""Runs each policy's schedule inside ``haven serve``.
+
+Every tick, for each protected item: the schedule's slots since the item's last slot are computed in
+the policy's time zone. Only the newest due slot is enqueued — after downtime, at most one missed
+slot per item is made up — and the item's ``last_slot`` moves to it with a conditional UPDATE in the
+same transaction as the job, so a slot never runs twice, even with several servers on one database.
+Skipped slots raise a "missed backup window" alert. The tick also applies retention, purges
+soft-deleted data whose time is up, and raises alerts for items without a recent good backup.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from haven.db.models import Policy, ProtectedItem, Vault
+from haven.domain.enums import ProtectionState
+from haven.domain.schedule import Schedule
+from haven.errors import HavenError
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, core, interval: float = 30.0):
+        self.core, self.interval = core, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="scheduler")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("scheduler tick failed")
+
+    def tick(self) -> dict:
+        enqueued = self.enqueue_due_backups()
+        expired: list[str] = []
+        for item_id in self._protected_item_ids():
+            expired += self.core.lifecycle.apply_retention(item_id)
+        purged = self.core.lifecycle.purge_expired_soft_deletes()
+        overdue = self.core.alerts.check_overdue_items()
+        return {"enqueued": enqueued, "expired": expired, "purged": purged, "overdue": overdue}
+
+    # ---- schedules ----
+    def enqueue_due_backups(self) -> list[str]:
+        now = self.core.clock.now()
+        enqueued: list[str] = []
+        with self.core.db.session() as s:
+            rows = s.execute(
+                select(ProtectedItem.id, Policy.schedule, ProtectedItem.last_slot, ProtectedItem.created_at)
+                .join(Policy, ProtectedItem.policy_id == Policy.id)
+                .where(ProtectedItem.state == ProtectionState.PROTECTED.value)
+            ).all()
+        for item_id, schedule, last_slot, created_at in rows:
+            slots = list(Schedule.from_dict(schedule).slots_between(last_slot or created_at, now))
+            if not slots:
+                continue
+            job_id = self._enqueue_slot(item_id, last_slot, slots[-1], missed=slots[:-1])
+            if job_id:
+                enqueued.append(job_id)
+        return enqueued
+
+    def _enqueue_slot(self, item_id: str, last_slot: datetime | None, slot: datetime, missed: list[datetime]) -> str | None:
+        with self.core.db.session() as s:
+            claim = update(ProtectedItem).where(ProtectedItem.id == item_id)
+            claim = claim.where(ProtectedItem.last_slot == last_slot) if last_slot else claim.where(ProtectedItem.last_slot.is_(None))
+            if s.execute(claim.values(last_slot=slot)).rowcount != 1:
+                return None  # another scheduler took this slot
+            item = s.get(ProtectedItem, item_id)
+            vault = s.get(Vault, item.vault_id)
+            try:
+                job = self.core.protection._enqueue_backup(s, vault, item, None, trigger="scheduled", slot=slot)
+            except HavenError as e:  # e.g. the previous backup still runs: this slot is missed
+                self.core.alerts.raise_alert(s, vault, "BackupWindowMissed", "Warning",
+                                             f"The scheduled backup of {item.vm.name} at {slot.isoformat()} did not start: {e.text}",
+                                             f"missed:{item_id}:{slot.isoformat()}", item_id=item.id)
+                return None
+        if missed:
+            with self.core.db.session() as s:
+                item = s.get(ProtectedItem, item_id)
+                vault = s.get(Vault, item.vault_id)
+                self.core.alerts.raise_alert(
+                    s, vault, "BackupWindowMissed", "Warning",
+                    f"{len(missed)} scheduled backup(s) of {item.vm.name} were missed while the server was down "
+                    f"(first {missed[0].isoformat()}); the latest slot {slot.isoformat()} runs now.",
+                    f"missed:{item_id}:{missed[0].isoformat()}", item_id=item.id)
+        return job["id"]
+
+    def _protected_item_ids(self) -> list[str]:
+        with self.core.db.session() as s:
+            return list(s.scalars(select(ProtectedItem.id).where(ProtectedItem.state == ProtectionState.PROTECTED.value)))

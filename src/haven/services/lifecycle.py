@@ -1,0 +1,103 @@
+"""What happens to recovery points over time: retention, soft delete and purge, garbage collection.
+
+Order of deletion, chosen to fail safe: a point's database row goes first (so nobody can start a
+restore from it), then its manifest in storage; a manifest left behind by a failed storage delete
+only keeps chunks alive, it never loses data. Garbage collection runs after, in the engine, which
+never removes a chunk a running backup may still reference and deletes nothing when a listing fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from haven.db.models import Policy, ProtectedItem, RecoveryPoint, Vault
+from haven.domain.enums import ProtectionState
+from haven.domain.retention import PointRef
+from haven.domain.retention import select as retention_select
+from haven.domain.schedule import Retention, Schedule
+
+__all__ = ["Lifecycle"]
+
+log = logging.getLogger(__name__)
+
+GC_GRACE = timedelta(hours=1)
+
+
+class Lifecycle:
+    def __init__(self, core):
+        self.core = core
+
+    # ---- retention ----
+    def apply_retention(self, item_id: str) -> list[str]:
+        """Expire the item's points that no tier keeps; record every kept point's expiry. Returns expired ids."""
+        now = self.core.clock.now()
+        with self.core.db.session() as s:
+            item = s.get(ProtectedItem, item_id)
+            if item is None or item.policy_id is None or item.state != ProtectionState.PROTECTED.value:
+                return []  # stopped items keep their points until deleted by a user
+            policy = s.get(Policy, item.policy_id)
+            retention = Retention.from_dict(policy.retention)
+            tz = Schedule.from_dict(policy.schedule).timezone
+            points = s.scalars(select(RecoveryPoint).where(RecoveryPoint.item_id == item_id)).all()
+            decision = retention_select([PointRef(p.id, p.time, p.retain_until) for p in points], retention, now, tz)
+            by_id = {p.id: p for p in points}
+            for pid, expiry in decision.expiry.items():
+                if pid in by_id:
+                    by_id[pid].expires_at = expiry
+            expired = [by_id[pid] for pid in decision.expire if pid in by_id]
+            vault = s.get(Vault, item.vault_id)
+            gone = self._delete_rows(s, expired)
+        self._delete_manifests(vault, item_id, gone)
+        return gone
+
+    # ---- soft delete ----
+    def purge_expired_soft_deletes(self) -> list[str]:
+        """Items soft-deleted longer than their vault's soft-delete period lose their data for good."""
+        now = self.core.clock.now()
+        purged: list[str] = []
+        with self.core.db.session() as s:
+            rows = s.execute(
+                select(ProtectedItem, Vault).join(Vault, ProtectedItem.vault_id == Vault.id)
+                .where(ProtectedItem.state == ProtectionState.SOFT_DELETED.value)
+            ).all()
+            due = [(i, v) for i, v in rows if i.deleted_at + timedelta(days=v.soft_delete_days) <= now]
+        for item, vault in due:
+            self.purge_item(item.id)
+            purged.append(item.id)
+        return purged
+
+    def purge_item(self, item_id: str) -> None:
+        with self.core.db.session() as s:
+            item = s.get(ProtectedItem, item_id)
+            vault = s.get(Vault, item.vault_id)
+            points = s.scalars(select(RecoveryPoint).where(RecoveryPoint.item_id == item_id)).all()
+            gone = self._delete_rows(s, points)
+            s.delete(item)
+        self._delete_manifests(vault, item_id, gone)
+
+    # ---- garbage collection ----
+    def collect_garbage(self, vault_id: str):
+        with self.core.db.session() as s:
+            vault = s.get(Vault, vault_id)
+        return self.core.storage.open(vault).gc(grace=GC_GRACE)
+
+    # ---- helpers ----
+    @staticmethod
+    def _delete_rows(s, points: list[RecoveryPoint]) -> list[str]:
+        ids = [p.id for p in points]
+        for p in points:
+            s.delete(p)
+        return ids
+
+    def _delete_manifests(self, vault: Vault, item_id: str, point_ids: list[str]) -> None:
+        if not point_ids:
+            return
+        repo = self.core.storage.open(vault)
+        for pid in point_ids:
+            try:
+                repo.delete_point(item_id, pid)
+            except Exception:  # the row is gone; a leftover manifest only keeps chunks alive
+                log.exception("could not delete manifest of point %s (item %s)", pid, item_id)
