@@ -11,7 +11,8 @@ from tests.foundation.helpers import make_folder_vm, register_local_host
 class World:
     def __init__(self, core, home):
         self.core, self.home = core, home
-        self.owner = core.auth.authenticate(core.auth.bootstrap_local_owner(home / "credentials.json", "x"))
+        self.token = core.auth.bootstrap_local_owner(home / "credentials.json", "x")
+        self.owner = core.auth.authenticate(self.token)
         self.runner = JobRunner(core.queue, core.job_handlers(), on_failure=core.alerts.job_failed)
 
     def setup(self, vm: str = "web1", policy: str | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -169,6 +170,9 @@ class JobRunner:
         except LeaseLost:
             log.warning("job %s: lease lost, nothing recorded", job.id)
         except HavenError as e:
+            if ctx.cancel.is_set() and not ctx.lease_lost.is_set():  # the work stopped because a user asked
+                self.queue.fail(job.id, worker, JobCancelled(), cancelled=True)
+                return
             self.queue.fail(job.id, worker, e)
             self._report_failure(job.id)
         except Exception as e:  # a bug: fail the job with the trace in the log, never leave it running
@@ -180,15 +184,16 @@ class JobRunner:
             beat.join(5)
 
     def _heartbeat(self, ctx: JobContext) -> None:
-        interval = max(0.2, self.queue.lease.total_seconds() / 3)
+        """Renew the lease every third of its length; look for a stop request four times a second."""
+        renew_every = max(0.2, self.queue.lease.total_seconds() / 3)
+        last_renewal = time.monotonic()
         while not ctx.committed:
-            if not self.queue.heartbeat(ctx.job.id, ctx.worker):
-                if not ctx.committed:
-                    ctx.lease_lost.set()
-                return
-            if self.queue.cancel_requested(ctx.job.id):
-                ctx.cancel.set()
-            for _ in range(int(interval / 0.1)):
-                if ctx.committed:
+            if time.monotonic() - last_renewal >= renew_every:
+                if not self.queue.heartbeat(ctx.job.id, ctx.worker):
+                    if not ctx.committed:
+                        ctx.lease_lost.set()
                     return
-                threading.Event().wait(0.1)
+                last_renewal = time.monotonic()
+            if not ctx.cancel.is_set() and self.queue.cancel_requested(ctx.job.id):
+                ctx.cancel.set()
+            time.sleep(0.25)

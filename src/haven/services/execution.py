@@ -36,8 +36,8 @@ class BackupHandler:
     def __call__(self, ctx: JobContext) -> None:
         try:
             self._run(ctx)
-        except HavenError as e:
-            self._mark_item(ctx.job.item_id, "Failed" if e.code != "UserCancelled" else "Cancelled")
+        except HavenError:
+            self._mark_item(ctx.job.item_id, "Cancelled" if ctx.cancel.is_set() and not ctx.lease_lost.is_set() else "Failed")
             raise
 
     def _run(self, ctx: JobContext) -> None:

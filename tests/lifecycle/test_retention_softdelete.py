@@ -1,0 +1,89 @@
+"""Retention through the real engine, soft delete (restorable on day 13, gone after day 14), immutable vaults."""
+
+from datetime import timedelta
+
+import pytest
+
+from haven.domain.vault import ImmutabilityLocked
+from haven.jobs.scheduler import Scheduler
+from haven.services.points import PointSoftDeleted
+from haven.services.protection import ItemNotFound
+from haven.services.support import ImmutableVaultRefuses
+
+
+def _restore(world, point_id, target):
+    job = world.core.points.restore_disks(world.owner, "prod", "v1", "web1", point_id, str(target))
+    return world.run(job["id"])
+
+
+def test_daily_retention_expires_points_in_the_database_and_in_storage(world, core, clock):
+    world.setup()
+    core.policies.create(world.owner, "prod", "v1", "week", {"frequency": "daily", "times": ["22:30"]}, {"daily_days": 7})
+    core.protection.set_policy(world.owner, "prod", "v1", "web1", "week")
+    for day in range(12):
+        if day:
+            clock.advance(timedelta(days=1))
+        assert world.backup()["status"] in ("Completed", "CompletedWithWarnings")
+    Scheduler(core).tick()
+    points = world.points()
+    assert len(points) == 7  # one per day of the 7 days ending today
+    assert {p["id"] for p in points} == world.stored_points()  # expired manifests are gone from storage
+    assert all(p["expires_at"] is not None for p in points)
+
+
+def test_on_demand_point_kept_until_its_retain_until(world, core, clock):
+    world.setup()
+    keep_until = clock.now() + timedelta(days=60)
+    adhoc = world.backup(retain_until=keep_until)["result"]["recovery_point_id"]
+    for _ in range(40):
+        clock.advance(timedelta(days=1))
+        world.backup()
+    assert adhoc in {p["id"] for p in world.points()}
+    clock.set(keep_until + timedelta(hours=1))
+    Scheduler(core).tick()
+    assert adhoc not in {p["id"] for p in world.points()}
+
+
+def test_soft_deleted_data_is_restorable_on_day_13_and_gone_after_day_14(world, core, clock, tmp_path):
+    world.setup()
+    point = world.backup()["result"]["recovery_point_id"]
+    original = (world.vm_folder / "vda.raw").read_bytes()
+    core.protection.disable(world.owner, "prod", "v1", "web1", delete_backup_data=True)
+    with pytest.raises(PointSoftDeleted):
+        _restore(world, point, tmp_path / "r0")
+    clock.advance(timedelta(days=13))
+    Scheduler(core).tick()
+    item = core.protection.undelete(world.owner, "prod", "v1", "web1")
+    assert item["protection_state"] == "ProtectionStopped"
+    assert _restore(world, point, tmp_path / "r13")["status"] == "Completed"
+    assert (tmp_path / "r13" / "vda.raw").read_bytes() == original
+    # delete again, and let the 14 days pass
+    core.protection.disable(world.owner, "prod", "v1", "web1", delete_backup_data=True)
+    clock.advance(timedelta(days=14, minutes=1))
+    assert Scheduler(core).tick()["purged"]
+    with pytest.raises(ItemNotFound):
+        core.protection.undelete(world.owner, "prod", "v1", "web1")
+    assert world.stored_points() == set()
+
+
+def test_a_locked_immutable_vault_refuses_every_destructive_call(world, core):
+    world.setup()
+    world.backup()
+    core.vaults.set_properties(world.owner, "prod", "v1", immutability="Enabled")
+    core.vaults.set_properties(world.owner, "prod", "v1", immutability="Locked")
+    with pytest.raises(ImmutableVaultRefuses):
+        core.protection.disable(world.owner, "prod", "v1", "web1", delete_backup_data=True)
+    with pytest.raises(ImmutableVaultRefuses):
+        core.policies.update(world.owner, "prod", "v1", "DefaultPolicy", None, {"daily_days": 7})
+    with pytest.raises(ImmutabilityLocked):
+        core.vaults.set_properties(world.owner, "prod", "v1", immutability="Disabled")
+    from haven.domain.vault import SoftDeletePeriodInvalid, VaultNotEmpty
+
+    assert core.vaults.set_properties(world.owner, "prod", "v1", soft_delete_days=30)["soft_delete_days"] == 30
+    with pytest.raises(SoftDeletePeriodInvalid):
+        core.vaults.set_properties(world.owner, "prod", "v1", soft_delete_days=20)
+    with pytest.raises(VaultNotEmpty):
+        core.vaults.delete(world.owner, "prod", "v1")
+    # what only adds protection is still allowed
+    assert core.policies.update(world.owner, "prod", "v1", "DefaultPolicy", None, {"daily_days": 60})["retention"]["daily_days"] == 60
+    assert len(world.points()) == 1
