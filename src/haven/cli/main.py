@@ -8,6 +8,7 @@ import typer
 
 from haven import __version__
 from haven.cli.commands import account, keyvault, prepare, protection, server, vaults
+from haven.cli.commands import restore as _restore_commands  # noqa: F401  (adds commands to existing groups)
 from haven.cli.state import State
 
 __all__ = ["app"]

@@ -20,6 +20,8 @@ from haven.services.lifecycle import Lifecycle
 from haven.services.points import PointService
 from haven.services.policies import PolicyService
 from haven.services.protection import ProtectionService
+from haven.services.replication import Replication
+from haven.services.restore import RestoreService
 from haven.services.storage import StorageService
 from haven.services.subscriptions import RegionService, SubscriptionService
 from haven.services.support import SupportRules
@@ -66,6 +68,8 @@ class Haven:
         self.points = PointService(self)
         self.storage = StorageService(self, backend_options)
         self.lifecycle = Lifecycle(self)
+        self.restore = RestoreService(self)
+        self.replication = Replication(self)
         self.alerts = AlertService(self)
         self.adapters = AdapterRegistry()
         self.regions.sync_from_settings()

@@ -97,10 +97,12 @@ class BackupHandler:
         except HavenError:
             _forget_point(repo, item.id, point_id)
             raise
-        try:
-            self.core.lifecycle.apply_retention(item.id)
-        except Exception:  # the point is safely recorded; retention runs again on the next tick
-            log.exception("retention after backup of item %s failed", item.id)
+        for after in (lambda: self.core.replication.after_backup(vault.id, item.id, point_id),
+                      lambda: self.core.lifecycle.apply_retention(item.id)):
+            try:
+                after()
+            except Exception:  # the point is safely recorded; both run again later
+                log.exception("post-backup step for item %s failed", item.id)
 
     @staticmethod
     def _disks(info: dict, include: list | None, exclude: list | None) -> list[str] | None:
@@ -177,4 +179,6 @@ class RestoreHandler:
 
 
 def handlers(core) -> dict:
-    return {JobType.BACKUP.value: BackupHandler(core), JobType.RESTORE.value: RestoreHandler(core)}
+    from haven.services.restore import restore_handlers
+
+    return {JobType.BACKUP.value: BackupHandler(core), JobType.RESTORE.value: RestoreHandler(core), **restore_handlers(core)}
