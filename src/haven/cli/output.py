@@ -51,7 +51,9 @@ def emit(data: Any, output: str, columns: list[str] | None = None) -> None:
         console.print(table)
         return
     cols = columns or list(rows[0].keys())
-    table = Table(*cols)
+    table = Table()
+    for c in cols:  # ids are what users copy into the next command: never cut them
+        table.add_column(c, no_wrap=c == "id", min_width=32 if c == "id" else None)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in cols))
     console.print(table)
