@@ -42,6 +42,8 @@ class Settings:
     min_guest_agent_version: str = "5.2"
     job_lease_seconds: float = 60.0
     job_workers: int = 2
+    max_backups_per_host: int = 2
+    max_backups_per_vault: int = 4
     extra: dict = field(default_factory=dict)
 
     @property
@@ -88,6 +90,8 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         min_guest_agent_version=data.get("min_guest_agent_version", "5.2"),
         job_lease_seconds=float(data.get("job_lease_seconds", 60.0)),
         job_workers=int(data.get("job_workers", 2)),
+        max_backups_per_host=int(data.get("max_backups_per_host", 2)),
+        max_backups_per_vault=int(data.get("max_backups_per_vault", 4)),
     )
     values.update(overrides)
     return Settings(**values)

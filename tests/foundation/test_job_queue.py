@@ -121,3 +121,24 @@ def test_runner_fails_a_crashing_handler_with_an_internal_error(core):
     assert runner.run_once() == job_id
     job = core.queue.get(job_id)
     assert job.status == JobStatus.FAILED.value and job.error_code == "InternalError" and "boom" in job.error_message
+
+
+def test_backups_wait_while_their_host_or_vault_is_at_its_limit(core):
+    from haven.db.models import Host
+
+    with core.db.session() as s:
+        s.add(Host(id="h1", name="h1", region="local", adapter_url="folder:///x", created_at=core.clock.now()))
+    core.queue.limits = {"host_id": 2, "vault_id": 4}
+    ids = _enqueue(core, 3, host_id="h1")
+    with core.db.session() as s:
+        from haven.db.models import Job
+
+        for job_id in ids:
+            s.get(Job, job_id).type = "Backup"
+    first, second = core.queue.claim("w1"), core.queue.claim("w2")
+    assert {first.id, second.id} <= set(ids)
+    assert core.queue.claim("w3") is None  # the host runs two backups already
+    with core.db.session() as s:
+        core.queue.finish(s, first.id, "w1", {})
+    third = core.queue.claim("w3")
+    assert third is not None and third.id not in (first.id, second.id)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from haven.clock import Clock
 from haven.db.models import Job
@@ -64,8 +64,11 @@ _ACTIVE = (JobStatus.IN_PROGRESS.value, JobStatus.CANCELLING.value)
 
 
 class JobQueue:
-    def __init__(self, db: Database, clock: Clock, lease_seconds: float = 60.0):
+    def __init__(self, db: Database, clock: Clock, lease_seconds: float = 60.0,
+                 max_backups_per_host: int = 2, max_backups_per_vault: int = 4):
         self.db, self.clock, self.lease = db, clock, timedelta(seconds=lease_seconds)
+        #: concurrent backups allowed per host and per vault (checked when a job is claimed)
+        self.limits = {"host_id": max_backups_per_host, "vault_id": max_backups_per_vault}
 
     # ---- producers -------------------------------------------------------------------------
 
@@ -101,6 +104,8 @@ class JobQueue:
             candidates = s.scalars(q.order_by(Job.created_at).limit(5)).all()
         for job_id in candidates:
             with self.db.session() as s:
+                if self._at_limit(s, job_id):
+                    continue
                 won = s.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
@@ -116,6 +121,25 @@ class JobQueue:
                     j = s.get(Job, job_id)
                     return Claimed(j.id, j.type, j.operation, dict(j.params), j.item_id, j.vault_id, j.host_id, j.attempts)
         return None
+
+    def _at_limit(self, s, job_id: str) -> bool:
+        """A backup waits while its host or vault already runs as many backups as allowed.
+
+        The count and the claim are two statements: two workers claiming at the same instant may
+        exceed a limit by one. The limits protect hosts and storage from overload, not correctness.
+        """
+        job = s.get(Job, job_id)
+        if job is None or job.type != "Backup":
+            return False
+        for column, limit in self.limits.items():
+            key = getattr(job, column)
+            if key is None:
+                continue
+            running = s.scalar(select(func.count()).select_from(Job).where(
+                Job.type == "Backup", Job.status.in_(_ACTIVE), getattr(Job, column) == key))
+            if running >= limit:
+                return True
+        return False
 
     def heartbeat(self, job_id: str, worker: str) -> bool:
         """Renew the lease. False when the lease was lost: the worker must stop and record nothing.

@@ -55,7 +55,8 @@ class Haven:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.db = db or Database(settings.database_url)
-        self.queue = JobQueue(self.db, self.clock, settings.job_lease_seconds)
+        self.queue = JobQueue(self.db, self.clock, settings.job_lease_seconds,
+                              settings.max_backups_per_host, settings.max_backups_per_vault)
         self.auth = AuthService(self)
         self.subscriptions = SubscriptionService(self)
         self.regions = RegionService(self)
