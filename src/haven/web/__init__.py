@@ -1,10 +1,34 @@
-"""The web dashboard, served by ``haven serve`` on the same port as the API."""
+"""The web dashboard, served by ``haven serve`` on the same port as the API.
+
+Server-rendered pages (Jinja2) under ``/ui``, a little JavaScript of our own for live parts, and
+static files from ``haven/web/static`` — nothing from a CDN. Every page authenticates the session
+cookie (an API token, HttpOnly, SameSite=Strict) with ``core.auth.authenticate`` and every form
+post calls the same service method the API route calls, so an action has the same effect as the CLI.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 __all__ = ["mount_dashboard"]
 
+STATIC_DIR = Path(__file__).parent / "static"
+
 
 def mount_dashboard(app: FastAPI) -> None:
-    """Add the dashboard's pages and static files to the application (filled in by the dashboard module)."""
-    return None
+    """Add the dashboard's pages and static files to the application."""
+    from haven.web.pages import router
+
+    # Signs the per-session CSRF tokens; a restart only invalidates open forms.
+    app.state.web_secret = secrets.token_bytes(32)
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+    app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def _root() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=303)

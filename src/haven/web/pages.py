@@ -1,0 +1,666 @@
+"""The dashboard's pages: each one authenticates the session and calls the same service methods as the API.
+
+URLs use the subscription's *name* (services accept a name or an id)::
+
+    /ui/                                    vaults of every visible subscription, with status and health
+    /ui/vaults/new                          quick create (name, subscription, region)
+    /ui/s/{sub}/v/{vault}                   the vault: quick start, storage redundancy, usage, items, policies
+    /ui/s/{sub}/v/{vault}/configure         configure backup: goal -> policy -> VMs -> enable backup
+    /ui/s/{sub}/v/{vault}/items/{vm}        a protected item: recovery points (timeline) and restore
+    /ui/jobs                                jobs of every visible vault, with filters and live progress
+    /ui/s/{sub}/jobs/{id}                   a job: subtasks, warnings, error with its fix (live)
+    /ui/readiness, /ui/keyvault             guest-agent readiness; key vault (hooks for other modules)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from haven.domain.enums import JobStatus, JobType, Role
+from haven.domain.vault import RedundancyLocked
+from haven.errors import HavenError, UserError
+from haven.services.auth import Caller
+from haven.web.session import COOKIE, SessionMissing, SignInRequired, check_csrf, csrf_token, current_caller
+
+__all__ = ["router", "templates"]
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+FINISHED = {s.value for s in JobStatus if s.finished}
+ACTIVE = {JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value, JobStatus.CANCELLING.value}
+
+
+# ------------------------------------------------------------------ formatting helpers (template filters)
+
+
+def _dt(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _size(value: Any) -> str:
+    if value is None:
+        return "—"
+    n = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(value)
+
+
+def _duration(value: Any) -> str:
+    if value is None:
+        return "—"
+    secs = float(value)
+    if secs < 60:
+        return f"{secs:.1f} s"
+    mins, s = divmod(int(secs), 60)
+    if mins < 60:
+        return f"{mins} min {s} s"
+    h, m = divmod(mins, 60)
+    return f"{h} h {m} min"
+
+
+def _percent(job: dict) -> float | None:
+    subtasks = job.get("subtasks") or []
+    if job.get("status") in FINISHED:
+        return 100.0 if job.get("status") in (JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value) else None
+    if not subtasks:
+        return 0.0 if job.get("status") in ACTIVE else None
+    values = [float(t.get("percent") or (100.0 if t.get("status") == "Completed" else 0.0)) for t in subtasks]
+    return round(sum(values) / len(values), 1)
+
+
+def _schedule_text(schedule: dict) -> str:
+    freq = schedule.get("frequency", "?")
+    times = ", ".join(schedule.get("times") or [])
+    tz = schedule.get("timezone") or "UTC"
+    if freq == "weekly":
+        names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+        days = ", ".join(names[d] for d in schedule.get("weekdays") or [] if isinstance(d, int) and 0 <= d < 7)
+        return f"Weekly on {days} at {times} ({tz})"
+    if freq == "hourly":
+        return f"Every {schedule.get('hourly_interval')} h from {times} for {schedule.get('hourly_window_hours')} h ({tz})"
+    return f"Daily at {times} ({tz})"
+
+
+def _retention_text(retention: dict) -> str:
+    parts = []
+    for key, unit in (("daily_days", "daily points {} days"), ("weekly_weeks", "weekly points {} weeks"),
+                      ("monthly_months", "monthly points {} months"), ("yearly_years", "yearly points {} years")):
+        if retention.get(key):
+            parts.append(unit.format(retention[key]))
+    return "; ".join(parts) or "—"
+
+
+def _verdict(vm: dict) -> dict:
+    """What a backup of this VM will look like now: the seeds' rule (running + agent -> application-consistent)."""
+    agent = vm.get("guest_agent") or {}
+    power = vm.get("power_state")
+    if power == "missing":
+        return {"level": "bad", "text": "Not reported by its host any more", "consistency": "—"}
+    if agent.get("problem"):
+        detail = agent.get("problem")
+        fix = agent.get("recommendation")
+    else:
+        detail, fix = None, None
+    if power == "running" and agent.get("present") and agent.get("answering") and agent.get("version_ok") is not False:
+        return {"level": "ok", "text": f"Guest agent {agent.get('version') or ''} answering".strip(), "consistency": "Application-consistent",
+                "detail": detail, "fix": fix}
+    if power == "running":
+        return {"level": "warn", "text": "Running without a usable guest agent", "consistency": "Crash-consistent",
+                "detail": detail or "The guest agent (qemu-guest-agent) is missing, not answering or too old.",
+                "fix": fix or "Install or start qemu-guest-agent in the guest for application-consistent recovery points."}
+    return {"level": "info", "text": f"VM is {power or 'unknown'}", "consistency": "Crash-consistent",
+            "detail": detail or "A stopped VM is still backed up; its recovery points are crash-consistent.", "fix": fix}
+
+
+templates.env.filters.update(dt=_dt, size=_size, duration=_duration, schedule=_schedule_text, retention=_retention_text, q=lambda s: quote(str(s), safe=""))
+templates.env.globals.update(percent=_percent, verdict=_verdict, FINISHED=FINISHED, ACTIVE=ACTIVE)
+
+
+# ------------------------------------------------------------------ routing: pages answer HTML, errors included
+
+
+def _error_page(request: Request, exc: HavenError) -> Response:
+    caller = None
+    try:
+        caller = current_caller(request)
+    except SignInRequired:
+        pass
+    return _render(request, "error.html", caller, status=exc.http_status if exc.http_status >= 400 else 500,
+                   error=exc, back=request.headers.get("referer"))
+
+
+class PageRoute(APIRoute):
+    """Routes whose errors render as pages: sign-in redirects, and errors with their code, message and fix."""
+
+    def get_route_handler(self) -> Callable:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except SignInRequired as e:
+                if request.method != "GET":
+                    return _error_page(request, SessionMissing())
+                params = {"next": request.url.path + (f"?{request.url.query}" if request.url.query else "")}
+                if e.reason:
+                    params["reason"] = e.reason
+                return RedirectResponse("/ui/signin?" + urlencode(params), status_code=303)
+            except HavenError as e:
+                return _error_page(request, e)
+            except RequestValidationError as e:
+                problems = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors()[:5])
+                return _error_page(request, UserError(f"The form is invalid: {problems}", "Fill in the fields named above and submit again."))
+
+        return handler
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)
+
+
+def _render(request: Request, name: str, caller: Caller | None, status: int = 200, **ctx) -> HTMLResponse:
+    core = request.app.state.core
+    roles = {}
+    if caller is not None:
+        try:
+            names = {s["id"]: s["name"] for s in core.subscriptions.list(caller)}
+        except HavenError:
+            names = {}
+        roles = {("all subscriptions" if k == "*" else names.get(k, k)): v.value for k, v in caller.roles.items()}
+    context = {
+        "caller": caller,
+        "roles": roles,
+        "csrf": csrf_token(request) if caller is not None else "",
+        "msg": _notice(request),
+        "can": (lambda sub_id, role: caller is not None and caller.can(sub_id, Role(role))),
+        "path": request.url.path,
+        **ctx,
+    }
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def _go(request: Request, url: str, msg: str | None = None) -> RedirectResponse:
+    """Redirect after a post (303), with a signed one-line notice for the next page."""
+    if msg:
+        url += ("&" if "?" in url else "?") + urlencode({"msg": msg, "sig": _sign(request, msg)})
+    return RedirectResponse(url, status_code=303)
+
+
+def _sign(request: Request, msg: str) -> str:
+    return hmac.new(request.app.state.web_secret, b"msg:" + msg.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def _notice(request: Request) -> str | None:
+    """The notice from the query string, only when this server signed it (no text injected through links)."""
+    msg, sig = request.query_params.get("msg"), request.query_params.get("sig") or ""
+    if msg and hmac.compare_digest(sig, _sign(request, msg)):
+        return msg
+    return None
+
+
+def _vault_url(sub: str, vault: str) -> str:
+    return f"/ui/s/{quote(sub, safe='')}/v/{quote(vault, safe='')}"
+
+
+def _sub(core, caller: Caller, sub: str) -> dict:
+    return core.subscriptions.show(caller, sub)
+
+
+# ------------------------------------------------------------------ sign-in
+
+
+@router.get("/signin")
+def signin_page(request: Request, next: str = "/ui/", reason: str | None = None):
+    return _render(request, "signin.html", None, next=_safe_next(next), reason=reason)
+
+
+@router.post("/signin")
+def signin(request: Request, token: str = Form(""), next: str = Form("/ui/")):
+    core = request.app.state.core
+    token = token.strip()
+    try:
+        core.auth.authenticate(token)
+    except HavenError as e:
+        return _render(request, "signin.html", None, status=e.http_status, next=_safe_next(next), error=e)
+    resp = RedirectResponse(_safe_next(next), status_code=303)
+    resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
+    return resp
+
+
+@router.post("/signout")
+def signout(request: Request, csrf: str = Form("")):
+    check_csrf(request, csrf)
+    resp = RedirectResponse("/ui/signin", status_code=303)
+    resp.delete_cookie(COOKIE, path="/")
+    return resp
+
+
+def _safe_next(value: str | None) -> str:
+    if not value or not value.startswith("/ui/") or value.startswith("//") or "\\" in value:
+        return "/ui/"
+    return value
+
+
+# ------------------------------------------------------------------ vaults
+
+
+@router.get("/")
+def vaults_page(request: Request):
+    core = request.app.state.core
+    caller = current_caller(request)
+    since = core.clock.now() - timedelta(hours=24)
+    groups = []
+    for sub in core.subscriptions.list(caller):
+        rows = []
+        for v in core.vaults.list(caller, sub["id"]):
+            failed = core.jobs.list(caller, sub["id"], v["name"], status=JobStatus.FAILED.value, start=since, limit=1000)
+            running = core.jobs.list(caller, sub["id"], v["name"], status=JobStatus.IN_PROGRESS.value, limit=1000)
+            rows.append({**v, "failed_24h": len(failed), "running": len(running)})
+        groups.append({"sub": sub, "vaults": rows})
+    return _render(request, "vaults.html", caller, groups=groups, global_owner=caller.roles.get("*") == Role.OWNER)
+
+
+@router.post("/subscriptions")
+def create_subscription(request: Request, name: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    sub = core.subscriptions.create(caller, name.strip())
+    return _go(request, "/ui/", f"Subscription {sub['name']} created.")
+
+
+@router.get("/vaults/new")
+def vault_new_page(request: Request, subscription: str | None = None):
+    caller = current_caller(request)
+    return _vault_form(request, caller, {"subscription": subscription or "", "name": "", "region": ""})
+
+
+def _vault_form(request: Request, caller: Caller, values: dict, error: HavenError | None = None) -> HTMLResponse:
+    core = request.app.state.core
+    subs = [s for s in core.subscriptions.list(caller) if caller.can(s["id"], Role.CONTRIBUTOR)]
+    regions = core.regions.list()
+    return _render(request, "vault_new.html", caller, status=error.http_status if error else 200,
+                   subs=subs, regions=regions, values=values, error=error)
+
+
+@router.post("/vaults/new")
+def vault_create(request: Request, name: str = Form(""), subscription: str = Form(""), region: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    values = {"name": name, "subscription": subscription, "region": region}
+    try:
+        vault = core.vaults.create(caller, subscription, name, region)
+    except HavenError as e:
+        return _vault_form(request, caller, values, e)
+    sub = _sub(core, caller, subscription)
+    return _go(request, _vault_url(sub["name"], vault["name"]),
+               f"Vault {vault['name']} created and Active. Choose its storage redundancy now, before you protect any VM.")
+
+
+@router.get("/s/{sub}/v/{vault}")
+def vault_page(request: Request, sub: str, vault: str):
+    core = request.app.state.core
+    caller = current_caller(request)
+    subscription = _sub(core, caller, sub)
+    v = core.vaults.show(caller, sub, vault)
+    items = core.protection.list_items(caller, sub, vault)
+    policies = core.policies.list(caller, sub, vault)
+    jobs = core.jobs.list(caller, sub, vault, limit=5)
+    locked = None
+    if v["storage_redundancy_locked"]:
+        err = RedundancyLocked(vault=v["name"], count=v["protected_items"])
+        locked = {"text": err.text, "fix": err.fix}
+    region = next((r for r in core.regions.list() if r["name"] == v["region"]), {"paired_region": None})
+    return _render(request, "vault.html", caller, sub=subscription, vault=v, items=items, policies=policies, jobs=jobs,
+                   locked=locked, region=region, base=_vault_url(subscription["name"], v["name"]))
+
+
+@router.post("/s/{sub}/v/{vault}/redundancy")
+def vault_redundancy(request: Request, sub: str, vault: str, redundancy: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    if hasattr(core.vaults, "set_properties"):
+        v = core.vaults.set_properties(caller, sub, vault, redundancy=redundancy)
+    else:  # older core
+        v = core.vaults.set_redundancy(caller, sub, vault, redundancy)
+    return _go(request, _vault_url(sub, vault), f"Storage redundancy of {v['name']} is {v['storage_redundancy']}.")
+
+
+# ------------------------------------------------------------------ configure backup: goal -> policy -> VMs -> enable
+
+
+@router.get("/s/{sub}/v/{vault}/configure")
+def configure_page(request: Request, sub: str, vault: str, step: str = "goal", policy: str | None = None,
+                   workload: str | None = None, what: str | None = None):
+    core = request.app.state.core
+    caller = current_caller(request)
+    return _configure(request, core, caller, sub, vault, step, policy)
+
+
+def _configure(request, core, caller, sub, vault, step, policy, errors=None, done=None, form=None, status=200):
+    subscription = _sub(core, caller, sub)
+    v = core.vaults.show(caller, sub, vault)
+    policies = core.policies.list(caller, sub, vault)
+    vms = []
+    if step == "vms":
+        core.policies.show(caller, sub, vault, policy or "DefaultPolicy")  # the chosen policy exists
+        for vm in core.inventory.list_vms(caller, v["region"]):
+            try:
+                protected = core.protection.check_vm(caller, vm["name"], vm["host"])
+            except HavenError:
+                protected = {"protected": True, "vault": "another subscription", "state": "Protected"}
+            vms.append({**vm, "check": protected})
+    if step not in ("goal", "policy", "vms"):
+        step = "goal"
+    return _render(request, "configure.html", caller, status=status, sub=subscription, vault=v, step=step, policies=policies,
+                   policy=policy or "DefaultPolicy", vms=vms, errors=errors or [], done=done or [], form=form or {},
+                   base=_vault_url(subscription["name"], v["name"]))
+
+
+def _int_or_none(value: str | None) -> int | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{value!r} is not a whole number.", "Give retention counts as whole numbers, or leave them empty.") from None
+
+
+@router.post("/s/{sub}/v/{vault}/configure/policy")
+def configure_policy(request: Request, sub: str, vault: str, name: str = Form(""), frequency: str = Form("daily"),
+                     time: str = Form("22:30"), tz: str = Form("UTC"), weekdays: list[int] = Form([]),
+                     daily_days: str = Form(""), weekly_weeks: str = Form(""), monthly_months: str = Form(""),
+                     yearly_years: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    form = {"name": name, "frequency": frequency, "time": time, "tz": tz, "weekdays": weekdays, "daily_days": daily_days,
+            "weekly_weeks": weekly_weeks, "monthly_months": monthly_months, "yearly_years": yearly_years}
+    try:
+        schedule = {"frequency": frequency, "times": [time], "timezone": tz or "UTC"}
+        if frequency == "weekly":
+            schedule["weekdays"] = weekdays
+        retention = {"daily_days": _int_or_none(daily_days), "weekly_weeks": _int_or_none(weekly_weeks),
+                     "monthly_months": _int_or_none(monthly_months), "yearly_years": _int_or_none(yearly_years)}
+        if frequency == "weekly" and weekdays:
+            retention["weekly_days"] = weekdays
+        created = core.policies.create(caller, sub, vault, name.strip(), schedule, retention)
+    except HavenError as e:
+        return _configure(request, core, caller, sub, vault, "policy", None, errors=[{"vm": None, "error": e}], form=form,
+                          status=e.http_status)
+    return _go(request, f"{_vault_url(sub, vault)}/configure?" + urlencode({"step": "vms", "policy": created["name"]}),
+               f"Policy {created['name']} created.")
+
+
+@router.post("/s/{sub}/v/{vault}/configure/enable")
+def configure_enable(request: Request, sub: str, vault: str, policy: str = Form("DefaultPolicy"), vms: list[str] = Form([]),
+                     csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    if not vms:
+        err = UserError("No VM was selected.", "Tick at least one VM in the list, then choose Enable backup.")
+        return _configure(request, core, caller, sub, vault, "vms", policy, errors=[{"vm": None, "error": err}], status=400)
+    errors, done = [], []
+    for ref in vms:
+        vm, _, host = ref.partition("@")
+        try:
+            core.protection.enable(caller, sub, vault, vm, policy, host or None)
+            done.append(vm)
+        except HavenError as e:
+            errors.append({"vm": vm, "error": e})
+    if errors:
+        return _configure(request, core, caller, sub, vault, "vms", policy, errors=errors, done=done,
+                          status=max(e["error"].http_status for e in errors))
+    return _go(request, _vault_url(sub, vault), f"Backup enabled for {', '.join(done)} with policy {policy}.")
+
+
+# ------------------------------------------------------------------ protected items, backup now, stop protection, restore
+
+
+@router.get("/s/{sub}/v/{vault}/items/{vm}")
+def item_page(request: Request, sub: str, vault: str, vm: str):
+    core = request.app.state.core
+    caller = current_caller(request)
+    subscription = _sub(core, caller, sub)
+    v = core.vaults.show(caller, sub, vault)
+    item = core.protection.show_item(caller, sub, vault, vm)
+    points = core.points.list(caller, sub, vault, vm)
+    days: dict[str, list] = {}
+    for p in points:
+        days.setdefault(_dt(p["time"])[:10], []).append(p)
+    jobs = core.jobs.list(caller, sub, vault, vm=vm, limit=10)
+    policies = core.policies.list(caller, sub, vault)
+    return _render(request, "item.html", caller, sub=subscription, vault=v, item=item, points=points, days=days, jobs=jobs,
+                   policies=policies, base=_vault_url(subscription["name"], v["name"]))
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/backup")
+def item_backup(request: Request, sub: str, vault: str, vm: str, retain_days: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    days = _int_or_none(retain_days)
+    retain_until = core.clock.now() + timedelta(days=days) if days else None
+    job = core.protection.backup_now(caller, sub, vault, vm, retain_until)
+    return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job['id']}", f"Backup of {vm} started.")
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/stop")
+def item_stop(request: Request, sub: str, vault: str, vm: str, data: str = Form("keep"), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    if data not in ("keep", "delete"):
+        raise UserError(f"Unknown choice {data!r} for the backup data.", "Choose 'keep' or 'delete'.")
+    item = core.protection.disable(caller, sub, vault, vm, delete_backup_data=data == "delete")
+    what = "its backup data is kept" if data == "keep" else "its backup data is soft-deleted"
+    return _go(request, _vault_url(sub, vault), f"Protection of {vm} stopped ({item['protection_state']}); {what}.")
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/undelete")
+def item_undelete(request: Request, sub: str, vault: str, vm: str, csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    undelete = getattr(core.protection, "undelete", None)
+    if undelete is None:
+        raise UserError("Undelete is not available on this server.", "Use 'haven protection undelete' once the server supports it.")
+    item = undelete(caller, sub, vault, vm)
+    return _go(request, _vault_url(sub, vault), f"Backup data of {vm} undeleted; the item is {item['protection_state']}.")
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/policy")
+def item_policy(request: Request, sub: str, vault: str, vm: str, policy: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    item = core.protection.set_policy(caller, sub, vault, vm, policy)
+    return _go(request, f"{_vault_url(sub, vault)}/items/{quote(vm, safe='')}", f"{vm} now uses policy {item['policy']}.")
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/restore")
+def item_restore(request: Request, sub: str, vault: str, vm: str, point: str = Form(""), target: str = Form(""),
+                 format: str = Form("raw"), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    if not point:
+        raise UserError("No recovery point was chosen.", "Pick a recovery point in the timeline, then restore.")
+    job = core.points.restore_disks(caller, sub, vault, vm, point, target.strip(), None, format)
+    return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job['id']}", f"Restore of {vm}'s disks to {target.strip()} started.")
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def _visible_vaults(core, caller: Caller) -> list[tuple[dict, dict]]:
+    out = []
+    for sub in core.subscriptions.list(caller):
+        for v in core.vaults.list(caller, sub["id"]):
+            out.append((sub, v))
+    return out
+
+
+@router.get("/jobs")
+def jobs_page(request: Request, vault: str = "", status: str = "", type: str = "", vm: str = "", hours: str = ""):
+    core = request.app.state.core
+    caller = current_caller(request)
+    vaults = _visible_vaults(core, caller)
+    start = None
+    if hours.strip():
+        h = _int_or_none(hours)
+        start = core.clock.now() - timedelta(hours=h) if h else None
+    jobs = []
+    for sub, v in vaults:
+        key = f"{sub['name']}/{v['name']}"
+        if vault and vault != key:
+            continue
+        for j in core.jobs.list(caller, sub["id"], v["name"], status or None, type or None, vm or None, start, None, 200):
+            jobs.append({**j, "sub": sub["name"], "vault": v["name"]})
+    jobs.sort(key=lambda j: j["created_at"], reverse=True)
+    filters = {"vault": vault, "status": status, "type": type, "vm": vm, "hours": hours}
+    return _render(request, "jobs.html", caller, jobs=jobs[:300], vaults=vaults, filters=filters,
+                   statuses=[s.value for s in JobStatus], types=[t.value for t in JobType])
+
+
+@router.get("/s/{sub}/jobs/{job_id}")
+def job_page(request: Request, sub: str, job_id: str):
+    core = request.app.state.core
+    caller = current_caller(request)
+    subscription = _sub(core, caller, sub)
+    job = core.jobs.show(caller, sub, job_id)
+    vault = next((v for s, v in _visible_vaults(core, caller) if v["id"] == job["vault_id"]), None)
+    return _render(request, "job.html", caller, sub=subscription, job=job, vault=vault)
+
+
+@router.get("/s/{sub}/jobs/{job_id}/status")
+def job_status(request: Request, sub: str, job_id: str):
+    """Live progress for the pages' polling script (authenticated by the session cookie)."""
+    core = request.app.state.core
+    try:
+        caller = current_caller(request)
+        job = core.jobs.show(caller, sub, job_id)
+    except SignInRequired:
+        return JSONResponse({"error": "signed out"}, status_code=401)
+    except HavenError as e:
+        return JSONResponse(e.to_payload(), status_code=e.http_status)
+    pct = _percent(job)
+    active = next((t["name"] for t in job["subtasks"] if t.get("status") == "InProgress"), None)
+    return JSONResponse(jsonable_encoder({
+        "id": job["id"], "status": job["status"], "finished": job["status"] in FINISHED,
+        "percent": None if pct is None or math.isnan(pct) else pct, "active": active,
+        "duration": _duration(job["duration_seconds"]), "subtasks": job["subtasks"], "error": job["error"],
+    }))
+
+
+@router.post("/s/{sub}/jobs/{job_id}/stop")
+def job_stop(request: Request, sub: str, job_id: str, csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    core.jobs.stop(caller, sub, job_id)
+    return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job_id}", "Cancellation requested.")
+
+
+# ------------------------------------------------------------------ readiness and key vault (hooks for other modules)
+
+
+@router.get("/readiness")
+def readiness_page(request: Request, subscription: str = "", check: str = ""):
+    core = request.app.state.core
+    caller = current_caller(request)
+    vms = core.inventory.list_vms(caller)
+    hosts = core.inventory.list_hosts(caller)
+    subs = core.subscriptions.list(caller)
+    chosen = next((x for x in subs if subscription in (x["name"], x["id"])), subs[0] if subs else None)
+    rows = []
+    for vm in vms:
+        try:
+            protected = core.protection.check_vm(caller, vm["name"], vm["host"])
+        except HavenError:
+            protected = None
+        report = _prepare_report(core, caller, chosen, vm) if check in ("all", vm["name"]) else None
+        rows.append({**vm, "check": protected, "prepare": report})
+    return _render(request, "readiness.html", caller, vms=rows, hosts=hosts, subs=subs, chosen=chosen, checked=check,
+                   prepare_available=_prepare_service(core) is not None)
+
+
+def _prepare_service(core):
+    """HOOK(prepare-check): the ``prepare check`` service, when the core has one (``core.prepare``)."""
+    service = getattr(core, "prepare", None)
+    return service if callable(getattr(service, "check", None)) else None
+
+
+def _prepare_report(core, caller: Caller, subscription: dict | None, vm: dict) -> dict | None:
+    """The ``prepare check`` report of one VM (``core.prepare.check(caller, subscription, vm, host=...)``):
+    ``{verdict, ok, checks: [{check, status, reason, fix, code}]}``; an error becomes ``{"error": ...}``."""
+    service = _prepare_service(core)
+    if service is None or subscription is None:
+        return None
+    try:
+        return service.check(caller, subscription["name"], vm["name"], host=vm["host"], timeout=3.0)
+    except TypeError:
+        try:
+            return service.check(caller, subscription["name"], vm["name"])
+        except HavenError as e:
+            return {"error": {"code": e.code, "message": e.text, "recommendation": e.fix}}
+    except HavenError as e:
+        return {"error": {"code": e.code, "message": e.text, "recommendation": e.fix}}
+
+
+@router.get("/keyvault")
+def keyvault_page(request: Request):
+    """HOOK(key-vault): key vaults and their access policies, with the ``Haven Backup`` template.
+
+    Uses ``core.keyvault`` (``list(caller, subscription)`` and ``show(caller, subscription, name)``
+    returning ``access_policies``) when the core has it; until then the page states what the backup
+    service needs (seed 003).
+    """
+    core = request.app.state.core
+    caller = current_caller(request)
+    service = getattr(core, "keyvault", None) or getattr(core, "keyvaults", None)
+    groups, problem = [], None
+    if service is not None and hasattr(service, "list"):
+        try:
+            for sub in core.subscriptions.list(caller):
+                vaults = []
+                for kv in service.list(caller, sub["id"]):
+                    try:
+                        vaults.append(service.show(caller, sub["id"], kv["name"]))
+                    except (HavenError, TypeError):
+                        vaults.append(kv)
+                groups.append({"sub": sub, "vaults": vaults})
+        except TypeError:
+            groups = []
+        except HavenError as e:
+            problem = e
+    return _render(request, "keyvault.html", caller, service=service, groups=groups, problem=problem)

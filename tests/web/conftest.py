@@ -1,0 +1,81 @@
+"""Fixtures for the dashboard's end-to-end tests: a real ``haven serve`` with the sample VM, and
+Debian's Chromium driven by Playwright (never ``playwright install``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from haven.demo import make_sample_vm
+from tests.services._util import require
+from tests.services.haven_server import HavenServer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+WIDE, NARROW = 1280, 390
+
+
+@pytest.fixture(scope="module")
+def haven(tmp_path_factory) -> Iterator[HavenServer]:
+    """A server whose local host agent reports ``sample-vm`` (made before start: the agent lists VMs at start)."""
+    home = tmp_path_factory.mktemp("haven-web")
+    make_sample_vm(home / "vms", size_mib=32)
+    server = HavenServer(home).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    require(os.path.exists(CHROMIUM), f"{CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover
+        require(False, "the Python playwright package")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def sign_in(browser, server: HavenServer, token: str, width: int = WIDE):
+    """A new browser context signed in with ``token`` through the sign-in form; returns its page."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/ui/$"))
+    return page
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def api(server: HavenServer, token: str | None = None) -> httpx.Client:
+    return httpx.Client(base_url=server.url + "/api/v1", headers={"Authorization": f"Bearer {token or server.token}"}, timeout=30)
+
+
+def no_horizontal_overflow(page) -> tuple[bool, str]:
+    """True when nothing makes the page wider than the viewport; else the widest offenders."""
+    result = page.evaluate("""() => {
+        const w = document.documentElement.clientWidth;
+        const wide = [];
+        for (const el of document.querySelectorAll('body *')) {
+            const r = el.getBoundingClientRect();
+            if (r.right > w + 1 && r.width > 0) wide.push(el.tagName + '.' + el.className + ' ' + Math.round(r.right));
+        }
+        return {ok: document.documentElement.scrollWidth <= w, width: document.documentElement.scrollWidth, viewport: w,
+                offenders: wide.slice(0, 5)};
+    }""")
+    return result["ok"], f"scrollWidth {result['width']} > {result['viewport']}: {result['offenders']}"
