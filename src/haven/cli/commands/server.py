@@ -76,6 +76,7 @@ def _demo_when_up(server, settings, agent) -> None:
 def _try_these(url: str, result: dict) -> str:
     return f"""
 Haven is running at {url}  (stop with Ctrl-C)
+Dashboard: {url}/  (sign in with the token in $HAVEN_HOME/credentials.json, ~/.haven by default)
 Try:
   .venv/bin/haven vault list -s default
   .venv/bin/haven item list -s default -v vault-local
