@@ -63,6 +63,41 @@ MATRIX = {
     ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/jobs"): (R, f"{V}/jobs", None),
     ("GET", "/api/v1/subscriptions/{subscription}/jobs/{job_id}"): (R, f"{S}/jobs/0000", None),
     ("POST", "/api/v1/subscriptions/{subscription}/jobs/{job_id}/stop"): (O, f"{S}/jobs/0000/stop", None),
+    # key vaults: management needs a role; data-plane routes need Reader (then an access policy, tested in
+    # tests/keyvault/test_access_policy.py), so they point at a key vault that does not exist here
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults"): (C, f"{S}/keyvaults", {"name": "kv-extra", "region": "local"}),
+    ("GET", "/api/v1/subscriptions/{subscription}/keyvaults"): (R, f"{S}/keyvaults", None),
+    ("GET", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}"): (R, f"{S}/keyvaults/kv-none", None),
+    ("PATCH", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}"): (C, f"{S}/keyvaults/kv-none", {"purge_protection": True}),
+    ("DELETE", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}"): (C, f"{S}/keyvaults/kv-none", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/recover"): (C, f"{S}/keyvaults/kv-none/recover", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/purge"): (C, f"{S}/keyvaults/kv-none/purge", None),
+    ("PUT", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/access-policies/{principal}"): (
+        C, f"{S}/keyvaults/kv-none/access-policies/x", {"template": "Haven Backup"}),
+    ("DELETE", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/access-policies/{principal}"): (
+        C, f"{S}/keyvaults/kv-none/access-policies/x", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys"): (R, f"{S}/keyvaults/kv-none/keys", {"name": "k"}),
+    ("GET", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys"): (R, f"{S}/keyvaults/kv-none/keys", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys/restore"): (R, f"{S}/keyvaults/kv-none/keys/restore", {"value": "x"}),
+    ("GET", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys/{name}"): (R, f"{S}/keyvaults/kv-none/keys/k", None),
+    ("DELETE", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys/{name}"): (R, f"{S}/keyvaults/kv-none/keys/k", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys/{name}/recover"): (R, f"{S}/keyvaults/kv-none/keys/k/recover", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys/{name}/purge"): (R, f"{S}/keyvaults/kv-none/keys/k/purge", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys/{name}/backup"): (R, f"{S}/keyvaults/kv-none/keys/k/backup", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys/{name}/wrapkey"): (R, f"{S}/keyvaults/kv-none/keys/k/wrapkey", {"value": "AAAA"}),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/keys/{name}/unwrapkey"): (R, f"{S}/keyvaults/kv-none/keys/k/unwrapkey", {"value": "AAAA"}),
+    ("GET", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/secrets"): (R, f"{S}/keyvaults/kv-none/secrets", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/secrets/restore"): (R, f"{S}/keyvaults/kv-none/secrets/restore", {"value": "x"}),
+    ("PUT", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/secrets/{name}"): (R, f"{S}/keyvaults/kv-none/secrets/s", {"value": "v"}),
+    ("GET", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/secrets/{name}"): (R, f"{S}/keyvaults/kv-none/secrets/s", None),
+    ("DELETE", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/secrets/{name}"): (R, f"{S}/keyvaults/kv-none/secrets/s", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/secrets/{name}/recover"): (R, f"{S}/keyvaults/kv-none/secrets/s/recover", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/secrets/{name}/purge"): (R, f"{S}/keyvaults/kv-none/secrets/s/purge", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/secrets/{name}/backup"): (R, f"{S}/keyvaults/kv-none/secrets/s/backup", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/restore-from-backup"): (
+        R, f"{S}/keyvaults/kv-none/restore-from-backup", {"backup": {"blob": "x"}}),
+    ("POST", "/api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/restore-from-recovery-point"): (
+        R, f"{S}/keyvaults/kv-none/restore-from-recovery-point", {"vault": "v1", "vm": "web1", "recovery_point": "0000"}),
 }
 
 PRINCIPALS = ["none", "expired", "reader", "operator", "contributor", "owner", "other-owner", "global-owner", "agent"]

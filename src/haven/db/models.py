@@ -227,3 +227,4 @@ class Alert(Base):
     dedup_key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
     delivered: Mapped[list[Any]] = mapped_column(JSON, default=list)
+import haven.keyvault.tables  # noqa: E402,F401  (the key vault tables join the metadata)

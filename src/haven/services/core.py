@@ -16,6 +16,7 @@ from haven.services.alerts import AlertService
 from haven.services.auth import AuthService
 from haven.services.inventory import InventoryService
 from haven.services.jobs import JobService
+from haven.services.keyvault import KeyVaultService
 from haven.services.lifecycle import Lifecycle
 from haven.services.points import PointService
 from haven.services.policies import PolicyService
@@ -68,6 +69,8 @@ class Haven:
         self.jobs = JobService(self)
         self.points = PointService(self)
         self.storage = StorageService(self, backend_options)
+        self.keyvault = KeyVaultService(self)
+        self.keyvault.recovery_point_key_backup = self.points.key_backup
         self.lifecycle = Lifecycle(self)
         self.restore = RestoreService(self)
         self.replication = Replication(self)

@@ -49,6 +49,10 @@ class BackupHandler:
             parent = s.scalar(select(RecoveryPoint).where(RecoveryPoint.item_id == item.id).order_by(RecoveryPoint.time.desc()).limit(1))
             parent_id, checkpoint = (parent.id, item.checkpoint) if parent else (None, None)
             include = self._disks(vm.info or {}, item.include_disks, item.exclude_disks)
+        encryption = (vm.info or {}).get("encryption")
+        # An encrypted VM is backed up only with its keys: BEK + KEK, and the backup service's access.
+        self.core.keyvault.check_backup_access(encryption, vault.subscription_id)
+        key_backup = self.core.keyvault.backup_keys(encryption, vault.subscription_id)
         adapter = self.core.adapters.for_host(host)
         ctx.subtask(SNAPSHOT, percent=0)
         started = self.core.clock.now()
@@ -67,7 +71,7 @@ class BackupHandler:
                 "vm": vm.name, "vm_uuid": vm.uuid, "host": host.name, "region": vault.region,
                 "time": started.isoformat(), "consistency": consistency.value,
                 "definition": (vm.info or {}).get("definition"), "disks": [{"name": d.name, "size": d.size, "format": d.format} for d in snap.disks],
-                "nics": (vm.info or {}).get("nics", []), "encryption": (vm.info or {}).get("encryption"),
+                "nics": (vm.info or {}).get("nics", []), "encryption": encryption, "key_backup": key_backup,
                 "job_id": ctx.job.id,
             }
             repo = self.core.storage.open(vault)
@@ -149,6 +153,8 @@ class RestoreHandler:
             item_id = point.item_id
         repo = self.core.storage.open(vault)
         manifest = repo.load_point(item_id, point.id)
+        # An encrypted VM's disks are only useful with their keys: refuse while they are gone (seed 003).
+        self.core.keyvault.check_restore((manifest.meta or {}).get("encryption"), vault.subscription_id)
         target = Path(p["target"])
         target.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []

@@ -60,6 +60,13 @@ class PointService:
         with self.core.db.session() as s:
             return view(self.find(s, caller, subscription, vault_name, vm, point_id)[2], vm)
 
+    def key_backup(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str) -> dict | None:
+        """The sealed backup of the BEK and KEK an encrypted VM's recovery point carries (None if not encrypted)."""
+        with self.core.db.session() as s:
+            vault, item, point = self.find(s, caller, subscription, vault_name, vm, point_id)
+        manifest = self.core.storage.open(vault).load_point(item.id, point.id)
+        return (manifest.meta or {}).get("key_backup")
+
     def restore_disks(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str,
                       target: str, disks: list[str] | None = None, fmt: str = "raw") -> dict:
         with self.core.db.session() as s:

@@ -97,6 +97,7 @@ class ProtectionService:
                 raise VmRegionMismatch(vm=vm, vm_region=machine.host.region, vault=vault.name, vault_region=vault.region)
             self._check_disks(machine, include_disks, exclude_disks)
             self.core.support.check_protectable(machine.info or {})
+            self.core.keyvault.check_backup_access((machine.info or {}).get("encryption"), vault.subscription_id)
             existing = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))
             if existing is not None:
                 owner = s.get(Vault, existing.vault_id).name

@@ -41,5 +41,11 @@ class SupportRules:
             raise ImmutableVaultRefuses(vault=vault.name, state=vault.immutability, operation="deleting backup data before it expires")
 
     def check_retention_change(self, vault, policy, retention) -> None:
-        if vault.immutability in ("Enabled", "Locked"):
-            raise ImmutableVaultRefuses(vault=vault.name, state=vault.immutability, operation="changing the retention of a policy")
+        from haven.domain.vault import retention_reduced
+
+        if vault.immutability not in ("Enabled", "Locked"):
+            return
+        reduced = retention_reduced(policy.retention or {}, retention.to_dict())
+        if reduced:
+            raise ImmutableVaultRefuses(vault=vault.name, state=vault.immutability,
+                                        operation=f"reducing the retention of policy {policy.name!r} ({', '.join(reduced)})")

@@ -1,5 +1,296 @@
-"""haven keyvault …"""
+"""haven keyvault … — key vaults, keys (KEKs), secrets (BEKs), access policies, restores from recovery points."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="keyvault", no_args_is_help=True)
+from haven.cli.state import SubOpt, handled, state
+
+app = typer.Typer(help="Key vaults: keys (KEKs), secrets (BEKs), access policies.", no_args_is_help=True)
+key = typer.Typer(help="Keys (KEKs): wrap and unwrap, never leave the key vault.", no_args_is_help=True)
+secret = typer.Typer(help="Secrets (BEKs and other values), sealed at rest.", no_args_is_help=True)
+app.add_typer(key, name="key")
+app.add_typer(secret, name="secret")
+
+KvOpt = Annotated[str, typer.Option("--vault-name", "--key-vault", help="Key vault name.")]
+NameOpt = Annotated[str, typer.Option("--name", "-n")]
+KV_COLUMNS = ["name", "region", "soft_delete_retention_days", "purge_protection", "deleted_at"]
+KEY_COLUMNS = ["name", "kty", "size", "protection", "version", "enabled", "deleted_at"]
+SECRET_COLUMNS = ["name", "content_type", "version", "deleted_at"]
+
+
+def _kv(subscription: str, name: str = "") -> str:
+    return f"/subscriptions/{subscription}/keyvaults" + (f"/{name}" if name else "")
+
+
+def _read(value: Optional[str], file: Optional[Path]) -> str:
+    if file is not None:
+        return file.read_text().strip()
+    if value is None:
+        raise typer.BadParameter("pass --value or --file")
+    return value
+
+
+@app.command("create")
+@handled
+def kv_create(ctx: typer.Context, subscription: SubOpt, name: NameOpt,
+              region: Annotated[str, typer.Option("--region", "--location", "-l")],
+              retention: Annotated[int, typer.Option("--retention-days", help="Soft-delete retention, 7-90 days.")] = 90,
+              purge_protection: Annotated[bool, typer.Option("--enable-purge-protection")] = False):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription), {"name": name, "region": region, "soft_delete_retention_days": retention,
+                                               "purge_protection": purge_protection}))
+
+
+@app.command("list")
+@handled
+def kv_list(ctx: typer.Context, subscription: SubOpt):
+    st = state(ctx)
+    st.show(st.client.get(_kv(subscription)), KV_COLUMNS)
+
+
+@app.command("list-deleted")
+@handled
+def kv_list_deleted(ctx: typer.Context, subscription: SubOpt):
+    st = state(ctx)
+    st.show(st.client.get(_kv(subscription), deleted="true"), KV_COLUMNS)
+
+
+@app.command("show")
+@handled
+def kv_show(ctx: typer.Context, subscription: SubOpt, name: NameOpt):
+    st = state(ctx)
+    st.show(st.client.get(_kv(subscription, name)))
+
+
+@app.command("update")
+@handled
+def kv_update(ctx: typer.Context, subscription: SubOpt, name: NameOpt,
+              purge_protection: Annotated[bool, typer.Option("--enable-purge-protection")] = True):
+    st = state(ctx)
+    st.show(st.client.patch(_kv(subscription, name), {"purge_protection": purge_protection}))
+
+
+@app.command("delete")
+@handled
+def kv_delete(ctx: typer.Context, subscription: SubOpt, name: NameOpt):
+    st = state(ctx)
+    st.show(st.client.delete(_kv(subscription, name)))
+
+
+@app.command("recover")
+@handled
+def kv_recover(ctx: typer.Context, subscription: SubOpt, name: NameOpt):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, name) + "/recover"))
+
+
+@app.command("purge")
+@handled
+def kv_purge(ctx: typer.Context, subscription: SubOpt, name: NameOpt):
+    state(ctx).client.post(_kv(subscription, name) + "/purge")
+
+
+@app.command("set-policy")
+@handled
+def kv_set_policy(ctx: typer.Context, subscription: SubOpt, name: NameOpt,
+                  principal: Annotated[str, typer.Option("--principal", help="A principal's name, e.g. \"Backup Management Service\".")],
+                  template: Annotated[Optional[str], typer.Option("--template", help="e.g. \"Haven Backup\"")] = None,
+                  key_permissions: Annotated[Optional[list[str]], typer.Option("--key-permissions")] = None,
+                  secret_permissions: Annotated[Optional[list[str]], typer.Option("--secret-permissions")] = None):
+    st = state(ctx)
+    body: dict = {"template": template}
+    if key_permissions is not None:
+        body["key_permissions"] = [p for x in key_permissions for p in x.replace(",", " ").split()]
+    if secret_permissions is not None:
+        body["secret_permissions"] = [p for x in secret_permissions for p in x.replace(",", " ").split()]
+    st.show(st.client.put(_kv(subscription, name) + f"/access-policies/{principal}", body))
+
+
+@app.command("delete-policy")
+@handled
+def kv_delete_policy(ctx: typer.Context, subscription: SubOpt, name: NameOpt, principal: Annotated[str, typer.Option("--principal")]):
+    state(ctx).client.delete(_kv(subscription, name) + f"/access-policies/{principal}")
+
+
+def _from_point(ctx, subscription, key_vault, vault, vm, point, what):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, key_vault) + "/restore-from-recovery-point",
+                           {"vault": vault, "vm": vm, "recovery_point": point, "what": what}))
+
+
+PointOpt = Annotated[str, typer.Option("--recovery-point", "--rp-name", help="Recovery point id.")]
+BVaultOpt = Annotated[str, typer.Option("--vault", help="The backup vault holding the recovery point.")]
+VmOpt = Annotated[str, typer.Option("--vm", "--item-name")]
+
+
+@app.command("restore-key")
+@handled
+def kv_restore_key(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, vault: BVaultOpt, vm: VmOpt, point: PointOpt):
+    """Restore an encrypted VM's KEK from a recovery point into the key vault."""
+    _from_point(ctx, subscription, key_vault, vault, vm, point, ["keys"])
+
+
+@app.command("restore-secret")
+@handled
+def kv_restore_secret(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, vault: BVaultOpt, vm: VmOpt, point: PointOpt):
+    """Restore an encrypted VM's BEK secret(s) from a recovery point into the key vault."""
+    _from_point(ctx, subscription, key_vault, vault, vm, point, ["secrets"])
+
+
+# ---- keys ----
+@key.command("create")
+@handled
+def key_create(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+               kty: Annotated[str, typer.Option("--kty", help="RSA or AES")] = "RSA",
+               size: Annotated[Optional[int], typer.Option("--size")] = None,
+               hsm: Annotated[bool, typer.Option("--hsm", help="Generate the key in the PKCS#11 token (AES-256).")] = False):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, key_vault) + "/keys", {"name": name, "kty": kty, "size": size, "hsm": hsm}))
+
+
+@key.command("list")
+@handled
+def key_list(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, deleted: Annotated[bool, typer.Option("--deleted")] = False):
+    st = state(ctx)
+    st.show(st.client.get(_kv(subscription, key_vault) + "/keys", deleted="true" if deleted else None), KEY_COLUMNS)
+
+
+@key.command("show")
+@handled
+def key_show(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+             version: Annotated[Optional[str], typer.Option("--version")] = None):
+    st = state(ctx)
+    st.show(st.client.get(_kv(subscription, key_vault) + f"/keys/{name}", version=version))
+
+
+@key.command("delete")
+@handled
+def key_delete(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+    st = state(ctx)
+    st.show(st.client.delete(_kv(subscription, key_vault) + f"/keys/{name}"))
+
+
+@key.command("recover")
+@handled
+def key_recover(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, key_vault) + f"/keys/{name}/recover"))
+
+
+@key.command("purge")
+@handled
+def key_purge(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+    state(ctx).client.post(_kv(subscription, key_vault) + f"/keys/{name}/purge")
+
+
+@key.command("backup")
+@handled
+def key_backup(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+               file: Annotated[Path, typer.Option("--file", "-f", help="Where to write the backup blob.")]):
+    out = state(ctx).client.post(_kv(subscription, key_vault) + f"/keys/{name}/backup")
+    file.write_text(out["value"])
+
+
+@key.command("restore")
+@handled
+def key_restore(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt,
+                file: Annotated[Path, typer.Option("--file", "-f", help="A backup blob from 'key backup'.")]):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, key_vault) + "/keys/restore", {"value": file.read_text().strip()}))
+
+
+def _b64(value: Optional[str], file: Optional[Path]) -> str:
+    if file is not None:
+        return base64.b64encode(file.read_bytes()).decode()
+    if value is None:
+        raise typer.BadParameter("pass --value (base64) or --file")
+    return value
+
+
+@key.command("wrap")
+@handled
+def key_wrap(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+             value: Annotated[Optional[str], typer.Option("--value", help="base64 bytes to wrap")] = None,
+             file: Annotated[Optional[Path], typer.Option("--file", help="a file whose bytes to wrap")] = None,
+             alg: Annotated[Optional[str], typer.Option("--algorithm", "--alg")] = None):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, key_vault) + f"/keys/{name}/wrapkey", {"value": _b64(value, file), "alg": alg}))
+
+
+@key.command("unwrap")
+@handled
+def key_unwrap(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+               value: Annotated[str, typer.Option("--value", help="the wrapped value (base64)")],
+               alg: Annotated[Optional[str], typer.Option("--algorithm", "--alg")] = None,
+               version: Annotated[Optional[str], typer.Option("--version")] = None):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, key_vault) + f"/keys/{name}/unwrapkey", {"value": value, "alg": alg, "version": version}))
+
+
+# ---- secrets ----
+@secret.command("set")
+@handled
+def secret_set(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+               value: Annotated[Optional[str], typer.Option("--value")] = None,
+               file: Annotated[Optional[Path], typer.Option("--file")] = None,
+               content_type: Annotated[Optional[str], typer.Option("--content-type")] = None,
+               tags: Annotated[Optional[str], typer.Option("--tags", help="JSON object")] = None):
+    st = state(ctx)
+    st.show(st.client.put(_kv(subscription, key_vault) + f"/secrets/{name}",
+                          {"value": _read(value, file), "content_type": content_type, "tags": json.loads(tags) if tags else {}}))
+
+
+@secret.command("show")
+@handled
+def secret_show(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+                version: Annotated[Optional[str], typer.Option("--version")] = None):
+    st = state(ctx)
+    st.show(st.client.get(_kv(subscription, key_vault) + f"/secrets/{name}", version=version))
+
+
+@secret.command("list")
+@handled
+def secret_list(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, deleted: Annotated[bool, typer.Option("--deleted")] = False):
+    st = state(ctx)
+    st.show(st.client.get(_kv(subscription, key_vault) + "/secrets", deleted="true" if deleted else None), SECRET_COLUMNS)
+
+
+@secret.command("delete")
+@handled
+def secret_delete(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+    st = state(ctx)
+    st.show(st.client.delete(_kv(subscription, key_vault) + f"/secrets/{name}"))
+
+
+@secret.command("recover")
+@handled
+def secret_recover(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, key_vault) + f"/secrets/{name}/recover"))
+
+
+@secret.command("purge")
+@handled
+def secret_purge(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+    state(ctx).client.post(_kv(subscription, key_vault) + f"/secrets/{name}/purge")
+
+
+@secret.command("backup")
+@handled
+def secret_backup(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+                  file: Annotated[Path, typer.Option("--file", "-f")]):
+    out = state(ctx).client.post(_kv(subscription, key_vault) + f"/secrets/{name}/backup")
+    file.write_text(out["value"])
+
+
+@secret.command("restore")
+@handled
+def secret_restore(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, file: Annotated[Path, typer.Option("--file", "-f")]):
+    st = state(ctx)
+    st.show(st.client.post(_kv(subscription, key_vault) + "/secrets/restore", {"value": file.read_text().strip()}))
