@@ -14,8 +14,8 @@ PACKAGES=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   # encrypted guests, key vault HSM
   cryptsetup-bin softhsm2
-  # proxies
-  tinyproxy squid openssl
+  # proxies, and nftables to check the firewall rules `haven prepare firewall-rules` prints
+  tinyproxy squid openssl nftables
   # Azure Blob emulator runs on Node.js
   nodejs npm
   # dashboard end-to-end tests

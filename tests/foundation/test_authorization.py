@@ -56,10 +56,27 @@ MATRIX = {
     ("PUT", "/api/v1/subscriptions/{subscription}/vaults/{vault}/alert-settings"): (C, f"{V}/alert-settings", {"webhook": "http://127.0.0.1:9/hook"}),
     ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/alerts"): (R, f"{V}/alerts", None),
     ("GET", "/api/v1/subscriptions/{subscription}/protection/check-vm"): (R, f"{S}/protection/check-vm?vm=web1", None),
+    ("GET", "/api/v1/subscriptions/{subscription}/prepare/check"): (R, f"{S}/prepare/check?vm=web1&timeout=2", None),
     ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points"): (R, f"{I}/recovery-points", None),
     ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}"): (R, f"{I}/recovery-points/0000", None),
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/restore-disks"): (
         O, f"{I}/recovery-points/0000/restore-disks", {"target": "/tmp/haven-authz-restore"}),
+    # restore beyond restore-disks (tests/restore)
+    ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/restore-vm"): (
+        O, f"{I}/recovery-points/0000/restore-vm", {"target_vm_name": "authz-vm"}),
+    ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/replace-disks"): (
+        C, f"{I}/recovery-points/0000/replace-disks", {}),
+    ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/cross-region-restore-disks"): (
+        O, f"{I}/recovery-points/0000/cross-region-restore-disks", {"target": "/tmp/haven-authz-crr"}),
+    ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/secondary-recovery-points"): (
+        R, f"{I}/secondary-recovery-points", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/mount"): (
+        O, f"{I}/recovery-points/0000/mount", {}),
+    ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/unmount"): (
+        O, f"{I}/recovery-points/0000/unmount", None),
+    ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/mounts"): (R, f"{I}/mounts", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/vaults/import"): (
+        C, f"{S}/vaults/import", {"storage_url": "file:///tmp/haven-authz-import-none"}),
     ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/jobs"): (R, f"{V}/jobs", None),
     ("GET", "/api/v1/subscriptions/{subscription}/jobs/{job_id}"): (R, f"{S}/jobs/0000", None),
     ("POST", "/api/v1/subscriptions/{subscription}/jobs/{job_id}/stop"): (O, f"{S}/jobs/0000/stop", None),

@@ -19,6 +19,7 @@ from haven.services.jobs import JobService
 from haven.services.keyvault import KeyVaultService
 from haven.services.lifecycle import Lifecycle
 from haven.services.points import PointService
+from haven.services.prepare import PrepareService
 from haven.services.policies import PolicyService
 from haven.services.protection import ProtectionService
 from haven.services.replication import Replication
@@ -70,6 +71,7 @@ class Haven:
         self.points = PointService(self)
         self.storage = StorageService(self, backend_options)
         self.keyvault = KeyVaultService(self)
+        self.prepare = PrepareService(self)
         self.keyvault.recovery_point_key_backup = self.points.key_backup
         self.lifecycle = Lifecycle(self)
         self.restore = RestoreService(self)

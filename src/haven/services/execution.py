@@ -7,7 +7,6 @@ still holds the job's lease.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -64,6 +63,7 @@ class BackupHandler:
                 ctx.warn("Changed-block tracking was lost since the last backup (VM restarted or bitmap missing): "
                          "this backup read every allocated block, compared it with the last recovery point and stored only what changed. Tracking restarts now.")
             consistency = _CONSISTENCY.get(snap.consistency, Consistency.CRASH)
+            self._record_extension_state(vm.id, snap)
             ctx.subtask(SNAPSHOT, "Completed", 100, consistency=consistency.value)
             ctx.check_cancelled()
             ctx.subtask(TRANSFER, percent=0)
@@ -107,6 +107,15 @@ class BackupHandler:
                 after()
             except Exception:  # the point is safely recorded; both run again later
                 log.exception("post-backup step for item %s failed", item.id)
+
+    def _record_extension_state(self, vm_id: str, snap) -> None:
+        """The backup extension's state in the guest, as the snapshot found it (readiness checks show it)."""
+        state = getattr(snap, "extension", None)
+        if state is None:
+            return
+        with self.core.db.session() as s:
+            row = s.get(VirtualMachine, vm_id)
+            row.info = {**(row.info or {}), "extension": state.to_dict() if hasattr(state, "to_dict") else state}
 
     @staticmethod
     def _disks(info: dict, include: list | None, exclude: list | None) -> list[str] | None:
@@ -172,11 +181,11 @@ class RestoreHandler:
                 final = target / partial.name[1:].removesuffix(".partial")
                 partial.rename(final)
                 files.append(str(final))
+            from haven.services.restore import write_vm_definition
+
             meta = getattr(manifest, "meta", {}) or {}
-            template = target / "vm-template.json"
-            template.write_text(json.dumps({"vm": meta.get("vm"), "definition": meta.get("definition"), "nics": meta.get("nics"),
-                                            "disks": {Path(f).stem: f for f in files}, "recovery_point": point.id}, indent=2, default=str))
-            files.append(str(template))
+            disk_files = {Path(f).name.removesuffix(f".{p['format']}"): f for f in files}
+            files += write_vm_definition(target, meta, disk_files, point.id)  # libvirt XML + JSON template
         except BaseException:
             for f in written:
                 f.unlink(missing_ok=True)

@@ -80,7 +80,8 @@ class InventoryService:
                 if row is None:
                     row = VirtualMachine(host_id=host_id, name=info["name"], last_seen=now)
                     s.add(row)
-                row.uuid, row.power_state, row.info, row.last_seen = info.get("uuid"), info.get("power_state", "unknown"), info, now
+                kept = {"extension": row.info["extension"]} if row.info and "extension" in row.info else {}  # learnt at backup time
+                row.uuid, row.power_state, row.info, row.last_seen = info.get("uuid"), info.get("power_state", "unknown"), {**kept, **info}, now
             for gone in known.values():
                 gone.power_state = "missing"
             return len(vms)

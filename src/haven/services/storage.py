@@ -53,9 +53,11 @@ class StorageService:
         return LocalKeyWrapper(self._master)
 
     def backend(self, storage_url: str):
-        from haven.engine import open_backend
+        # The host agent's path: its proxy (agent.conf / http(s)_proxy), typed proxy and time-out errors, retries.
+        from haven.agent.network import open_agent_backend
 
-        return open_backend(storage_url, **self.backend_options.get(storage_url.split("://", 1)[0], {}))
+        options = self.backend_options.get(storage_url.split("://", 1)[0], {})
+        return open_agent_backend(storage_url, options, home=self.core.settings.home)
 
     def init_vault(self, vault, subscription) -> None:
         from haven.engine import Repository

@@ -6,18 +6,32 @@ seeds' limitations they come from.
 
 from __future__ import annotations
 
-from haven.errors import Conflict, UserError
+import re
+from typing import Any
 
-__all__ = ["SupportRules", "MAX_DATA_DISKS"]
+from haven.errors import Conflict, PreconditionFailed, UserError
+
+__all__ = ["SupportRules", "MAX_DATA_DISKS", "MIN_WINDOWS_NT", "classify_guest_os", "GuestOsUnsupported", "TooManyDataDisks"]
 
 #: seeds 000-004: VMs with more than 16 data disks are not supported.
 MAX_DATA_DISKS = 16
+#: seeds 000-004: Windows older than Windows Server 2008 R2 (NT 6.1) is not supported.
+MIN_WINDOWS_NT = (6, 1)
+_OLD_WINDOWS_IDS = {"2000", "xp", "2003", "2003r2", "vista", "2008"}
+_OTHER_OS_IDS = {"freebsd", "netbsd", "openbsd", "dragonfly", "solaris", "illumos", "openindiana", "darwin", "macos"}
 
 
 class TooManyDataDisks(UserError):
     code = "UserErrorTooManyDataDisks"
     message = "VM {vm!r} has {count} data disks; backup supports at most {limit} data disks per VM."
     recommendation = "Exclude data disks you do not need to protect (--exclude-disks) so that at most {limit} remain, or split the data across VMs."
+
+
+class GuestOsUnsupported(PreconditionFailed):
+    code = "UserErrorGuestOsUnsupported"
+    message = "VM {vm!r} runs {os}, which backup does not support: {reason}."
+    recommendation = ("Upgrade the guest to a supported version (Windows Server 2008 R2 / Windows 7 or newer; any Linux "
+                      "distribution that runs qemu-guest-agent), see docs/support-matrix.md.")
 
 
 class ImmutableVaultRefuses(Conflict):
@@ -31,11 +45,39 @@ class SupportRules:
         self.core = core
 
     def check_protectable(self, vm_info: dict) -> None:
+        """Raise the first support-matrix rule the VM breaks (called when protection is enabled)."""
+        for rule in self.evaluate(vm_info):
+            if rule["status"] == "fail" and rule.get("error") is not None:
+                raise rule["error"]
+
+    def evaluate(self, vm_info: dict) -> list[dict[str, Any]]:
+        """Every support-matrix rule for one VM: ``{"rule", "status": pass|warn|fail, "reason", "fix", "code", "error"}``.
+
+        ``haven prepare check`` shows them; ``check_protectable`` raises the failing ones' errors.
+        """
+        name = vm_info.get("name")
+        out: list[dict[str, Any]] = []
         disks = vm_info.get("disks", [])
         data_disks = max(0, len(disks) - 1)  # the first disk is the OS disk
         if data_disks > MAX_DATA_DISKS:
-            raise TooManyDataDisks(vm=vm_info.get("name"), count=data_disks, limit=MAX_DATA_DISKS)
-
+            out.append(_fail("data-disks", TooManyDataDisks(vm=name, count=data_disks, limit=MAX_DATA_DISKS)))
+        else:
+            out.append(_rule("data-disks", "pass", f"{data_disks} data disk(s), at most {MAX_DATA_DISKS} are supported"))
+        agent = vm_info.get("guest_agent") or {}
+        os_info = agent.get("os") or {}
+        family, label, problem = classify_guest_os(os_info)
+        if family == "unknown":
+            out.append(_rule("guest-os", "warn", "the guest OS is unknown: the guest agent has not reported it "
+                             "(VM stopped, or no agent answering)",
+                             "Start the VM with qemu-guest-agent running so that its OS is checked; see docs/guides/guest-agent.md."))
+        elif problem:
+            out.append(_fail("guest-os", GuestOsUnsupported(vm=name, os=label, reason=problem)))
+        elif family == "other":
+            out.append(_rule("guest-os", "warn", f"{label} is not in the support matrix (Linux and Windows are); "
+                             "backups run but are not tested for it", "Prefer a Linux or Windows guest; see docs/support-matrix.md."))
+        else:
+            out.append(_rule("guest-os", "pass", f"{label} is supported"))
+        return out
     def check_deletion_allowed(self, vault) -> None:
         if vault.immutability in ("Enabled", "Locked"):
             raise ImmutableVaultRefuses(vault=vault.name, state=vault.immutability, operation="deleting backup data before it expires")
@@ -49,3 +91,34 @@ class SupportRules:
         if reduced:
             raise ImmutableVaultRefuses(vault=vault.name, state=vault.immutability,
                                         operation=f"reducing the retention of policy {policy.name!r} ({', '.join(reduced)})")
+
+
+def _rule(rule: str, status: str, reason: str, fix: str | None = None, code: str | None = None, error=None) -> dict[str, Any]:
+    return {"rule": rule, "status": status, "reason": reason, "fix": fix, "code": code, "error": error}
+
+
+def _fail(rule: str, err) -> dict[str, Any]:
+    return _rule(rule, "fail", err.text, err.fix, err.code, err)
+
+
+def _nt_version(os_info: dict) -> tuple[int, int] | None:
+    m = re.match(r"^(\d+)\.(\d+)", str(os_info.get("kernel-version") or ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def classify_guest_os(os_info: dict) -> tuple[str, str, str | None]:
+    """(family, label, problem) from the guest agent's ``guest-get-osinfo``: family is linux, windows, other or unknown;
+    problem is why the OS is unsupported (None when it is supported)."""
+    if not os_info:
+        return "unknown", "an unknown OS", None
+    osid = str(os_info.get("id") or "").lower()
+    label = str(os_info.get("pretty-name") or os_info.get("name") or osid or "an unknown OS")
+    if osid == "mswindows" or "windows" in label.lower():
+        nt = _nt_version(os_info)
+        vid = str(os_info.get("version-id") or "").lower()
+        if (nt is not None and nt < MIN_WINDOWS_NT) or (nt is None and vid in _OLD_WINDOWS_IDS):
+            return "windows", label, "versions older than Windows Server 2008 R2 (NT 6.1) are not supported"
+        return "windows", label, None
+    if osid in _OTHER_OS_IDS:
+        return "other", label, None
+    return "linux", label, None

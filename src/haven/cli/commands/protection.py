@@ -191,10 +191,12 @@ def restore_disks(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt
                   target: Annotated[str, typer.Option("--target-folder", help="Absolute folder on the host for the restored disks.")],
                   disks: Annotated[Optional[list[str]], typer.Option("--disk")] = None,
                   fmt: Annotated[str, typer.Option("--format")] = "raw",
+                  secondary: Annotated[bool, typer.Option("--use-secondary-region", help="Read from the paired region's copy (GRS vaults).")] = False,
                   wait: Annotated[bool, typer.Option("--wait")] = False):
     st = state(ctx)
     body = {"target": target, "format": fmt, **({"disks": disks} if disks else {})}
-    started = st.client.post(f"{_items(subscription, vault_name)}/{vm}/recovery-points/{rp_name}/restore-disks", body)
+    operation = "cross-region-restore-disks" if secondary else "restore-disks"
+    started = st.client.post(f"{_items(subscription, vault_name)}/{vm}/recovery-points/{rp_name}/{operation}", body)
     if wait:
         started = _wait(st, subscription, started["id"], 24 * 3600)
     st.show(started)

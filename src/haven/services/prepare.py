@@ -1,0 +1,320 @@
+"""Preparing the environment for VM backup: ``haven prepare check`` and the firewall rules.
+
+``PrepareService.check`` walks every prerequisite the seeds name, each answered with pass, warn or
+fail, the reason and the fix:
+
+==========================  ===================================================================
+check                        what
+==========================  ===================================================================
+``vault``                    a vault of the subscription is in the VM's region (and which, when several)
+``guest-agent``              qemu-guest-agent is installed and answering (the seeds' VM agent)
+``guest-agent-version``      ... at least the minimum version
+``backup-extension``         the backup extension can be installed/upgraded through the agent
+``agent-proxy``              the host agent's outbound path (direct / proxy) and its configuration
+``storage-connectivity``     DNS, TCP, proxy, TLS and an authenticated request to the vault's storage
+``support:<rule>``           the support-matrix rules (data disks, guest OS, …) of ``SupportRules``
+==========================  ===================================================================
+
+``nftables_rules`` renders the allow-list / proxy-only rules from a region's published ranges.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from sqlalchemy import select
+
+from haven.db.models import ProtectedItem, Vault
+from haven.domain.enums import Role
+from haven.domain.vault import vault_name_key
+from haven.errors import HavenError, UserError
+from haven.services.auth import Caller
+
+__all__ = ["PrepareService", "nftables_rules", "FirewallOptionInvalid", "NoVaultInRegion", "GUIDE_AGENT", "GUIDE_PROXY"]
+
+GUIDE_AGENT = "docs/guides/guest-agent.md"
+GUIDE_PROXY = "docs/guides/agent-proxy.md"
+STATUSES = ("pass", "warn", "fail")
+
+
+class NoVaultInRegion(UserError):
+    code = "UserErrorNoVaultInRegion"
+    message = "No vault of subscription {subscription!r} is in region {region!r}, the region of VM {vm!r}{others}."
+    recommendation = ("Create a vault in the VM's region: haven vault create -s {subscription} --name <name> --region {region} "
+                      "(a vault protects only VMs of its own region; create one vault per region).")
+
+
+class FirewallOptionInvalid(UserError):
+    code = "UserErrorFirewallOptionInvalid"
+    message = "Cannot render firewall rules: {reason}."
+    recommendation = "Use --option allow-list, or --option proxy with --proxy-host <IP address> [--proxy-port <port>]."
+
+
+def _check(check: str, status: str, reason: str, fix: str | None = None, code: str | None = None, **details: Any) -> dict:
+    assert status in STATUSES
+    return {"check": check, "status": status, "reason": reason, "fix": fix, "code": code, "details": details}
+
+
+def _from_error(check: str, err: HavenError, status: str = "fail", **details: Any) -> dict:
+    return _check(check, status, err.text, err.fix, err.code, **details)
+
+
+class PrepareService:
+    def __init__(self, core):
+        self.core = core
+
+    # ---- haven prepare check ----
+    def check(self, caller: Caller, subscription: str, vm: str, vault: str | None = None, host: str | None = None,
+              timeout: float = 10.0) -> dict:
+        from haven.hypervisor.qga import parse_version
+        from haven.services.protection import VmRegionMismatch
+        from haven.services.vaults import VaultNotFound
+
+        checks: list[dict] = []
+        with self.core.db.session() as s:
+            sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.READER)
+            machine = self.core.inventory.find_vm(s, vm, host)
+            region, host_name = machine.host.region, machine.host.name
+            info = dict(machine.info or {})
+            info.setdefault("name", machine.name)
+            power_state = machine.power_state
+            vaults = s.scalars(select(Vault).where(Vault.subscription_id == sub.id).order_by(Vault.name)).all()
+            item = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))
+            protecting = next((v for v in vaults if item is not None and v.id == item.vault_id), None)
+            chosen: Vault | None = None
+            in_region = [v for v in vaults if v.region == region]
+            if vault:
+                chosen = next((v for v in vaults if v.name_key == vault_name_key(vault)), None)
+                if chosen is None:
+                    checks.append(_from_error("vault", VaultNotFound(name=vault, subscription=subscription)))
+                elif chosen.region != region:
+                    checks.append(_from_error("vault", VmRegionMismatch(vm=vm, vm_region=region, vault=chosen.name, vault_region=chosen.region),
+                                              vaults_in_region=[v.name for v in in_region]))
+                    chosen = None
+                else:
+                    checks.append(_check("vault", "pass", f"vault {chosen.name!r} is in region {region!r}, the VM's region",
+                                         vault=chosen.name))
+            elif protecting is not None:
+                chosen = protecting
+                checks.append(_check("vault", "pass", f"the VM is protected by vault {chosen.name!r} in region {region!r} "
+                                     f"(state {item.state})", vault=chosen.name))
+            elif not in_region:
+                others = sorted({v.region for v in vaults})
+                err = NoVaultInRegion(subscription=subscription, region=region, vm=vm,
+                                      others=f" (its vaults are in: {', '.join(others)})" if others else "")
+                checks.append(_from_error("vault", err))
+            elif len(in_region) == 1:
+                chosen = in_region[0]
+                checks.append(_check("vault", "pass", f"vault {chosen.name!r} is in region {region!r}, the VM's region",
+                                     vault=chosen.name))
+            else:
+                chosen = in_region[0]
+                names = [v.name for v in in_region]
+                checks.append(_check("vault", "warn", f"{len(names)} vaults are in region {region!r}: {', '.join(names)}; "
+                                     f"the checks below use {chosen.name!r}",
+                                     "Name the vault that will protect the VM with --vault NAME.", None, choices=names, vault=chosen.name))
+            vault_view = {"name": chosen.name, "region": chosen.region, "storage_url": chosen.storage_url} if chosen else None
+
+        checks += self._agent_checks(info, power_state, parse_version)
+        checks += self._support_checks(info)
+        if vault_view is not None:
+            checks += self._network_checks(vault_view["storage_url"], timeout)
+        else:
+            checks.append(_check("storage-connectivity", "warn", "not checked: no vault to check the storage endpoint of",
+                                 "Fix the vault check first."))
+        verdict = "fail" if any(c["status"] == "fail" for c in checks) else (
+            "warn" if any(c["status"] == "warn" for c in checks) else "pass")
+        return {"vm": vm, "host": host_name, "region": region, "power_state": power_state,
+                "vault": vault_view["name"] if vault_view else None, "verdict": verdict, "ok": verdict != "fail",
+                "checks": checks}
+
+    def _agent_checks(self, info: dict, power_state: str, parse_version) -> list[dict]:
+        from haven.hypervisor.errors import GuestAgentNotConfigured, GuestAgentNotResponding, GuestAgentVersionUnsupported
+        from haven.hypervisor.types import DEFAULT_MIN_AGENT_VERSION
+
+        out: list[dict] = []
+        name = info.get("name")
+        ga = info.get("guest_agent") or {}
+        minimum = max([ga.get("minimum_version") or DEFAULT_MIN_AGENT_VERSION, self.core.settings.min_guest_agent_version or "0"],
+                      key=parse_version)
+        guide = f" (see {GUIDE_AGENT})"
+        running = power_state == "running"
+        if not ga.get("present"):
+            err = GuestAgentNotConfigured(name=name)
+            out.append(_check("guest-agent", "warn", f"{err.text} Backups still run but are crash-consistent only.",
+                              err.fix + guide, ga.get("problem_code") or err.code))
+        elif not running:
+            out.append(_check("guest-agent", "warn",
+                              f"the VM is {power_state}: its guest agent is checked when it runs. A stopped (offline) VM is still "
+                              "backed up, crash-consistent.", "Start the VM to check the agent and get application-consistent points."))
+        elif not ga.get("answering"):
+            err = GuestAgentNotResponding(name=name, timeout=30, reason=ga.get("problem") or "no answer")
+            out.append(_check("guest-agent", "fail", ga.get("problem") or err.text, (ga.get("recommendation") or err.fix) + guide,
+                              ga.get("problem_code") or err.code))
+        else:
+            out.append(_check("guest-agent", "pass", f"qemu-guest-agent is installed and answering (version {ga.get('version')})"))
+
+        version = ga.get("version")
+        if not version:
+            out.append(_check("guest-agent-version", "warn" if ga.get("present") else "warn",
+                              f"not checked: the agent did not report its version (minimum {minimum})",
+                              f"Make sure qemu-guest-agent {minimum} or newer runs in the guest{guide}.", minimum=minimum))
+        elif parse_version(version) < parse_version(minimum):
+            err = GuestAgentVersionUnsupported(name=name, version=version, minimum=minimum)
+            out.append(_from_error("guest-agent-version", err, version=version, minimum=minimum))
+            out[-1]["fix"] += guide
+        else:
+            out.append(_check("guest-agent-version", "pass", f"version {version} is at least the minimum {minimum}",
+                              version=version, minimum=minimum))
+
+        usable = ga.get("present") and ga.get("answering") and running and version and parse_version(version) >= parse_version(minimum)
+        commands = set(ga.get("supported_commands") or [])
+        missing = [c for c in ("guest-exec", "guest-file-open", "guest-file-write") if commands and c not in commands]
+        ext = info.get("extension") or {}  # the extension's last reported state, when the host agent reports it
+        if ext.get("error_code") or (ext.get("status") and ext.get("status") not in ("installed", "upgraded", "current")):
+            out.append(_check("backup-extension", "warn", f"the backup extension is {ext.get('status')}: {ext.get('message') or 'no detail'}; "
+                              "backups fall back to file-system or crash consistency until it works",
+                              "Check that the guest agent allows guest-exec and guest-file-* and that /var/lib in the guest is "
+                              "writable; Haven retries the installation at the next backup.", ext.get("error_code"), extension=ext))
+        elif not usable:
+            out.append(_check("backup-extension", "warn", "the backup extension cannot be installed now (offline VM or no usable "
+                              "guest agent): the VM is still backed up, and its recovery points are crash-consistent",
+                              "Run the VM with a current qemu-guest-agent; Haven installs and upgrades the extension by itself."))
+        elif missing:
+            out.append(_check("backup-extension", "warn", f"the guest agent blocks {', '.join(missing)}: the extension (pre/post "
+                              "snapshot scripts) cannot be installed; points are file-system consistent at best",
+                              f"Allow {', '.join(missing)} in /etc/qemu/qemu-ga.conf (block-rpcs) and restart qemu-guest-agent.",
+                              "UserErrorGuestAgentCommandDisabled"))
+        else:
+            version = f" (version {ext['version']} is {ext['status']})" if ext.get("version") else ""
+            out.append(_check("backup-extension", "pass", "the guest agent can run the backup extension: Haven installs and "
+                              f"upgrades it at each backup, without user action{version}"))
+        return out
+
+    def _support_checks(self, info: dict) -> list[dict]:
+        return [_check(f"support:{r['rule']}", r["status"], r["reason"], r["fix"], r["code"])
+                for r in self.core.support.evaluate(info)]
+
+    def _network_checks(self, storage_url: str, timeout: float) -> list[dict]:
+        from haven.agent.network import agent_config_path, load_agent_config, probe_endpoint
+
+        home = self.core.settings.home
+        cfg_path = str(agent_config_path(home))
+        try:
+            config = load_agent_config(home)
+        except HavenError as exc:
+            return [_from_error("agent-proxy", exc)]
+        desc = config.describe()
+        out = []
+        if config.has_proxy:
+            out.append(_check("agent-proxy", "pass", f"the host agent goes out through the proxy {desc['proxy']} "
+                              f"(from {config.source})", None, None, **desc))
+        else:
+            out.append(_check("agent-proxy", "pass", "the host agent goes to the storage endpoint directly (no proxy configured)",
+                              None, None, **desc))
+        scheme = storage_url.split("://", 1)[0]
+        options = self.core.storage.backend_options.get(scheme, {})
+        options = {k: v for k, v in options.items() if k not in ("retry", "retry_attempts")}
+        result = probe_endpoint(storage_url, options, config, timeout=timeout, config_path=cfg_path)
+        details = result.to_dict()
+        failed = result.failed
+        if failed is None:
+            where = f" through the proxy {desc['proxy']}" if result.proxy else ""
+            out.append(_check("storage-connectivity", "pass", f"the host agent reaches {result.endpoint or storage_url}{where}: "
+                              + "; ".join(s.reason for s in result.steps), None, None, **details))
+        else:
+            out.append(_check("storage-connectivity", "fail", f"{failed.step}: {failed.reason}", failed.fix, failed.code, **details))
+        return out
+
+
+# ---- haven prepare firewall-rules ----
+
+
+def _split(ranges: list[str]) -> tuple[list[str], list[str]]:
+    v4, v6 = [], []
+    for r in ranges:
+        net = ipaddress.ip_network(r.strip(), strict=False)
+        (v4 if net.version == 4 else v6).append(str(net))
+    return v4, v6
+
+
+def _ports(ports: list[int]) -> str:
+    ports = sorted(set(ports))
+    if ports == [80, 443]:
+        return "{ 80, 443 }"
+    return "{ " + ", ".join(str(p) for p in ports) + " }" if len(ports) > 1 else str(ports[0])
+
+
+def nftables_rules(ranges_doc: dict, option: str, proxy_host: str | None = None, proxy_port: int = 3128,
+                   ports: list[int] | None = None) -> str:
+    """The nftables rules for a network option (``allow-list`` or ``proxy``) from ``GET /regions/{r}/ip-ranges``."""
+    region = ranges_doc.get("region", "?")
+    ranges = list(ranges_doc.get("ip_ranges") or [])
+    ports = list(ports or [80, 443])
+    try:
+        v4, v6 = _split(ranges)
+    except ValueError as exc:
+        raise FirewallOptionInvalid(reason=f"the region publishes an invalid range ({exc})") from None
+    dport = _ports(ports)
+    head = [
+        "#!/usr/sbin/nft -f",
+        f"# Haven: outbound backup traffic of the host agents, region {region!r} ({option}).",
+        f"# Published ranges of the region's storage endpoints (GET /api/v1/regions/{region}/ip-ranges): {', '.join(ranges) or 'none'}",
+        "# Load with: nft -f <this file>. Re-run when the region's ranges change.",
+        "",
+    ]
+    if option == "allow-list":
+        if not ranges:
+            raise FirewallOptionInvalid(reason=f"region {region!r} publishes no address ranges")
+        body = ["table inet haven_backup {"]
+        if v4:
+            body += ["    set storage_v4 {", "        type ipv4_addr; flags interval;", f"        elements = {{ {', '.join(v4)} }}", "    }"]
+        if v6:
+            body += ["    set storage_v6 {", "        type ipv6_addr; flags interval;", f"        elements = {{ {', '.join(v6)} }}", "    }"]
+        body += ["    chain output {", "        type filter hook output priority 0; policy accept;",
+                 "        ct state established,related accept", '        oifname "lo" accept']
+        if v4:
+            body.append(f'        ip daddr @storage_v4 tcp dport {dport} accept comment "allow-backup-storage"')
+        if v6:
+            body.append(f'        ip6 daddr @storage_v6 tcp dport {dport} accept comment "allow-backup-storage"')
+        body += [f'        tcp dport {dport} drop comment "lockdown: no other outbound web traffic"', "    }", "}"]
+        return "\n".join(head + body) + "\n"
+    if option == "proxy":
+        if not proxy_host:
+            raise FirewallOptionInvalid(reason="--proxy-host is required with --option proxy")
+        try:
+            addr = ipaddress.ip_address(proxy_host)
+        except ValueError:
+            try:
+                addr = ipaddress.ip_address(socket.gethostbyname(proxy_host))
+            except OSError:
+                raise FirewallOptionInvalid(reason=f"the proxy host {proxy_host!r} is not an address and does not resolve") from None
+        fam = "ip" if addr.version == 4 else "ip6"
+        prefix = f"{addr}/{32 if addr.version == 4 else 128}"
+        body = [
+            "# 1. On each host running 'haven agent': only the proxy may be reached (HttpProxy.Host/HttpProxy.Port).",
+            "table inet haven_backup {",
+            "    chain output {",
+            "        type filter hook output priority 0; policy accept;",
+            "        ct state established,related accept",
+            '        oifname "lo" accept',
+            f'        {fam} daddr {addr} tcp dport {proxy_port} accept comment "allow-proxy"',
+            f'        tcp dport {dport} drop comment "lockdown: backup traffic goes through the proxy"',
+            "    }",
+            "}",
+            "",
+            "# 2. On the network firewall (the seeds' NSG rule 'allow-proxy', priority 200): outbound TCP from the proxy",
+            f"#    {prefix}, any source port, to the internet on ports {ports[0]}-{ports[-1]}; other hosts stay locked down.",
+            "table inet haven_proxy_egress {",
+            "    chain forward {",
+            "        type filter hook forward priority 0; policy accept;",
+            "        ct state established,related accept",
+            f'        {fam} saddr {prefix} tcp dport {min(ports)}-{max(ports)} accept comment "allow-proxy"',
+            f'        tcp dport {dport} drop comment "NSG-lockdown"',
+            "    }",
+            "}",
+        ]
+        return "\n".join(head + body) + "\n"
+    raise FirewallOptionInvalid(reason=f"unknown option {option!r}")
