@@ -87,3 +87,31 @@ def test_a_locked_immutable_vault_refuses_every_destructive_call(world, core):
     # what only adds protection is still allowed
     assert core.policies.update(world.owner, "prod", "v1", "DefaultPolicy", None, {"daily_days": 60})["retention"]["daily_days"] == 60
     assert len(world.points()) == 1
+
+
+def test_garbage_collection_after_retention_frees_chunks_only_expired_points_used(world, core, clock):
+    import os
+
+    world.setup()
+    core.policies.create(world.owner, "prod", "v1", "week", {"frequency": "daily", "times": ["22:30"]}, {"daily_days": 7})
+    core.protection.set_policy(world.owner, "prod", "v1", "web1", "week")
+    disk = world.vm_folder / "vda.raw"
+    for day in range(10):
+        if day:
+            clock.advance(timedelta(days=1))
+        with open(disk, "r+b") as fh:  # new data every day: each point has chunks of its own
+            fh.seek(day << 20)
+            fh.write(os.urandom(1 << 20))
+        world.backup()
+    assert len(world.points()) == 7  # retention ran after each backup: 3 points expired
+    Scheduler(core).tick()  # GC: chunks only the expired points used become candidates
+    clock.advance(timedelta(hours=2))  # past the grace period
+    second = Scheduler(core).tick()
+    assert sum(second["collected"].values()) >= 1
+    # every remaining point still restores byte for byte (the newest one against the live disk)
+    from haven.db.models import Vault
+
+    with core.db.session() as s:
+        vault = s.query(Vault).one()
+    report = core.storage.open(vault).verify(read_data=True)
+    assert report.ok, report

@@ -7,8 +7,13 @@ never by the user. It is a folder in the guest::
         manifest.json      {"version": ..., "content_id": ..., "installed_at": ...}
         runner.sh          runs every script of pre.d/ or post.d/ in name order, each bounded
         config.json        the configuration it was installed with
-        pre.d/NN-name      pre-snapshot scripts (flush an application, stop writes)
-        post.d/NN-name     post-snapshot scripts (resume)
+        pre.d/NN-name      pre-snapshot scripts pushed by Haven (flush an application, stop writes)
+        post.d/NN-name     post-snapshot scripts pushed by Haven (resume)
+
+and the guest's owner may keep their own scripts in ``/etc/haven/pre-snapshot.d/`` and
+``/etc/haven/post-snapshot.d/`` (like Azure's in-guest script configuration): the runner runs them
+after Haven's, and upgrades never touch them. A point is application-consistent when at least one
+pre-snapshot script ran, all of them succeeded, and the freeze held.
 
 Haven runs ``runner.sh pre`` before the file-system freeze and ``runner.sh post`` after the thaw
 (the guest agent refuses ``guest-exec`` while frozen). The folder is written beside the old one
@@ -34,6 +39,7 @@ from haven.hypervisor.qga import GuestAgent, GuestAgentError
 
 __all__ = [
     "EXTENSION_DIR",
+    "GUEST_SCRIPTS_DIR",
     "EXTENSION_VERSION",
     "ExtensionConfig",
     "ExtensionState",
@@ -44,14 +50,17 @@ __all__ = [
 ]
 
 EXTENSION_DIR = "/var/lib/haven-extension"
+#: scripts the guest's owner keeps in the guest (pre-snapshot.d/, post-snapshot.d/); never touched by Haven
+GUEST_SCRIPTS_DIR = "/etc/haven"
 EXTENSION_VERSION = haven.__version__
 
-ExtensionStatus = Literal["installed", "upgraded", "current", "unavailable", "failed"]
+ExtensionStatus = Literal["installed", "upgraded", "current", "outdated", "missing", "unavailable", "failed"]
 
 _SCRIPT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 RUNNER = r"""#!/bin/sh
-# Haven backup extension runner @VERSION@ - runs the pre- or post-snapshot scripts in name order.
+# Haven backup extension runner @VERSION@ - runs the pre- or post-snapshot scripts in name order:
+# first those Haven put in (pre.d/, post.d/), then the guest's own (@GUEST_DIR@/pre-snapshot.d/, ...).
 # usage: runner.sh pre|post        output: one "haven-ext:" line per script and a summary line
 dir=@DIR@
 phase="$1"
@@ -59,7 +68,7 @@ case "$phase" in pre|post) ;; *) echo "usage: $0 pre|post" >&2; exit 64 ;; esac
 [ -e "$dir/updating" ] && { echo "haven-ext: update in progress"; exit 75; }
 limit=$(cat "$dir/timeout" 2>/dev/null || echo 60)
 ran=0; failed=0
-for s in "$dir/$phase.d"/*; do
+for s in "$dir/$phase.d"/* "@GUEST_DIR@/$phase-snapshot.d"/*; do
   [ -f "$s" ] || continue
   ran=$((ran + 1))
   if command -v timeout >/dev/null 2>&1; then timeout "$limit" /bin/sh "$s"; else /bin/sh "$s"; fi
@@ -94,7 +103,8 @@ class ExtensionConfig:
     def files(self) -> dict[str, bytes]:
         """Relative path -> content of everything installed (the manifest aside)."""
         files: dict[str, bytes] = {
-            "runner.sh": RUNNER.replace("@VERSION@", self.version).replace("@DIR@", EXTENSION_DIR).encode(),
+            "runner.sh": RUNNER.replace("@VERSION@", self.version).replace("@DIR@", EXTENSION_DIR)
+            .replace("@GUEST_DIR@", GUEST_SCRIPTS_DIR).encode(),
             "timeout": f"{int(self.script_timeout)}\n".encode(),
             "config.json": json.dumps(self.to_dict(), indent=1, sort_keys=True).encode(),
         }

@@ -34,14 +34,14 @@ from haven.hypervisor.errors import (
     DiskFormatUnsupported,
     DiskNotFound,
     GuestAgentNotConfigured,
+    QmpUnavailable,
     VmAlreadyExists,
     VmDefinitionInvalid,
     VmNotFound,
 )
-from haven.hypervisor.extension import ExtensionConfig, ExtensionState
-from haven.hypervisor.extension import ensure_extension as _ensure_extension
+from haven.hypervisor.extension import ExtensionConfig
 from haven.hypervisor.guest import Quiescer, probe_agent
-from haven.hypervisor.live import LiveDisk, QmpLiveSnapshot, find_block_node
+from haven.hypervisor.live import LiveDisk, QmpLiveSnapshot, cleanup_leftovers, find_block_node
 from haven.hypervisor.qga import GuestAgent
 from haven.hypervisor.qmp import QmpClient, QmpConnectionError
 from haven.hypervisor.sources import FileDiskSource, NbdDiskSource, QemuNbdServer
@@ -202,18 +202,25 @@ class ImageFolderAdapter(HypervisorAdapter):
                                        available=", ".join(str(x.get("name") or x.get("file")) for x in definition["disks"]))
                 info = image_info(path)
                 fmt = fmt or info.get("format", "raw")
-                size = size if size is not None else int(info.get("virtual-size", 0))
+                if size is None:
+                    # qemu-img rounds a raw file's size up to whole sectors; the file's own size is the disk.
+                    size = os.path.getsize(path) if fmt == "raw" else int(info.get("virtual-size", 0))
             out.append((DiskInfo(dname, path, fmt, size), node))
         return out
 
-    def _qmp(self, folder: Path, definition: dict[str, Any]) -> QmpClient | None:
+    def _qmp(self, name: str, folder: Path, definition: dict[str, Any], timeout: float | None = None) -> tuple[QmpClient | None, PowerState]:
+        """The monitor of a running VM, or None and the power state that explains why there is none.
+
+        Nothing listening: "stopped". Listening but silent (another client holds the monitor, e.g. a
+        backup in progress): "running", without a client.
+        """
         path = self._path(folder, definition.get("qmp_socket"))
         if not path or not os.path.exists(path):
-            return None
+            return None, "stopped"
         try:
-            return QmpClient(path, timeout=self.qmp_timeout)
-        except QmpConnectionError:
-            return None
+            return QmpClient(path, timeout=timeout or self.qmp_timeout), "running"
+        except QmpConnectionError as exc:
+            return None, ("stopped" if exc.refused else "running")
 
     def _agent_connector(self, folder: Path, definition: dict[str, Any]):
         path = self._path(folder, definition.get("qga_socket"))
@@ -237,9 +244,8 @@ class ImageFolderAdapter(HypervisorAdapter):
 
     def describe(self, name: str, probe_guest: bool = True) -> VmInfo:
         folder, definition = self._load(name)
-        qmp = self._qmp(folder, definition)
+        qmp, state = self._qmp(name, folder, definition, timeout=min(self.qmp_timeout, 3.0))
         try:
-            state: PowerState = "stopped"
             if qmp is not None:
                 status = qmp.status()
                 state = "running" if status in ("running", "finish-migrate", "postmigrate") else (
@@ -281,8 +287,14 @@ class ImageFolderAdapter(HypervisorAdapter):
         folder, definition = self._load(name)
         release = self.acquire_vm(name, "backup")
         try:
-            qmp = self._qmp(folder, definition)
+            qmp, state = self._qmp(name, folder, definition)
+            if qmp is None and state == "running":
+                raise QmpUnavailable(name=name, path=self._path(folder, definition.get("qmp_socket")),
+                                     reason="the monitor does not answer (is another client connected to it?)")
+            leftovers: list[str] = []
             try:
+                if qmp is not None:
+                    leftovers = cleanup_leftovers(qmp)
                 disks = self._disks(name, folder, definition, qmp)
                 selected = _select(name, disks, include_disks)
                 for d, _ in selected:
@@ -294,7 +306,7 @@ class ImageFolderAdapter(HypervisorAdapter):
                 raise
             if qmp is not None and qmp.status() != "shutdown":
                 snap: Snapshot = self._live(name, folder, definition, qmp, selected, previous_checkpoint,
-                                            freeze_timeout, extension)
+                                            freeze_timeout, extension, leftovers)
             else:
                 if qmp is not None:
                     qmp.close()
@@ -305,7 +317,7 @@ class ImageFolderAdapter(HypervisorAdapter):
         snap.on_release(release)
         return snap
 
-    def _live(self, name, folder, definition, qmp, selected, previous, freeze_timeout, extension) -> Snapshot:
+    def _live(self, name, folder, definition, qmp, selected, previous, freeze_timeout, extension, leftovers) -> Snapshot:
         info, agent = probe_agent(name, self._agent_connector(folder, definition),
                                   min_version=self.min_agent_version, timeout=self.agent_timeout)
         quiescer = Quiescer(name, agent, info, extension=extension, freeze_timeout=freeze_timeout)
@@ -316,7 +328,8 @@ class ImageFolderAdapter(HypervisorAdapter):
                     raise DiskNotFound(name=name, disk=d.name, reason=f"the running QEMU has no device for {d.path}",
                                        available=", ".join(x.name for x, _ in selected))
                 live.append(LiveDisk(d, node))
-            return QmpLiveSnapshot.take(name, qmp, live, quiescer, previous, scratch_dir=self.scratch_dir)
+            notes = ["An earlier backup of this VM had not finished cleanly; its leftovers in QEMU were removed."] if leftovers else []
+            return QmpLiveSnapshot.take(name, qmp, live, quiescer, previous, scratch_dir=self.scratch_dir, pre_warnings=notes)
         except BaseException:
             qmp.close()
             raise
@@ -351,28 +364,20 @@ class ImageFolderAdapter(HypervisorAdapter):
         return self.describe(name, probe_guest=False)
 
     def guest_agent_status(self, name: str) -> GuestAgentInfo:
-        info = self.describe(name, probe_guest=True)
-        assert info.guest_agent is not None
-        return info.guest_agent
+        info, agent = self._open_agent(name)
+        if agent is not None:
+            agent.close()
+        return info
 
-    def ensure_extension(self, name: str, version: str | None = None, config: ExtensionConfig | None = None) -> ExtensionState:
+    def _open_agent(self, name: str) -> tuple[GuestAgentInfo, GuestAgent | None]:
         folder, definition = self._load(name)
-        release = self.acquire_vm(name, "extension")
-        try:
-            info, agent = probe_agent(name, self._agent_connector(folder, definition),
-                                      min_version=self.min_agent_version, timeout=self.agent_timeout)
-            if agent is None:
-                return ExtensionState(name, "unavailable", message=f"{info.problem} {info.recommendation}",
-                                      error_code=info.problem_code)
-            try:
-                cfg = config or ExtensionConfig()
-                if version is not None and version != cfg.version:
-                    cfg = ExtensionConfig(cfg.pre_scripts, cfg.post_scripts, cfg.script_timeout, version, cfg.install)
-                return _ensure_extension(agent, name, cfg)
-            finally:
-                agent.close()
-        finally:
-            release()
+        qmp, state = self._qmp(name, folder, definition, timeout=min(self.qmp_timeout, 3.0))
+        if qmp is not None:
+            qmp.close()
+        connector = self._agent_connector(folder, definition)
+        if state != "running":
+            return stopped_agent_info(name, connector is not None, self.min_agent_version), None
+        return probe_agent(name, connector, min_version=self.min_agent_version, timeout=self.agent_timeout)
 
 
 def _select(name: str, disks: list[tuple[DiskInfo, str | None]], include: list[str] | None):

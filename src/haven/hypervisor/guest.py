@@ -94,14 +94,17 @@ class Quiescer:
         extension: ExtensionConfig | None = None,
         freeze_timeout: float = 60.0,
     ):
+        """``extension`` None: Haven's default extension (no pushed scripts; the guest's own scripts run).
+        ``ExtensionConfig(install=False)``: use what the guest has, write nothing."""
         self.vm, self.agent, self.info = vm, agent, info
-        self.extension_config = extension
+        self.extension_config = extension if extension is not None else ExtensionConfig()
         self.freeze_timeout = freeze_timeout
         self.warnings: list[str] = []
         self.extension: ExtensionState | None = None
         self.freeze: Freeze | None = None
         self.freeze_ok = False
         self.pre_ok: bool | None = None
+        self.pre_ran = 0
         self.post_ok: bool | None = None
         self.scripts_ran = 0
         if agent is None:
@@ -134,12 +137,12 @@ class Quiescer:
             self.extension = ExtensionState(self.vm, "failed", message=exc.text, error_code=exc.code)
             return
         if not self.extension.ready:
-            self._warn(f"Haven's backup extension is not available in VM '{self.vm}': {self.extension.message}")
-            return
-        if not self.extension_config.pre_scripts:
+            if self.extension_config.install:
+                self._warn(f"Haven's backup extension is not available in VM '{self.vm}': {self.extension.message}")
             return
         res = run_phase(self.agent, "pre", timeout=self.extension_config.script_timeout + 30)
-        self.pre_ok, self.scripts_ran = res.ok, self.scripts_ran + res.ran
+        self.pre_ok, self.pre_ran = res.ok, res.ran
+        self.scripts_ran += res.ran
         if not res.ok:
             self._warn(
                 f"The pre-snapshot scripts of VM '{self.vm}' failed ({res.failed} of {res.ran}): {res.output[-500:]}. "
@@ -189,8 +192,7 @@ class Quiescer:
                 )
             if fr.thaw_error:
                 self._warn(f"Thawing the file systems of VM '{self.vm}' reported: {fr.thaw_error}")
-        if (self.agent is not None and self.extension is not None and self.extension.ready
-                and self.extension_config is not None and self.extension_config.post_scripts):
+        if self.agent is not None and self.extension is not None and self.extension.ready and self.extension_config:
             res = run_phase(self.agent, "post", timeout=self.extension_config.script_timeout + 30)
             self.post_ok, self.scripts_ran = res.ok, self.scripts_ran + res.ran
             if not res.ok:
@@ -204,10 +206,6 @@ class Quiescer:
     def consistency(self) -> ConsistencyLevel:
         if not self.freeze_ok:
             return "crash"
-        scripted = (
-            self.extension is not None and self.extension.ready
-            and self.extension_config is not None and self.extension_config.has_scripts
-        )
-        if scripted and self.pre_ok is not False:
+        if self.pre_ran > 0 and self.pre_ok:
             return "application"
         return "filesystem"

@@ -33,8 +33,7 @@ from haven.hypervisor.errors import (
     VmDefinitionInvalid,
     VmNotFound,
 )
-from haven.hypervisor.extension import ExtensionConfig, ExtensionState
-from haven.hypervisor.extension import ensure_extension as _ensure_extension
+from haven.hypervisor.extension import ExtensionConfig
 from haven.hypervisor.folder import image_info, offline_snapshot, stopped_agent_info
 from haven.hypervisor.guest import Quiescer, probe_agent
 from haven.hypervisor.live import CHECKPOINT_PREFIX, new_checkpoint_name
@@ -75,6 +74,7 @@ class LibvirtGuestAgent(GuestAgent):
 
         self._lock = threading.RLock()
         self._buf = b""
+        self._dirty = False
         self.execute("guest-ping", timeout=connect_timeout if connect_timeout is not None else timeout)
 
     def sync(self, timeout: float | None = None) -> None:
@@ -546,26 +546,18 @@ class LibvirtAdapter(HypervisorAdapter):
         return self.describe(name, probe_guest=False)
 
     def guest_agent_status(self, name: str) -> GuestAgentInfo:
-        info = self.describe(name, probe_guest=True)
-        assert info.guest_agent is not None
-        return info.guest_agent
+        info, agent = self._open_agent(name)
+        if agent is not None:
+            agent.close()
+        return info
 
-    def ensure_extension(self, name: str, version: str | None = None, config: ExtensionConfig | None = None) -> ExtensionState:
+    def _open_agent(self, name: str) -> tuple[GuestAgentInfo, GuestAgent | None]:
         dom = self._dom(name)
         xml = ET.fromstring(dom.XMLDesc(0))
-        release = self.acquire_vm(name, "extension")
-        try:
-            info, agent = probe_agent(name, self._agent_connector(dom, xml) if _power_state(dom) == "running" else None,
-                                      min_version=self.min_agent_version, timeout=self.agent_timeout)
-            if agent is None:
-                return ExtensionState(name, "unavailable", message=f"{info.problem} {info.recommendation}",
-                                      error_code=info.problem_code)
-            cfg = config or ExtensionConfig()
-            if version is not None and version != cfg.version:
-                cfg = ExtensionConfig(cfg.pre_scripts, cfg.post_scripts, cfg.script_timeout, version, cfg.install)
-            return _ensure_extension(agent, name, cfg)
-        finally:
-            release()
+        connector = self._agent_connector(dom, xml)
+        if _power_state(dom) != "running":
+            return stopped_agent_info(name, connector is not None, self.min_agent_version), None
+        return probe_agent(name, connector, min_version=self.min_agent_version, timeout=self.agent_timeout)
 
 
 def _rewrite_domain(name: str, text: str, disk_paths: dict[str, str], formats: dict[str, str]) -> str:

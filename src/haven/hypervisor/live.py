@@ -38,7 +38,7 @@ from haven.hypervisor.qmp import QmpClient, QmpConnectionError, QmpError
 from haven.hypervisor.sources import NbdDiskSource
 from haven.hypervisor.types import DiskInfo, Snapshot
 
-__all__ = ["LiveDisk", "QmpLiveSnapshot", "new_checkpoint_name", "CHECKPOINT_PREFIX", "find_block_node"]
+__all__ = ["LiveDisk", "QmpLiveSnapshot", "cleanup_leftovers", "new_checkpoint_name", "CHECKPOINT_PREFIX", "find_block_node"]
 
 CHECKPOINT_PREFIX = "haven-"
 
@@ -64,6 +64,54 @@ def find_block_node(qmp: QmpClient, path: str) -> tuple[str, int] | None:
         if any(n and not n.startswith("json:") and os.path.realpath(n) == want for n in names):
             return ins["node-name"], int(ins["image"]["virtual-size"])
     return None
+
+
+def cleanup_leftovers(qmp: QmpClient) -> list[str]:
+    """Remove the exports, jobs and fleece nodes a crashed earlier backup left in QEMU (call it before
+    looking up the disks' nodes: a leftover fleecing job keeps a copy-before-write filter on top of
+    the disk). Returns what was removed."""
+
+    def attempt(command: str, **args: Any) -> bool:
+        try:
+            qmp.execute(command, **args)
+            return True
+        except QmpError:
+            return False
+
+    def wait(event: str, match) -> None:
+        try:
+            qmp.wait_event(event, timeout=60, match=match)
+        except QmpConnectionError:
+            pass
+
+    removed: list[str] = []
+    try:
+        exports = qmp.execute("query-block-exports")
+    except QmpError:
+        exports = []
+    for e in exports:
+        if str(e.get("id", "")).startswith("haven-export-") and attempt("block-export-del", id=e["id"], mode="hard"):
+            wait("BLOCK_EXPORT_DELETED", lambda ev, x=e["id"]: ev["data"].get("id") == x)
+            removed.append(e["id"])
+    if removed:
+        attempt("nbd-server-stop")
+    for job in qmp.execute("query-block-jobs"):
+        if str(job.get("device", "")).startswith("haven-fleece-"):
+            if attempt("block-job-cancel", device=job["device"], force=True):
+                wait("BLOCK_JOB_CANCELLED", lambda ev, j=job["device"]: ev["data"].get("device") == j)
+            removed.append(job["device"])
+    nodes = qmp.named_nodes()
+    scratch = {os.path.dirname(str(n.get("file", ""))) for n in nodes
+               if n.get("drv") == "file" and str(n.get("file", "")).endswith(".fleece.qcow2")}
+    for node in nodes:
+        name = str(node.get("node-name", ""))
+        if name.startswith("haven-fleece-") and attempt("blockdev-del", **{"node-name": name}):
+            removed.append(name)
+    if removed:
+        for folder in scratch:  # the crashed backup's scratch folder
+            if os.path.basename(folder).startswith("haven-live-"):
+                shutil.rmtree(folder, ignore_errors=True)
+    return removed
 
 
 def _node_bitmaps(qmp: QmpClient, node: str) -> dict[str, dict[str, Any]]:
@@ -101,9 +149,11 @@ class QmpLiveSnapshot(Snapshot):
         quiescer: Quiescer,
         previous_checkpoint: str | None,
         scratch_dir: str | None = None,
+        pre_warnings: list[str] | None = None,
     ) -> QmpLiveSnapshot:
         scratch = tempfile.mkdtemp(prefix="haven-live-", dir=scratch_dir)
         snap = cls(vm, qmp, scratch)
+        snap.warnings.extend(pre_warnings or [])
         try:
             snap._take(disks, quiescer, previous_checkpoint)
         except BaseException:
@@ -127,6 +177,8 @@ class QmpLiveSnapshot(Snapshot):
             self._nodes[d.info.name] = d.node
             bitmaps = _node_bitmaps(self._qmp, d.node)
             prev = bitmaps.get(previous) if previous else None
+            if prev and not prev.get("recording", True) and not prev.get("inconsistent") and not prev.get("busy"):
+                prev = self._revive(d.node, previous, bitmaps)
             usable = bool(prev) and not prev.get("inconsistent") and prev.get("recording", True) and not prev.get("busy")
             if prev and not usable:  # present but unusable: drop it, track afresh
                 try:
@@ -188,6 +240,20 @@ class QmpLiveSnapshot(Snapshot):
                 name, sock, name, size=sizes[name], format=d.info.format,
                 bitmap=previous if self._prev_present[name] else None,
             ))
+
+    def _revive(self, node: str, previous: str, bitmaps: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """A disabled previous bitmap is one a crashed backup froze; the bitmap that backup started at
+        the same instant holds everything since. Merge it back so the previous checkpoint is whole."""
+        followers = [n for n, b in bitmaps.items() if n.startswith(CHECKPOINT_PREFIX) and n != previous
+                     and b.get("recording") and not b.get("inconsistent") and not b.get("busy")]
+        if not followers:
+            return None
+        try:
+            self._cmd("block-dirty-bitmap-enable", node=node, name=previous)
+            self._cmd("block-dirty-bitmap-merge", node=node, target=previous, bitmaps=followers)
+        except QmpCommandFailed:
+            return None
+        return {**bitmaps[previous], "recording": True}
 
     # ---- releasing it ----
 

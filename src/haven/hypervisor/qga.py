@@ -106,6 +106,7 @@ class GuestAgent:
         self.timeout = timeout
         self._lock = threading.RLock()
         self._buf = b""
+        self._dirty = False
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.settimeout(5.0)
@@ -162,9 +163,11 @@ class GuestAgent:
             msg = {"execute": "guest-sync-delimited", "arguments": {"id": sid}}
             self._send(_SENTINEL + json.dumps(msg).encode() + b"\n")
             deadline = time.monotonic() + limit
+            self._dirty = True
             while True:
                 reply = self._read_message(deadline)
                 if reply and reply.get("return") == sid:
+                    self._dirty = False
                     return
 
     def execute(self, command: str, timeout: float | None = None, **arguments: Any) -> Any:
@@ -173,6 +176,8 @@ class GuestAgent:
             msg["arguments"] = arguments
         limit = self.timeout if timeout is None else timeout
         with self._lock:
+            if self._dirty:
+                self.sync(max(limit, 5.0))
             self._send(json.dumps(msg).encode() + b"\n")
             if command in ("guest-shutdown", "guest-suspend-disk", "guest-suspend-ram", "guest-suspend-hybrid"):
                 return None  # these never answer on success
@@ -188,11 +193,8 @@ class GuestAgent:
                     if "return" in reply:
                         return reply["return"]
             except GuestAgentTimeout:
-                # a late answer would confuse the next command: resynchronise (best effort)
-                try:
-                    self.sync(min(5.0, limit))
-                except GuestAgentError:
-                    pass
+                # its late answer would be taken for the next command's: resynchronise before that one
+                self._dirty = True
                 raise GuestAgentTimeout(f"{command}: no answer within {limit:g}s") from None
 
     def close(self) -> None:

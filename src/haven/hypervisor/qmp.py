@@ -26,7 +26,15 @@ class QmpError(Exception):
 
 
 class QmpConnectionError(Exception):
-    """The monitor cannot be reached, or closed, or did not answer in time."""
+    """The monitor cannot be reached, or closed, or did not answer in time.
+
+    ``refused`` is True when nothing listens on the socket (QEMU is not running), False when
+    something does but did not answer (QEMU busy, or another client holds the monitor).
+    """
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
 
 
 class QmpClient:
@@ -38,8 +46,12 @@ class QmpClient:
         self._buf = b""
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._sock.settimeout(timeout)
+            self._sock.settimeout(min(timeout, 10.0))
             self._sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            self._sock.close()
+            raise QmpConnectionError(f"{self.path}: {exc}", refused=True) from exc
+        try:
             greeting = self._read_message(timeout)
             if "QMP" not in greeting:
                 raise QmpConnectionError(f"unexpected greeting from {self.path}: {greeting!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -58,6 +59,8 @@ class FileDiskSource:
         self.size = size if size is not None else os.lseek(self._fd, 0, os.SEEK_END)
         self._extents: list[Extent] | None = None
         self._lock = threading.Lock()
+        #: bytes read through read(), for statistics and tests
+        self.bytes_read = 0
 
     def data_extents(self) -> Iterator[Extent]:
         with self._lock:
@@ -100,6 +103,8 @@ class FileDiskSource:
                 break
             parts.append(piece)
             got += len(piece)
+        with self._lock:
+            self.bytes_read += length
         return b"".join(parts)
 
     def close(self) -> None:
@@ -270,7 +275,7 @@ class QemuNbdServer:
         Path(socket_path).unlink(missing_ok=True)
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 30
-        while not os.path.exists(socket_path):
+        while not self._listening():
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 if "lock" in err.lower():
@@ -280,6 +285,19 @@ class QemuNbdServer:
                 self.stop()
                 raise SnapshotFailed(name=vm, reason="qemu-nbd did not start within 30 s")
             time.sleep(0.02)
+
+    def _listening(self) -> bool:
+        # the socket file appears at bind(), a moment before listen(): connect to be sure
+        if not os.path.exists(self.socket_path):
+            return False
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(self.socket_path)
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def stop(self) -> None:
         if self._proc.poll() is None:

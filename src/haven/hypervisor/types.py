@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -13,6 +13,7 @@ from haven.engine.source import DiskSource
 
 if TYPE_CHECKING:
     from haven.hypervisor.extension import ExtensionConfig, ExtensionState
+    from haven.hypervisor.qga import GuestAgent
 
 __all__ = [
     "PowerState",
@@ -221,7 +222,17 @@ class HypervisorAdapter(abc.ABC):
         include_disks: list[str] | None = None,
         freeze_timeout: float = 60.0,
         extension: ExtensionConfig | None = None,
-    ) -> AbstractContextManager[Snapshot]: ...
+    ) -> AbstractContextManager[Snapshot]:
+        """Take a point-in-time view of ``name``'s disks (use it as a context manager; leaving releases it).
+
+        ``previous_checkpoint``: the ``checkpoint`` of the VM's previous point; its changes since then
+        come as ``changed_extents()``, or ``tracking_lost`` is set when it is gone.
+        ``include_disks``: disk names to include (None: all). ``freeze_timeout``: the longest the guest
+        stays frozen (the thaw is guaranteed at that bound). ``extension``: what Haven's backup extension
+        puts into the guest; None means Haven's default (installed/upgraded as needed, the guest's own
+        scripts run), ``ExtensionConfig(install=False)`` writes nothing into the guest.
+        Raises ``BackupAlreadyRunning`` / ``ExtensionUpdateInProgress`` when the VM is busy.
+        """
 
     @abc.abstractmethod
     def define_vm(self, name: str, disk_paths: dict[str, str], definition: Any) -> VmInfo: ...
@@ -230,7 +241,47 @@ class HypervisorAdapter(abc.ABC):
     def guest_agent_status(self, name: str) -> GuestAgentInfo: ...
 
     @abc.abstractmethod
-    def ensure_extension(self, name: str, version: str | None = None, config: ExtensionConfig | None = None) -> ExtensionState: ...
+    def _open_agent(self, name: str) -> tuple[GuestAgentInfo, GuestAgent | None]:
+        """Probe the guest agent of a VM; the agent is returned open (caller closes) when usable."""
+
+    def ensure_extension(self, name: str, version: str | None = None, config: ExtensionConfig | None = None) -> ExtensionState:
+        """Install or upgrade Haven's backup extension in a running VM (no backup runs meanwhile)."""
+        from haven.hypervisor.extension import ExtensionConfig, ExtensionState
+        from haven.hypervisor.extension import ensure_extension as _ensure
+
+        release = self.acquire_vm(name, "extension")
+        try:
+            info, agent = self._open_agent(name)
+            if agent is None:
+                return ExtensionState(name, "unavailable", message=_agent_problem(info), error_code=info.problem_code)
+            try:
+                cfg = config or ExtensionConfig()
+                if version is not None and version != cfg.version:
+                    cfg = ExtensionConfig(cfg.pre_scripts, cfg.post_scripts, cfg.script_timeout, version, cfg.install)
+                return _ensure(agent, name, cfg)
+            finally:
+                agent.close()
+        finally:
+            release()
+
+    def extension_state(self, name: str, version: str | None = None) -> ExtensionState:
+        """What is installed in the guest, compared with ``version`` (Haven's by default); changes nothing."""
+        from haven.hypervisor.extension import EXTENSION_VERSION, ExtensionState, installed_extension
+
+        info, agent = self._open_agent(name)
+        if agent is None:
+            return ExtensionState(name, "unavailable", message=_agent_problem(info), error_code=info.problem_code)
+        try:
+            manifest = installed_extension(agent)
+        finally:
+            agent.close()
+        want = version or EXTENSION_VERSION
+        if manifest is None:
+            return ExtensionState(name, "missing", message="not installed yet: Haven installs it at the next backup")
+        have = str(manifest.get("version"))
+        status = "current" if have == want else "outdated"
+        return ExtensionState(name, status, have, content_id=manifest.get("content_id"),
+                              message=None if status == "current" else f"{have} installed, {want} expected: upgraded at the next backup")
 
     def close(self) -> None:
         return None
@@ -240,3 +291,11 @@ class HypervisorAdapter(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _agent_problem(info: GuestAgentInfo) -> str:
+    if info.problem:
+        return f"{info.problem} {info.recommendation or ''}".strip()
+    if info.present:
+        return "The VM is not running: the extension is put into the guest at the next backup while it runs."
+    return "The VM has no guest agent."

@@ -99,4 +99,4 @@ class StorageService:
     def open(self, vault):
         from haven.engine import Repository
 
-        return Repository.open(self.backend(vault.storage_url), self.kek())
+        return Repository.open(self.backend(vault.storage_url), self.kek(), clock=self.core.clock)
