@@ -105,6 +105,11 @@ class BackupPropertiesIn(Strict):
     immutability: Literal["Disabled", "Enabled", "Locked"] | None = None
 
 
+class EncryptionKeyIn(Strict):
+    key_vault: str | None = Field(default=None, min_length=1, max_length=24)
+    key: str | None = Field(default=None, min_length=1, max_length=127)
+
+
 class AlertSettingsIn(Strict):
     webhook: str | None = Field(default=None, max_length=2048)
     email: str | None = Field(default=None, max_length=320)
@@ -135,6 +140,7 @@ class VaultOut(BaseModel):
     storage_redundancy_locked: bool
     soft_delete_days: int
     immutability: str
+    encryption_key: str
     protected_items: int
     recovery_points: int
     policies: int

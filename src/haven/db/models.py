@@ -95,6 +95,9 @@ class Vault(Base):
     storage_url: Mapped[str] = mapped_column(Text)
     soft_delete_days: Mapped[int] = mapped_column(Integer, default=14)
     immutability: Mapped[str] = mapped_column(String(16), default="Disabled")
+    #: the key-vault KEK that wraps the vault's data key (None: the server's master key)
+    kek_key_vault: Mapped[str | None] = mapped_column(String(24))
+    kek_key: Mapped[str | None] = mapped_column(String(127))
     alert_webhook: Mapped[str | None] = mapped_column(Text)
     alert_email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime]

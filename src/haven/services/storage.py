@@ -96,7 +96,20 @@ class StorageService:
             raise NotFound(f"Vault {vault_id!r} is not stored on this server.", "Point the agent at the vault's own storage endpoint.")
         return LocalBackend(url.path)
 
-    def open(self, vault):
+    def kek_for(self, vault):
+        """The key-encryption key of a vault: a key-vault key when one is set, else the master key."""
+        if vault.kek_key_vault and vault.kek_key:
+            return self.core.keyvault.key_wrapper(vault.subscription_id, vault.kek_key_vault, vault.kek_key)
+        return self.kek()
+
+    def open(self, vault, kek=None):
         from haven.engine import Repository
 
-        return Repository.open(self.backend(vault.storage_url), self.kek(), clock=self.core.clock)
+        return Repository.open(self.backend(vault.storage_url), kek or self.kek_for(vault), clock=self.core.clock)
+
+    def rewrap(self, vault, new_kek) -> str:
+        """Re-seal the vault's data key under ``new_kek``: no data object is rewritten. Returns the new KEK id."""
+        old = self.kek_for(vault)
+        repo = self.open(vault, old)
+        repo.rewrap(new_kek, old)
+        return repo.kek_id

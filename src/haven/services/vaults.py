@@ -35,6 +35,18 @@ class VaultAlreadyExists(Conflict):
     recommendation = "Choose another name, or use the existing vault."
 
 
+class KeyVaultRegionMismatch(UserError):
+    code = "UserErrorKeyVaultRegionMismatch"
+    message = "Key vault {key_vault!r} is in region {kv_region!r}; vault {vault!r} is in {region!r}. A vault's key must be in its region."
+    recommendation = "Create a key vault in region {region!r} (haven keyvault create --region {region}) and a key there."
+
+
+class EncryptionKeyNotSet(Conflict):
+    code = "UserErrorVaultEncryptionKeyNotSet"
+    message = "Vault {vault!r} uses the server's master key; there is no key-vault key to rotate."
+    recommendation = "Set one first: haven vault encryption-key set --key-vault KV --key KEY."
+
+
 class RedundancyInvalid(UserError):
     code = "UserErrorStorageRedundancyInvalid"
     message = "Storage redundancy {value!r} is not available here: {reason}"
@@ -111,6 +123,38 @@ class VaultService:
                 vault.soft_delete_days = soft_delete_days
             return self.view(s, vault)
 
+    def set_encryption_key(self, caller: Caller, subscription: str, name: str, key_vault: str | None, key: str | None) -> dict:
+        """Wrap the vault's data key with a key-vault KEK (or, with None, the server's master key again).
+
+        The key vault must be in the vault's subscription and region, and the key must exist. Only the
+        wrapped data key changes; chunks and manifests stay as they are.
+        """
+        with self.core.db.session() as s:
+            vault = self.find(s, caller, subscription, name, Role.CONTRIBUTOR)
+            if key_vault and key:
+                kv = self.core.keyvault.show(caller, subscription, key_vault)
+                if kv.get("region") != vault.region:
+                    raise KeyVaultRegionMismatch(vault=vault.name, region=vault.region, key_vault=key_vault, kv_region=kv.get("region"))
+                self.core.keyvault.show_key(caller, subscription, key_vault, key)  # exists, and the caller may see it
+                new_kek = self.core.keyvault.key_wrapper(vault.subscription_id, key_vault, key)
+            else:
+                key_vault = key = None
+                new_kek = self.core.storage.kek()
+            self.core.storage.rewrap(vault, new_kek)
+            vault.kek_key_vault, vault.kek_key = key_vault, key
+            return self.view(s, vault)
+
+    def rotate_encryption_key(self, caller: Caller, subscription: str, name: str) -> dict:
+        """A new version of the vault's key-vault KEK, and the data key re-wrapped with it."""
+        with self.core.db.session() as s:
+            vault = self.find(s, caller, subscription, name, Role.CONTRIBUTOR)
+            if not vault.kek_key:
+                raise EncryptionKeyNotSet(vault=vault.name)
+            key = self.core.keyvault.show_key(caller, subscription, vault.kek_key_vault, vault.kek_key)
+            self.core.keyvault.create_key(caller, subscription, vault.kek_key_vault, vault.kek_key, key.get("kty", "RSA"))
+            self.core.storage.rewrap(vault, self.core.storage.kek_for(vault))
+            return self.view(s, vault)
+
     # ---- helpers ----
     def _redundancy(self, value: str | None, region_cfg) -> Redundancy:
         if value is None:
@@ -144,6 +188,7 @@ class VaultService:
             "storage_redundancy_locked": items > 0,
             "soft_delete_days": vault.soft_delete_days,
             "immutability": vault.immutability,
+            "encryption_key": f"{vault.kek_key_vault}/keys/{vault.kek_key}" if vault.kek_key else "server master key",
             "protected_items": items,
             "recovery_points": points,
             "policies": int(policies or 0),

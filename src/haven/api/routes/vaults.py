@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from haven.api.deps import caller, core
 from haven.api.routes.params import PolicyName, Sub, VaultName
-from haven.api.schemas import AlertOut, AlertSettingsIn, AlertSettingsOut, AssociatedItem, BackupPropertiesIn, PolicyIn, PolicyOut, PolicyUpdate, VaultIn, VaultOut
+from haven.api.schemas import AlertOut, AlertSettingsIn, AlertSettingsOut, AssociatedItem, BackupPropertiesIn, EncryptionKeyIn, PolicyIn, PolicyOut, PolicyUpdate, VaultIn, VaultOut
 
 router = APIRouter(prefix="/subscriptions/{subscription}/vaults")
 
@@ -33,6 +33,16 @@ def delete_vault(subscription: Sub, vault: VaultName, app=Depends(core), who=Dep
 @router.patch("/{vault}/backup-properties", response_model=VaultOut, tags=["vaults"])
 def set_backup_properties(subscription: Sub, vault: VaultName, body: BackupPropertiesIn, app=Depends(core), who=Depends(caller)):
     return app.vaults.set_properties(who, subscription, vault, body.storage_redundancy, body.soft_delete_days, body.immutability)
+
+
+@router.put("/{vault}/encryption-key", response_model=VaultOut, tags=["vaults"])
+def set_encryption_key(subscription: Sub, vault: VaultName, body: EncryptionKeyIn, app=Depends(core), who=Depends(caller)):
+    return app.vaults.set_encryption_key(who, subscription, vault, body.key_vault, body.key)
+
+
+@router.post("/{vault}/encryption-key/rotate", response_model=VaultOut, tags=["vaults"])
+def rotate_encryption_key(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
+    return app.vaults.rotate_encryption_key(who, subscription, vault)
 
 
 @router.put("/{vault}/alert-settings", response_model=AlertSettingsOut, tags=["alerts"])

@@ -64,6 +64,26 @@ def backup_properties_set(ctx: typer.Context, subscription: SubOpt, name: Annota
     st.show(st.client.patch(f"/subscriptions/{subscription}/vaults/{name}/backup-properties", {k: v for k, v in body.items() if v is not None}))
 
 
+encryption_key = typer.Typer(help="The key that wraps a vault's data key.", no_args_is_help=True)
+vault.add_typer(encryption_key, name="encryption-key")
+
+
+@encryption_key.command("set")
+@handled
+def encryption_key_set(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
+                       key_vault: Annotated[Optional[str], typer.Option("--key-vault", help="Key vault of the vault's region.")] = None,
+                       key: Annotated[Optional[str], typer.Option("--key", help="KEK name; omit both to go back to the master key.")] = None):
+    st = state(ctx)
+    st.show(st.client.put(f"/subscriptions/{subscription}/vaults/{name}/encryption-key", {"key_vault": key_vault, "key": key}))
+
+
+@encryption_key.command("rotate")
+@handled
+def encryption_key_rotate(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")]):
+    st = state(ctx)
+    st.show(st.client.post(f"/subscriptions/{subscription}/vaults/{name}/encryption-key/rotate"))
+
+
 @vault.command("alert-settings")
 @handled
 def alert_settings(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
