@@ -28,8 +28,38 @@ def haven(tmp_path_factory) -> Iterator[HavenServer]:
     home = tmp_path_factory.mktemp("haven-web")
     make_sample_vm(home / "vms", size_mib=32)
     server = HavenServer(home).start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        close_file_recovery_sessions(home)
+        server.stop()
+
+
+def close_file_recovery_sessions(home: Path) -> None:
+    """Close any file-recovery session a failed test left open (its NBD servers run in their own process group)."""
+    import json
+
+    from haven.services.restore import close_session
+
+    for record in sorted((home / "file-recovery").glob("*.json")) if (home / "file-recovery").is_dir() else []:
+        try:
+            close_session(json.loads(record.read_text()))
+        except (OSError, ValueError):
+            continue
+
+
+def nbd_servers(home: Path) -> list[int]:
+    """Pids of qemu-nbd processes serving files under ``home`` (none may survive an unmount)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"qemu-nbd" in cmdline and str(home).encode() in cmdline:
+                pids.append(int(proc.name))
+    return pids
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,13 @@ URLs use the subscription's *name* (services accept a name or an id)::
     /ui/vaults/new                          quick create (name, subscription, region)
     /ui/s/{sub}/v/{vault}                   the vault: quick start, storage redundancy, usage, items, policies
     /ui/s/{sub}/v/{vault}/configure         configure backup: goal -> policy -> VMs -> enable backup
-    /ui/s/{sub}/v/{vault}/items/{vm}        a protected item: recovery points (timeline) and restore
+    /ui/s/{sub}/v/{vault}/items/{vm}        a protected item: recovery points (timeline), restore disks, restore VM,
+                                            replace disks (with a confirmation step), file recovery mounts
+    POST …/items/{vm}/restore-vm|replace-disks|mount|unmount   -> core.restore (as the API's restore routes)
+    POST /ui/s/{sub}/v/{vault}/alerts       alert webhook/e-mail -> core.alerts.configure
     /ui/jobs                                jobs of every visible vault, with filters and live progress
     /ui/s/{sub}/jobs/{id}                   a job: subtasks, warnings, error with its fix (live)
-    /ui/readiness, /ui/keyvault             guest-agent readiness; key vault (hooks for other modules)
+    /ui/readiness, /ui/keyvault             guest-agent readiness and prepare check; key vaults and access policies
 """
 
 from __future__ import annotations
@@ -327,6 +330,11 @@ def vault_create(request: Request, name: str = Form(""), subscription: str = For
 def vault_page(request: Request, sub: str, vault: str):
     core = request.app.state.core
     caller = current_caller(request)
+    return _vault(request, core, caller, sub, vault)
+
+
+def _vault(request: Request, core, caller: Caller, sub: str, vault: str, status: int = 200, alert_error: HavenError | None = None,
+           alert_form: dict | None = None) -> HTMLResponse:
     subscription = _sub(core, caller, sub)
     v = core.vaults.show(caller, sub, vault)
     items = core.protection.list_items(caller, sub, vault)
@@ -337,8 +345,27 @@ def vault_page(request: Request, sub: str, vault: str):
         err = RedundancyLocked(vault=v["name"], count=v["protected_items"])
         locked = {"text": err.text, "fix": err.fix}
     region = next((r for r in core.regions.list() if r["name"] == v["region"]), {"paired_region": None})
-    return _render(request, "vault.html", caller, sub=subscription, vault=v, items=items, policies=policies, jobs=jobs,
-                   locked=locked, region=region, base=_vault_url(subscription["name"], v["name"]))
+    return _render(request, "vault.html", caller, status=status, sub=subscription, vault=v, items=items, policies=policies,
+                   jobs=jobs, locked=locked, region=region, base=_vault_url(subscription["name"], v["name"]),
+                   alerts=core.alerts.list(caller, sub, vault)[:50], alert_error=alert_error, alert_form=alert_form or {})
+
+
+@router.post("/s/{sub}/v/{vault}/alerts")
+def vault_alerts(request: Request, sub: str, vault: str, webhook: str = Form(""), email: str = Form(""),
+                 clear_webhook: str = Form(""), clear_email: str = Form(""), csrf: str = Form("")):
+    """Alert targets: ``core.alerts.configure`` (as ``PUT …/alert-settings``). An empty field keeps the current value."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    hook = "" if _flag(clear_webhook) else (webhook.strip() or None)
+    mail = "" if _flag(clear_email) else (email.strip() or None)
+    try:
+        done = core.alerts.configure(caller, sub, vault, hook, mail)
+    except HavenError as e:
+        return _vault(request, core, caller, sub, vault, status=e.http_status, alert_error=e,
+                      alert_form={"webhook": webhook, "email": email})
+    return _go(request, _vault_url(sub, vault),
+               f"Alerts of {vault} go to webhook {done['webhook'] or '(none)'} and e-mail {done['email'] or '(none)'}.")
 
 
 @router.post("/s/{sub}/v/{vault}/redundancy")
@@ -450,6 +477,12 @@ def configure_enable(request: Request, sub: str, vault: str, policy: str = Form(
 def item_page(request: Request, sub: str, vault: str, vm: str):
     core = request.app.state.core
     caller = current_caller(request)
+    return _item(request, core, caller, sub, vault, vm)
+
+
+def _item(request: Request, core, caller: Caller, sub: str, vault: str, vm: str, status: int = 200, errors: dict | None = None,
+          form: dict | None = None) -> HTMLResponse:
+    """The item page; ``errors`` maps a restore option (disks, vm, replace, files) to the error it was refused with."""
     subscription = _sub(core, caller, sub)
     v = core.vaults.show(caller, sub, vault)
     item = core.protection.show_item(caller, sub, vault, vm)
@@ -459,8 +492,24 @@ def item_page(request: Request, sub: str, vault: str, vm: str):
         days.setdefault(_dt(p["time"])[:10], []).append(p)
     jobs = core.jobs.list(caller, sub, vault, vm=vm, limit=10)
     policies = core.policies.list(caller, sub, vault)
-    return _render(request, "item.html", caller, sub=subscription, vault=v, item=item, points=points, days=days, jobs=jobs,
-                   policies=policies, base=_vault_url(subscription["name"], v["name"]))
+    region = next((r for r in core.regions.list() if r["name"] == v["region"]), {"paired_region": None})
+    secondary = region.get("paired_region") if v.get("storage_redundancy") == "GRS" else None
+    machine = next((m for m in core.inventory.list_vms(caller, v["region"]) if m["name"] == item["vm"] and m["host"] == item["host"]), None)
+    hosts = [h for h in core.inventory.list_hosts(caller) if h.get("region") in (v["region"], secondary) and h.get("adapter") != "imported"]
+    mounts = []
+    if caller.can(v["subscription_id"], Role.OPERATOR):
+        from haven.services.restore import mount_instructions
+
+        for m in core.restore.list_mounts(caller, sub, vault, vm):
+            mounts.append({**m, "instructions": mount_instructions(m.get("exports") or [], item["vm"], m.get("point_id"))})
+    chosen = (form or {}).get("option") or next(iter(errors or {}), None) or "disks"
+    # an error whose option's panel this caller does not see (a role too low, no point) is shown at the top
+    needed = {"replace": Role.CONTRIBUTOR}
+    top = [e for k, e in (errors or {}).items() if not points or not caller.can(v["subscription_id"], needed.get(k, Role.OPERATOR))]
+    return _render(request, "item.html", caller, status=status, sub=subscription, vault=v, item=item, points=points, days=days,
+                   jobs=jobs, policies=policies, base=_vault_url(subscription["name"], v["name"]), secondary=secondary,
+                   machine=machine, hosts=hosts, mounts=mounts, errors=errors or {}, form=form or {}, option=chosen,
+                   top_errors=top)
 
 
 @router.post("/s/{sub}/v/{vault}/items/{vm}/backup")
@@ -513,10 +562,111 @@ def item_restore(request: Request, sub: str, vault: str, vm: str, point: str = F
     core = request.app.state.core
     caller = current_caller(request)
     check_csrf(request, csrf)
-    if not point:
-        raise UserError("No recovery point was chosen.", "Pick a recovery point in the timeline, then restore.")
-    job = core.points.restore_disks(caller, sub, vault, vm, point, target.strip(), None, format)
+    form = {"option": "disks", "point": point, "target": target, "format": format}
+    try:
+        _point_required(point)
+        job = core.points.restore_disks(caller, sub, vault, vm, point, target.strip(), None, format)
+    except HavenError as e:
+        return _item(request, core, caller, sub, vault, vm, status=e.http_status, errors={"disks": e}, form=form)
     return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job['id']}", f"Restore of {vm}'s disks to {target.strip()} started.")
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "on", "yes", "true")
+
+
+def _point_required(point: str) -> None:
+    if not point:
+        raise UserError("No recovery point was chosen.", "Pick a recovery point in the timeline, then choose the restore option again.")
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/restore-vm")
+def item_restore_vm(request: Request, sub: str, vault: str, vm: str, point: str = Form(""), name: str = Form(""),
+                    host: str = Form(""), vm_target: str = Form(""), vm_format: str = Form("raw"), vm_secondary: str = Form(""),
+                    csrf: str = Form("")):
+    """Restore VM: ``core.restore.restore_vm`` (as ``POST …/recovery-points/{point}/restore-vm``); a refusal is shown on the page."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    form = {"option": "vm", "point": point, "name": name, "host": host, "vm_target": vm_target, "vm_format": vm_format,
+            "vm_secondary": vm_secondary}
+    try:
+        _point_required(point)
+        job = core.restore.restore_vm(caller, sub, vault, vm, point, name.strip(), host.strip() or None, vm_target.strip() or None,
+                                      vm_format, _flag(vm_secondary))
+    except HavenError as e:
+        return _item(request, core, caller, sub, vault, vm, status=e.http_status, errors={"vm": e}, form=form)
+    where = " from the secondary region" if _flag(vm_secondary) else ""
+    return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job['id']}", f"Restore of {vm} as new VM {name.strip()}{where} started.")
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/replace-disks")
+def item_replace_disks(request: Request, sub: str, vault: str, vm: str, point: str = Form(""), confirm: str = Form(""),
+                       csrf: str = Form("")):
+    """Replace disks: first a confirmation page (what will happen, the undo point), then ``core.restore.replace_disks``."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    form = {"option": "replace", "point": point}
+    try:
+        _point_required(point)
+        if not _flag(confirm):
+            return _replace_confirm(request, core, caller, sub, vault, vm, point)
+        job = core.restore.replace_disks(caller, sub, vault, vm, point)
+    except HavenError as e:
+        return _item(request, core, caller, sub, vault, vm, status=e.http_status, errors={"replace": e}, form=form)
+    return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job['id']}",
+               f"Replacing the disks of {vm} with recovery point {point}: its current disks are backed up first.")
+
+
+def _replace_confirm(request: Request, core, caller: Caller, sub: str, vault: str, vm: str, point: str) -> HTMLResponse:
+    subscription = _sub(core, caller, sub)
+    v = core.vaults.show(caller, sub, vault)
+    caller.require(v["subscription_id"], Role.CONTRIBUTOR)  # the service checks again when confirmed
+    item = core.protection.show_item(caller, sub, vault, vm)
+    rp = core.points.show(caller, sub, vault, vm, point)
+    machine = next((m for m in core.inventory.list_vms(caller, v["region"]) if m["name"] == item["vm"] and m["host"] == item["host"]), None)
+    power = (machine or {}).get("power_state") or "unknown"
+    running = None
+    if power not in ("stopped", "shutoff", "unknown"):
+        from haven.services.restore import ReplaceDisksVmRunning
+
+        running = ReplaceDisksVmRunning(vm=vm, state=power)
+    return _render(request, "replace_confirm.html", caller, sub=subscription, vault=v, item=item, point=rp, machine=machine,
+                   power=power, running=running, base=_vault_url(subscription["name"], v["name"]))
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/mount")
+def item_mount(request: Request, sub: str, vault: str, vm: str, point: str = Form(""), hours: str = Form("12"),
+               files_secondary: str = Form(""), csrf: str = Form("")):
+    """File recovery: ``core.restore.mount`` (as ``POST …/recovery-points/{point}/mount``); the job shows the instructions."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    form = {"option": "files", "point": point, "hours": hours, "files_secondary": files_secondary}
+    try:
+        _point_required(point)
+        try:
+            h = float((hours or "12").strip())
+        except ValueError:
+            raise UserError(f"{hours!r} is not a number of hours.", "Give the hours the point stays mounted, e.g. 12 or 0.5.") from None
+        job = core.restore.mount(caller, sub, vault, vm, point, None, h, _flag(files_secondary))
+    except HavenError as e:
+        return _item(request, core, caller, sub, vault, vm, status=e.http_status, errors={"files": e}, form=form)
+    return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job['id']}",
+               f"Mounting recovery point {point} of {vm} for file recovery; the instructions appear when the job finishes.")
+
+
+@router.post("/s/{sub}/v/{vault}/items/{vm}/unmount")
+def item_unmount(request: Request, sub: str, vault: str, vm: str, point: str = Form(""), csrf: str = Form("")):
+    """Close a point's file-recovery exports: ``core.restore.unmount`` (as ``POST …/recovery-points/{point}/unmount``)."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    _point_required(point)
+    done = core.restore.unmount(caller, sub, vault, vm, point)
+    return _go(request, f"{_vault_url(sub, vault)}/items/{quote(vm, safe='')}",
+               f"Recovery point {point} of {vm} unmounted ({len(done['closed'])} export session(s) closed).")
 
 
 # ------------------------------------------------------------------ jobs
@@ -591,7 +741,7 @@ def job_stop(request: Request, sub: str, job_id: str, csrf: str = Form("")):
     return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job_id}", "Cancellation requested.")
 
 
-# ------------------------------------------------------------------ readiness and key vault (hooks for other modules)
+# ------------------------------------------------------------------ readiness (prepare check) and key vault
 
 
 @router.get("/readiness")
@@ -611,56 +761,30 @@ def readiness_page(request: Request, subscription: str = "", check: str = ""):
         report = _prepare_report(core, caller, chosen, vm) if check in ("all", vm["name"]) else None
         rows.append({**vm, "check": protected, "prepare": report})
     return _render(request, "readiness.html", caller, vms=rows, hosts=hosts, subs=subs, chosen=chosen, checked=check,
-                   prepare_available=_prepare_service(core) is not None)
-
-
-def _prepare_service(core):
-    """HOOK(prepare-check): the ``prepare check`` service, when the core has one (``core.prepare``)."""
-    service = getattr(core, "prepare", None)
-    return service if callable(getattr(service, "check", None)) else None
+                   prepare_available=True)
 
 
 def _prepare_report(core, caller: Caller, subscription: dict | None, vm: dict) -> dict | None:
-    """The ``prepare check`` report of one VM (``core.prepare.check(caller, subscription, vm, host=...)``):
+    """The ``prepare check`` report of one VM (``core.prepare.check``, as ``haven prepare check``):
     ``{verdict, ok, checks: [{check, status, reason, fix, code}]}``; an error becomes ``{"error": ...}``."""
-    service = _prepare_service(core)
-    if service is None or subscription is None:
+    if subscription is None:
         return None
     try:
-        return service.check(caller, subscription["name"], vm["name"], host=vm["host"], timeout=3.0)
-    except TypeError:
-        try:
-            return service.check(caller, subscription["name"], vm["name"])
-        except HavenError as e:
-            return {"error": {"code": e.code, "message": e.text, "recommendation": e.fix}}
+        return core.prepare.check(caller, subscription["name"], vm["name"], host=vm["host"], timeout=3.0)
     except HavenError as e:
         return {"error": {"code": e.code, "message": e.text, "recommendation": e.fix}}
 
 
 @router.get("/keyvault")
 def keyvault_page(request: Request):
-    """HOOK(key-vault): key vaults and their access policies, with the ``Haven Backup`` template.
-
-    Uses ``core.keyvault`` (``list(caller, subscription)`` and ``show(caller, subscription, name)``
-    returning ``access_policies``) when the core has it; until then the page states what the backup
-    service needs (seed 003).
-    """
+    """Key vaults and their access policies (``core.keyvault.list``/``show``), with the ``Haven Backup`` template."""
     core = request.app.state.core
     caller = current_caller(request)
-    service = getattr(core, "keyvault", None) or getattr(core, "keyvaults", None)
     groups, problem = [], None
-    if service is not None and hasattr(service, "list"):
-        try:
-            for sub in core.subscriptions.list(caller):
-                vaults = []
-                for kv in service.list(caller, sub["id"]):
-                    try:
-                        vaults.append(service.show(caller, sub["id"], kv["name"]))
-                    except (HavenError, TypeError):
-                        vaults.append(kv)
-                groups.append({"sub": sub, "vaults": vaults})
-        except TypeError:
-            groups = []
-        except HavenError as e:
-            problem = e
-    return _render(request, "keyvault.html", caller, service=service, groups=groups, problem=problem)
+    try:
+        for sub in core.subscriptions.list(caller):
+            vaults = [core.keyvault.show(caller, sub["id"], kv["name"]) for kv in core.keyvault.list(caller, sub["id"])]
+            groups.append({"sub": sub, "vaults": vaults})
+    except HavenError as e:
+        problem = e
+    return _render(request, "keyvault.html", caller, service=core.keyvault, groups=groups, problem=problem)

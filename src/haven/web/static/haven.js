@@ -77,4 +77,11 @@
     wireVaultName();
     if (document.querySelector("[data-live]")) window.setTimeout(tick, 700);
   });
+  // ---- restore options: Enter in a panel's field submits that panel's option, not the form's first button ----
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "Enter" || !e.target || e.target.tagName !== "INPUT") return;
+    var panel = e.target.closest && e.target.closest("fieldset.panel");
+    var button = panel && panel.querySelector("button[type=submit]");
+    if (button) { e.preventDefault(); button.click(); }
+  });
 })();
