@@ -141,6 +141,8 @@ class VaultOut(BaseModel):
     soft_delete_days: int
     immutability: str
     encryption_key: str
+    alert_webhook: str | None
+    alert_email: str | None
     protected_items: int
     recovery_points: int
     policies: int

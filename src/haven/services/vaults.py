@@ -189,6 +189,8 @@ class VaultService:
             "soft_delete_days": vault.soft_delete_days,
             "immutability": vault.immutability,
             "encryption_key": f"{vault.kek_key_vault}/keys/{vault.kek_key}" if vault.kek_key else "server master key",
+            "alert_webhook": vault.alert_webhook,
+            "alert_email": vault.alert_email,
             "protected_items": items,
             "recovery_points": points,
             "policies": int(policies or 0),
