@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-system setup-python setup-node run test test-fast reliability bench docs lint clean
+.PHONY: setup setup-system setup-python setup-node run test test-fast reliability audit bench docs lint clean
 
 setup: setup-system setup-python setup-node
 
@@ -32,6 +32,10 @@ test-fast: setup-python
 
 reliability: setup
 	HAVEN_RELIABILITY=full $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+
+## pip-audit: needs PyPI's vulnerability service (not reachable from every machine); fails if anything is unaudited.
+audit: setup-python
+	bash scripts/audit.sh
 
 bench: setup
 	$(PY) bench/run.py

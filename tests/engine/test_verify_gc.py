@@ -117,15 +117,34 @@ def test_gc_deletes_only_unreferenced(crepo, local_backend, tmp_path):
     assert (tmp_path / "p2.img").read_bytes() == b.image()
 
 
+def test_gc_refuses_an_empty_vault_nobody_vouched_for(crepo):
+    from haven.engine.errors import GcRefused
+
+    crepo.backup("vm", "p1", [random_disk("vda", 2 * MiB, seed=8, fill=1.0)], {})
+    crepo.delete_point("vm", "p1")
+    with pytest.raises(GcRefused):  # no point listed, chunks stored: a listing that may lie
+        crepo.gc(grace=timedelta(0))
+    assert crepo.gc(grace=timedelta(0), expected_points=set()).chunks_deleted == 2  # the caller vouches: empty
+
+
+def test_gc_refuses_when_a_known_point_is_not_listed(crepo):
+    from haven.engine.errors import GcRefused
+
+    crepo.backup("vm", "p1", [random_disk("vda", 2 * MiB, seed=9, fill=1.0)], {})
+    with pytest.raises(GcRefused):
+        crepo.gc(grace=timedelta(0), expected_points={("vm", "p1"), ("vm", "p-missing")})
+    assert crepo.verify(read_data=True).ok
+
+
 def test_gc_grace_period(crepo, clock):
     crepo.backup("vm", "p1", [random_disk("vda", 2 * MiB, seed=6, fill=1.0)], {})
     crepo.delete_point("vm", "p1")
-    first = crepo.gc(grace=timedelta(hours=1))
+    first = crepo.gc(grace=timedelta(hours=1), expected_points=set())
     assert first.chunks_deleted == 0 and first.chunks_pending == 2
     clock.advance(timedelta(minutes=30))
-    assert crepo.gc(grace=timedelta(hours=1)).chunks_deleted == 0
+    assert crepo.gc(grace=timedelta(hours=1), expected_points=set()).chunks_deleted == 0
     clock.advance(timedelta(minutes=31))
-    assert crepo.gc(grace=timedelta(hours=1)).chunks_deleted == 2
+    assert crepo.gc(grace=timedelta(hours=1), expected_points=set()).chunks_deleted == 2
 
 
 def test_gc_waits_for_running_backup(crepo, local_backend, clock):
@@ -133,13 +152,13 @@ def test_gc_waits_for_running_backup(crepo, local_backend, clock):
     crepo.delete_point("vm", "p1")
     held = Lock(local_backend, clock, "backup").acquire(conflicts=("gc",))
     with pytest.raises(RepositoryLocked):
-        crepo.gc(grace=timedelta(0))
+        crepo.gc(grace=timedelta(0), expected_points=set())
     assert len(list(local_backend.list("chunks/"))) == 2
     held.release()
     # a lock left by a crashed process expires
     Lock(local_backend, clock, "backup").acquire(conflicts=())
     clock.advance(timedelta(hours=1))
-    assert crepo.gc(grace=timedelta(0)).chunks_deleted == 2
+    assert crepo.gc(grace=timedelta(0), expected_points=set()).chunks_deleted == 2
 
 
 def test_backup_refuses_while_gc_runs(crepo, local_backend, clock):

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from haven.api.schemas import ErrorBody
 from haven.errors import HavenError, InternalError, UserError
 
-__all__ = ["install_error_handlers", "ERROR_RESPONSES", "RequestInvalid"]
+__all__ = ["install_error_handlers", "reject_nul_in_urls", "ERROR_RESPONSES", "RequestInvalid"]
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +79,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _crash(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(InternalError().to_payload(), status_code=500)
+
+
+def reject_nul_in_urls(app: FastAPI) -> None:
+    """A NUL character in a path or query is never a valid name (PostgreSQL cannot even store it): 400."""
+    from urllib.parse import unquote
+
+    @app.middleware("http")
+    async def _no_nul(request: Request, call_next):
+        if "\x00" in request.url.path or "\x00" in unquote(request.url.query or ""):
+            err = RequestInvalid(problems="the path or query contains a NUL character")
+            return JSONResponse(err.to_payload(), status_code=400)
+        return await call_next(request)

@@ -105,6 +105,14 @@ class Codec:
             raise SealError("authentication failed") from exc
         if sealed[1] == COMP_NONE:
             return body
+        # python-zstandard honours max_output_size only for frames that do not declare their size,
+        # so a frame declaring a huge size is refused here, before any memory is taken.
+        try:
+            declared = zstandard.frame_content_size(body)
+        except zstandard.ZstdError as exc:
+            raise SealError(f"decompression failed: {exc}") from exc
+        if declared > max_size:
+            raise SealError(f"object declares {declared} bytes, more than the {max_size} allowed")
         try:
             return self._dctx().decompress(body, max_output_size=max_size)
         except zstandard.ZstdError as exc:  # authenticated yet undecodable: a writer bug

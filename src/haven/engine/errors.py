@@ -8,6 +8,7 @@ from __future__ import annotations
 from haven.errors import Conflict, InternalError, NotFound, PreconditionFailed, Transient, UserError
 
 __all__ = [
+    "GcRefused",
     "StorageUnavailable",
     "StorageTimeout",
     "StorageUploadNotConfirmed",
@@ -179,3 +180,9 @@ class RestoreTargetFailed(PreconditionFailed):
     code = "UserErrorRestoreTargetFailed"
     message = "Writing the restored disk to {path!r} failed: {detail}."
     recommendation = "Check the target folder exists, is writable and has enough free space."
+
+
+class GcRefused(Transient):
+    code = "StorageErrorGcRefused"
+    message = "Garbage collection deleted nothing: {reason}."
+    recommendation = "Nothing was lost. Check the storage endpoint (a listing that fails or comes back short), then run GC again."

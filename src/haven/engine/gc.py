@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from haven.progress import NULL_PROGRESS, Progress
 
 from .codec import DOMAIN_META
-from .errors import StorageObjectNotFound
+from .errors import GcRefused, StorageObjectNotFound
 from .format import CHUNKS, GC_PENDING, chunk_id_from_name, chunk_name
 from .locks import LOCKS, Lock
 
@@ -39,15 +39,29 @@ class GcReport:
     dry_run: bool = False
 
 
-def run_gc(repo, grace: timedelta = timedelta(hours=24), progress: Progress = NULL_PROGRESS, dry_run: bool = False) -> GcReport:
+def run_gc(repo, grace: timedelta = timedelta(hours=24), progress: Progress = NULL_PROGRESS, dry_run: bool = False,
+           expected_points: set[tuple[str, str]] | None = None) -> GcReport:
     lock = Lock(repo.backend, repo.clock, "gc").acquire(conflicts=("backup", "gc"))
     try:
-        return _collect(repo, grace, progress, dry_run, lock)
+        return _collect(repo, grace, progress, dry_run, lock, expected_points)
     finally:
         lock.release()
 
 
-def _collect(repo, grace: timedelta, progress: Progress, dry_run: bool, lock: Lock) -> GcReport:
+def _check_listing(points: list[tuple[str, str]], chunk_count: int, expected: set[tuple[str, str]] | None) -> None:
+    """Fail safe on a listing that may lie: a point the metadata store knows is missing, or no point
+    at all while chunks exist and nobody vouched that the vault is empty."""
+    listed = set(points)
+    if expected is not None:
+        missing = expected - listed
+        if missing:
+            raise GcRefused(reason=f"the storage listing lacks {len(missing)} recovery point(s) the metadata store knows")
+    elif not listed and chunk_count:
+        raise GcRefused(reason=f"the storage lists no recovery point but {chunk_count} chunk(s)")
+
+
+def _collect(repo, grace: timedelta, progress: Progress, dry_run: bool, lock: Lock,
+             expected_points: set[tuple[str, str]] | None = None) -> GcReport:
     report = GcReport(dry_run=dry_run)
     # 1. read everything first; any exception here aborts before a single delete
     points = repo.point_ids()
@@ -61,6 +75,7 @@ def _collect(repo, grace: timedelta, progress: Progress, dry_run: bool, lock: Lo
         cid = chunk_id_from_name(obj.name)
         if cid is not None:
             sizes[cid] = obj.size
+    _check_listing(list(points), len(sizes), expected_points)
     pending = _load_pending(repo)
     now = repo.clock.now()
     # 2. decide
@@ -75,6 +90,8 @@ def _collect(repo, grace: timedelta, progress: Progress, dry_run: bool, lock: Lo
     # 3. act: remember what waits, then delete what is due
     doomed_set = set(doomed)
     _store_pending(repo, {c: t for c, t in first_seen.items() if c not in doomed_set})
+    if doomed and set(repo.point_ids()) != set(points):  # a second look must agree before anything goes
+        raise GcRefused(reason="the recovery points listed changed during collection")
     for n, cid in enumerate(doomed):
         progress.update(n, len(doomed), "gc: deleting chunks")
         repo.backend.delete(chunk_name(cid))

@@ -119,14 +119,23 @@ class LocalBackend(Backend):
         return iter(found)
 
     def _walk(self, folder: Path, rel: str, prefix: str, out: list[ObjectInfo]) -> None:
-        with os.scandir(folder) as it:
+        # An object deleted between readdir and stat (a released lock, a chunk GC removed) is simply
+        # not there any more: skip it, as a listing taken a moment later would.
+        try:
+            it = os.scandir(folder)
+        except FileNotFoundError:
+            return
+        with it:
             for entry in it:
                 name = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    if name.startswith(prefix) or prefix.startswith(name + "/"):
-                        self._walk(Path(entry.path), name, prefix, out)
-                elif _TMP_SUFFIX not in entry.name and name.startswith(prefix):
-                    out.append(ObjectInfo(name, entry.stat(follow_symlinks=False).st_size))
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if name.startswith(prefix) or prefix.startswith(name + "/"):
+                            self._walk(Path(entry.path), name, prefix, out)
+                    elif _TMP_SUFFIX not in entry.name and name.startswith(prefix):
+                        out.append(ObjectInfo(name, entry.stat(follow_symlinks=False).st_size))
+                except FileNotFoundError:
+                    continue
 
     def delete(self, name: str) -> None:
         path = self._path(name)

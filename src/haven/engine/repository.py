@@ -268,11 +268,16 @@ class Repository:
 
         return run_verify(self, read_data, subset, progress, quarantine)
 
-    def gc(self, grace: timedelta = timedelta(hours=24), progress: Progress = NULL_PROGRESS, dry_run: bool = False):
-        """Delete chunks no recovery point references; see ``gc.run_gc``."""
+    def gc(self, grace: timedelta = timedelta(hours=24), progress: Progress = NULL_PROGRESS, dry_run: bool = False,
+           expected_points: set[tuple[str, str]] | None = None):
+        """Delete chunks no recovery point references; see ``gc.run_gc``.
+
+        ``expected_points``: the (item, point) pairs an independent record (the metadata store) says
+        exist. GC deletes nothing unless the storage listing shows every one of them.
+        """
         from .gc import run_gc
 
-        return run_gc(self, grace, progress, dry_run)
+        return run_gc(self, grace, progress, dry_run, expected_points)
 
 
 def _canonical(params: dict[str, Any]) -> bytes:

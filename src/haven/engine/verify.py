@@ -94,7 +94,7 @@ def run_verify(repo, read_data: bool = False, subset: str | None = None, progres
                 _quarantine(repo, cid)
                 report.quarantined.append(cid.hex())
     report.missing = sorted(c.hex() for c in missing)
-    report.corrupt = sorted(c.hex() for c in corrupt)
+    report.corrupt = sorted(c.hex() for c in corrupt) + _check_vault_objects(repo)
     affected: set[tuple[str, str]] = {(b["item_id"], b["point_id"]) for b in report.bad_points}
     for cid in missing | corrupt:
         pts = sorted(set(refs.get(cid, [])))
@@ -152,3 +152,22 @@ def _quarantine(repo, cid: bytes) -> None:
     stamp = repo.clock.now().strftime("%Y%m%dT%H%M%S")
     repo.backend.store(f"{QUARANTINE}{cid.hex()}.{stamp}", raw)
     repo.backend.delete(name)
+
+
+def _check_vault_objects(repo) -> list[str]:
+    """The vault's own sealed objects (its description, GC's pending list): names of those that fail."""
+    from .codec import DOMAIN_META
+    from .errors import StorageObjectNotFound
+    from .format import GC_PENDING, VAULT_INFO
+
+    bad = []
+    for name in (VAULT_INFO, GC_PENDING):
+        try:
+            repo.load_sealed(name, DOMAIN_META, name.encode())
+        except StorageObjectNotFound:
+            continue  # gc/pending exists only once GC has run
+        except HavenError as exc:
+            if exc.transient:
+                raise
+            bad.append(name)
+    return bad

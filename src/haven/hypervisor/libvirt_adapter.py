@@ -429,9 +429,10 @@ class LibvirtAdapter(HypervisorAdapter):
         if os.geteuid() == 0 and self.uri.endswith("/system"):
             try:
                 qemu_user = pwd.getpwnam("libvirt-qemu")
-                os.chown(scratch, qemu_user.pw_uid, qemu_user.pw_gid)
             except KeyError:
-                os.chmod(scratch, 0o777)
+                # never world-writable: without QEMU's own user, root's QEMU writes here as root
+                return scratch
+            os.chown(scratch, qemu_user.pw_uid, qemu_user.pw_gid)
         return scratch
 
     def _live(self, name, dom, xml, disks, selected, previous, freeze_timeout, extension) -> Snapshot:

@@ -80,9 +80,15 @@ class Lifecycle:
 
     # ---- garbage collection ----
     def collect_garbage(self, vault_id: str):
+        """The metadata store vouches for the points that exist: GC deletes nothing unless storage lists them all.
+
+        Points of soft-deleted items stay in the store until purged, so their chunks stay live.
+        """
         with self.core.db.session() as s:
             vault = s.get(Vault, vault_id)
-        return self.core.storage.open(vault).gc(grace=GC_GRACE)
+            expected = {(item_id, point_id) for point_id, item_id in
+                        s.execute(select(RecoveryPoint.id, RecoveryPoint.item_id).where(RecoveryPoint.vault_id == vault_id))}
+        return self.core.storage.open(vault).gc(grace=GC_GRACE, expected_points=expected)
 
     # ---- helpers ----
     @staticmethod
