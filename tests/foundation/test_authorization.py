@@ -53,6 +53,7 @@ MATRIX = {
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/backup"): (O, f"{I}/backup", {}),
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/disable"): (C, f"{I}/disable", {"delete_backup_data": False}),
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/undelete"): (C, f"{I}/undelete", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/verify"): (O, f"{V}/verify", {"read_data": True}),
     ("PUT", "/api/v1/subscriptions/{subscription}/vaults/{vault}/encryption-key"): (C, f"{V}/encryption-key", {}),
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/encryption-key/rotate"): (C, f"{V}/encryption-key/rotate", None),
     ("PUT", "/api/v1/subscriptions/{subscription}/vaults/{vault}/alert-settings"): (C, f"{V}/alert-settings", {"webhook": "http://127.0.0.1:9/hook"}),

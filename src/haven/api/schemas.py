@@ -122,6 +122,11 @@ class BackupPropertiesIn(Strict):
     immutability: Literal["Disabled", "Enabled", "Locked"] | None = None
 
 
+class VerifyIn(Strict):
+    read_data: bool = False
+    read_data_subset: str | None = Field(default=None, min_length=1, max_length=16, description="n/m (e.g. 1/30) or p% (e.g. 5%)")
+
+
 class EncryptionKeyIn(Strict):
     key_vault: str | None = Field(default=None, min_length=1, max_length=24)
     key: str | None = Field(default=None, min_length=1, max_length=127)

@@ -196,4 +196,5 @@ class RestoreHandler:
 def handlers(core) -> dict:
     from haven.services.restore import restore_handlers
 
-    return {JobType.BACKUP.value: BackupHandler(core), JobType.RESTORE.value: RestoreHandler(core), **restore_handlers(core)}
+    return {JobType.BACKUP.value: BackupHandler(core), JobType.RESTORE.value: RestoreHandler(core),
+            JobType.VERIFY.value: core.lifecycle.run_verify, **restore_handlers(core)}

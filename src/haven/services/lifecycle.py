@@ -90,6 +90,40 @@ class Lifecycle:
                         s.execute(select(RecoveryPoint.id, RecoveryPoint.item_id).where(RecoveryPoint.vault_id == vault_id))}
         return self.core.storage.open(vault).gc(grace=GC_GRACE, expected_points=expected)
 
+    # ---- verify ----
+    def request_verify(self, caller, subscription: str, vault_name: str, read_data: bool, subset: str | None) -> dict:
+        """Enqueue a Verify job (``haven vault verify``); the subset is checked now, before anything runs."""
+        from haven.domain.enums import JobType, Role
+        from haven.engine.verify import parse_subset
+
+        with self.core.db.session() as s:
+            vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.OPERATOR)
+            parse_subset(subset)
+            job = self.core.queue.enqueue(s, type=JobType.VERIFY.value, operation="Verify",
+                                          params={"read_data": read_data, "subset": subset},
+                                          subscription_id=vault.subscription_id, vault_id=vault.id)
+            return self.core.jobs.view(job, s)
+
+    def run_verify(self, ctx) -> None:
+        """The Verify job: structure, and with read_data every chunk (or a subset) re-read and authenticated.
+        Bad objects are quarantined; the next backup that meets a bad chunk stores it again."""
+        with self.core.db.session() as s:
+            vault = s.get(Vault, ctx.job.vault_id)
+            names = {p.id: (p.item_id, p.time.isoformat()) for p in s.scalars(select(RecoveryPoint).where(RecoveryPoint.vault_id == vault.id))}
+        ctx.subtask("Verify vault data", percent=0)
+        report = self.core.storage.open(vault).verify(read_data=bool(ctx.job.params.get("read_data")),
+                                                      subset=ctx.job.params.get("subset"),
+                                                      progress=ctx.progress_for("Verify vault data"))
+        ctx.subtask("Verify vault data", "Completed", 100)
+        result = report.as_dict()
+        result["affected"] = [{"item_id": i, "point_id": p, "time": names.get(p, (None, None))[1]} for i, p in report.affected]
+        result["chunk_points"] = {c: [list(x) for x in pts] for c, pts in report.chunk_points.items()}
+        if not report.ok:
+            ctx.warn(f"Verify found {len(report.missing)} missing and {len(report.corrupt)} corrupt object(s); "
+                     f"{len(report.affected)} recovery point(s) affected; bad objects were quarantined and the next "
+                     "backup that meets them stores them again.")
+        ctx.commit(lambda s: result)
+
     # ---- helpers ----
     @staticmethod
     def _delete_rows(s, points: list[RecoveryPoint]) -> list[str]:

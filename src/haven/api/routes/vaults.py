@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from haven.api.deps import caller, core
 from haven.api.routes.params import PolicyName, Sub, VaultName
-from haven.api.schemas import AlertOut, AlertSettingsIn, AlertSettingsOut, AssociatedItem, BackupPropertiesIn, EncryptionKeyIn, PolicyIn, PolicyOut, PolicyUpdate, VaultIn, VaultOut
+from haven.api.schemas import AlertOut, AlertSettingsIn, AlertSettingsOut, AssociatedItem, BackupPropertiesIn, EncryptionKeyIn, JobOut, VerifyIn, PolicyIn, PolicyOut, PolicyUpdate, VaultIn, VaultOut
 
 router = APIRouter(prefix="/subscriptions/{subscription}/vaults")
 
@@ -33,6 +33,11 @@ def delete_vault(subscription: Sub, vault: VaultName, app=Depends(core), who=Dep
 @router.patch("/{vault}/backup-properties", response_model=VaultOut, tags=["vaults"])
 def set_backup_properties(subscription: Sub, vault: VaultName, body: BackupPropertiesIn, app=Depends(core), who=Depends(caller)):
     return app.vaults.set_properties(who, subscription, vault, body.storage_redundancy, body.soft_delete_days, body.immutability)
+
+
+@router.post("/{vault}/verify", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["vaults"])
+def verify_vault(subscription: Sub, vault: VaultName, body: VerifyIn, app=Depends(core), who=Depends(caller)):
+    return app.lifecycle.request_verify(who, subscription, vault, body.read_data, body.read_data_subset)
 
 
 @router.put("/{vault}/encryption-key", response_model=VaultOut, tags=["vaults"])

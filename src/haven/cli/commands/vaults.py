@@ -64,6 +64,24 @@ def backup_properties_set(ctx: typer.Context, subscription: SubOpt, name: Annota
     st.show(st.client.patch(f"/subscriptions/{subscription}/vaults/{name}/backup-properties", {k: v for k, v in body.items() if v is not None}))
 
 
+@vault.command("verify")
+@handled
+def vault_verify(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
+                 read_data: Annotated[bool, typer.Option("--read-data", help="Re-read and authenticate stored data.")] = False,
+                 subset: Annotated[Optional[str], typer.Option("--read-data-subset", help="n/m or p%: a sample of the data.")] = None,
+                 wait: Annotated[bool, typer.Option("--wait")] = False):
+    from haven.cli.commands.protection import _wait
+
+    st = state(ctx)
+    body = {"read_data": read_data or subset is not None, "read_data_subset": subset}
+    job = st.client.post(f"/subscriptions/{subscription}/vaults/{name}/verify", body)
+    if wait:
+        job = _wait(st, subscription, job["id"], 24 * 3600)
+    st.show(job)
+    if wait and (job["status"] != "Completed" or not job.get("result", {}).get("ok", False)):
+        raise typer.Exit(1)
+
+
 encryption_key = typer.Typer(help="The key that wraps a vault's data key.", no_args_is_help=True)
 vault.add_typer(encryption_key, name="encryption-key")
 
