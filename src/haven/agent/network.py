@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
-from haven.engine.backend import Backend, ObjectInfo
+from haven.engine.backend import Backend, WrappingBackend
 from haven.engine.errors import StorageTimeout, StorageUnavailable
 from haven.errors import HavenError, PreconditionFailed, Transient, UserError
 
@@ -464,7 +464,7 @@ def _tcp_ok(host: str, port: int, timeout: float) -> str | None:
         return exc.strerror or str(exc) or type(exc).__name__
 
 
-class ProxyAwareBackend(Backend):
+class ProxyAwareBackend(WrappingBackend):
     """Turns the inner backend's transport failures into errors that name the proxy or the endpoint.
 
     407 from the proxy → :class:`ProxyAuthenticationRequired` (permanent: retrying cannot help);
@@ -474,8 +474,7 @@ class ProxyAwareBackend(Backend):
 
     def __init__(self, inner: Backend, storage_url: str, options: dict[str, Any], config: AgentNetworkConfig,
                  config_path: str = "agent.conf"):
-        self.inner = inner
-        self.location = inner.location
+        super().__init__(inner)
         self.storage_url = storage_url
         self.endpoint = endpoint_of(storage_url, options)
         proxies = options.get("proxies")
@@ -524,33 +523,12 @@ class ProxyAwareBackend(Backend):
                 raise
             raise new from exc
 
-    def prepare(self) -> None:
-        self._call(self.inner.prepare)
-
-    def store(self, name: str, data: bytes) -> None:
-        self._call(lambda: self.inner.store(name, data))
-
-    def load(self, name: str) -> bytes:
-        return self._call(lambda: self.inner.load(name))
-
-    def exists(self, name: str) -> bool:
-        return self._call(lambda: self.inner.exists(name))
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return iter(self._call(lambda: list(self.inner.list(prefix))))
-
-    def delete(self, name: str) -> None:
-        self._call(lambda: self.inner.delete(name))
-
     def is_permanent(self, exc: BaseException) -> bool:
         if isinstance(exc, ProxyAuthenticationRequired):
             return True
         if isinstance(exc, (ProxyUnreachable, StorageEndpointTimeout)):
             return False
         return self.inner.is_permanent(exc)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 # ---- the connectivity probe (haven prepare check) ----

@@ -21,7 +21,7 @@ from haven.errors import HavenError
 
 from .errors import InvalidObjectName, StorageObjectNotFound
 
-__all__ = ["Backend", "ObjectInfo", "check_name"]
+__all__ = ["Backend", "ObjectInfo", "WrappingBackend", "check_name"]
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -101,3 +101,43 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class WrappingBackend(Backend):
+    """A backend that passes every call through ``_call`` to ``inner`` (restic's wrapBackend idea).
+
+    Wrappers — retry, typed proxy errors, fault injection — override ``_call`` (and, where they
+    change what counts as permanent, ``is_permanent``) instead of repeating each method. A listing
+    goes through ``_call`` as a whole list, so a wrapper never sees it half-way.
+    """
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        self.location = inner.location
+
+    def _call(self, fn):
+        return fn()
+
+    def prepare(self) -> None:
+        self._call(self.inner.prepare)
+
+    def store(self, name: str, data: bytes) -> None:
+        self._call(lambda: self.inner.store(name, data))
+
+    def load(self, name: str) -> bytes:
+        return self._call(lambda: self.inner.load(name))
+
+    def exists(self, name: str) -> bool:
+        return self._call(lambda: self.inner.exists(name))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return iter(self._call(lambda: list(self.inner.list(prefix))))
+
+    def delete(self, name: str) -> None:
+        self._call(lambda: self.inner.delete(name))
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        return self.inner.is_permanent(exc)
+
+    def close(self) -> None:
+        self.inner.close()

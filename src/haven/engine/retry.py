@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
-from .backend import Backend, ObjectInfo
+from .backend import Backend, WrappingBackend
 
 __all__ = ["RetryingBackend"]
 
 T = TypeVar("T")
 
 
-class RetryingBackend(Backend):
+class RetryingBackend(WrappingBackend):
     """Retries calls that fail with a non-permanent error, at most ``attempts`` times in all.
 
     Delay before retry *n* is ``min(max_delay, base_delay * 2**n)`` scaled by a random factor in
@@ -26,8 +26,7 @@ class RetryingBackend(Backend):
                  sleep: Callable[[float], None] = time.sleep):
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
-        self.inner = inner
-        self.location = inner.location
+        super().__init__(inner)
         self.attempts, self.base_delay, self.max_delay, self._sleep = attempts, base_delay, max_delay, sleep
         self.retries = 0  # how many retries happened (for tests and job logs)
 
@@ -42,27 +41,3 @@ class RetryingBackend(Backend):
                 delay = min(self.max_delay, self.base_delay * (2**attempt))
                 self._sleep(delay * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
-
-    def prepare(self) -> None:
-        self._call(self.inner.prepare)
-
-    def store(self, name: str, data: bytes) -> None:
-        self._call(lambda: self.inner.store(name, data))
-
-    def load(self, name: str) -> bytes:
-        return self._call(lambda: self.inner.load(name))
-
-    def exists(self, name: str) -> bool:
-        return self._call(lambda: self.inner.exists(name))
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return iter(self._call(lambda: list(self.inner.list(prefix))))
-
-    def delete(self, name: str) -> None:
-        self._call(lambda: self.inner.delete(name))
-
-    def is_permanent(self, exc: BaseException) -> bool:
-        return self.inner.is_permanent(exc)
-
-    def close(self) -> None:
-        self.inner.close()
