@@ -13,7 +13,7 @@ from haven.api.app import create_app
 from haven.domain.enums import Role
 from tests.foundation.helpers import make_folder_vm, register_local_host
 
-ANY, ANY_USER, GLOBAL_OWNER = "any", "any-user", "global-owner"  # any: agents too
+ANY, ANY_USER, GLOBAL_OWNER, AGENT = "any", "any-user", "global-owner", "agent-only"  # any: agents too
 R, O, C, OW = Role.READER, Role.OPERATOR, Role.CONTRIBUTOR, Role.OWNER
 
 S = "/api/v1/subscriptions/prod"
@@ -27,6 +27,16 @@ MATRIX = {
     ("GET", "/api/v1/whoami"): (ANY, "/api/v1/whoami", None),
     ("GET", "/api/v1/hosts"): (ANY_USER, "/api/v1/hosts", None),
     ("GET", "/api/v1/vms"): (ANY_USER, "/api/v1/vms", None),
+    ("POST", "/api/v1/hosts"): (GLOBAL_OWNER, "/api/v1/hosts", {"name": "authz-host", "region": "local"}),
+    # the agent API: host agents only, each for its own host (tests/agent)
+    ("POST", "/api/v1/agent/hello"): (AGENT, "/api/v1/agent/hello", {"adapter": "folder:///nonexistent", "version": "t", "job_types": ["Backup"]}),
+    ("PUT", "/api/v1/agent/vms"): (AGENT, "/api/v1/agent/vms", {"vms": []}),
+    ("POST", "/api/v1/agent/jobs/claim"): (AGENT, "/api/v1/agent/jobs/claim", {"worker": "w", "types": ["Backup"]}),
+    ("POST", "/api/v1/agent/jobs/{job_id}/heartbeat"): (AGENT, "/api/v1/agent/jobs/0000/heartbeat", {"worker": "w"}),
+    ("POST", "/api/v1/agent/jobs/{job_id}/progress"): (AGENT, "/api/v1/agent/jobs/0000/progress", {"worker": "w", "subtasks": []}),
+    ("POST", "/api/v1/agent/jobs/{job_id}/unwrap"): (AGENT, "/api/v1/agent/jobs/0000/unwrap", {"worker": "w", "wrapped": "AAAA"}),
+    ("POST", "/api/v1/agent/jobs/{job_id}/complete"): (AGENT, "/api/v1/agent/jobs/0000/complete", {"worker": "w", "outcome": {}}),
+    ("POST", "/api/v1/agent/jobs/{job_id}/fail"): (AGENT, "/api/v1/agent/jobs/0000/fail", {"worker": "w", "error": {"code": "X", "message": "m"}}),
     ("POST", "/api/v1/subscriptions"): (GLOBAL_OWNER, "/api/v1/subscriptions", {"name": "made-by-test"}),
     ("GET", "/api/v1/subscriptions"): (ANY, "/api/v1/subscriptions", None),
     ("GET", "/api/v1/subscriptions/{subscription}"): (R, S, None),
@@ -160,6 +170,8 @@ def world(tmp_path_factory):
 def _allowed(principal: str, needed) -> bool:
     if principal in ("none", "expired"):
         return False
+    if needed == AGENT:
+        return principal == "agent"
     if principal == "agent":  # a host agent has no role: only what any principal may read
         return needed == ANY
     if principal == "global-owner":

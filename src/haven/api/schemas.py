@@ -225,6 +225,19 @@ class HostOut(BaseModel):
     region: str
     adapter: str
     last_seen: datetime | None
+    agent: Literal["server", "remote"] = "server"
+    agent_version: str | None = None
+
+
+class HostIn(Strict):
+    name: str = Field(min_length=1, max_length=63, description="The host's name (DNS-style).")
+    region: str = Field(min_length=1, max_length=64)
+    adapter: str = Field(default="folder:///var/lib/haven/vms", min_length=1, max_length=1024,
+                         description="The hypervisor adapter the agent will use on that host (it reports its own when it starts).")
+
+
+class HostAddedOut(HostOut):
+    agent_token: str = Field(description="The agent's credential: shown once; give it to 'haven agent --token-file'.")
 
 
 class VmOut(BaseModel):
@@ -329,3 +342,5 @@ class RestoreDisksIn(Strict):
     target: str = Field(min_length=1, max_length=4096)
     disks: list[str] | None = Field(default=None, max_length=64)
     format: Literal["raw", "qcow2"] = "raw"
+    host: str | None = Field(default=None, min_length=1, max_length=128,
+                             description="Host of the vault's region whose agent writes the disks (default: this server).")

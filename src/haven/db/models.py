@@ -128,6 +128,9 @@ class Host(Base):
     adapter_url: Mapped[str] = mapped_column(Text)
     last_seen: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    #: the job types this host's agent runs (None: the server's in-process agent, which runs all)
+    job_types: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    agent_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class VirtualMachine(Base):

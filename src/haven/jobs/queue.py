@@ -91,8 +91,12 @@ class JobQueue:
 
     # ---- workers ---------------------------------------------------------------------------
 
-    def claim(self, worker: str, types: tuple[str, ...] | None = None, host_id: str | None = None) -> Claimed | None:
-        """Take the oldest queued job this worker may run, or None."""
+    def claim(self, worker: str, types: tuple[str, ...] | None = None, host_id: str | None = None,
+              unassigned: bool = True) -> Claimed | None:
+        """Take the oldest queued job this worker may run, or None.
+
+        With ``host_id``, only that host's jobs, and (``unassigned``) jobs bound to no host.
+        """
         now = self.clock.now()
         with self.db.session() as s:
             q = select(Job.id).where(Job.status == JobStatus.QUEUED.value)
@@ -100,7 +104,7 @@ class JobQueue:
             if types:
                 q = q.where(Job.type.in_(types))
             if host_id is not None:
-                q = q.where(or_(Job.host_id.is_(None), Job.host_id == host_id))
+                q = q.where(or_(Job.host_id.is_(None), Job.host_id == host_id) if unassigned else Job.host_id == host_id)
             candidates = s.scalars(q.order_by(Job.created_at).limit(5)).all()
         for job_id in candidates:
             with self.db.session() as s:

@@ -12,6 +12,7 @@ from haven.clock import Clock, SystemClock
 from haven.config import Settings
 from haven.db.session import Database
 from haven.jobs.queue import JobQueue
+from haven.services.agents import AgentService
 from haven.services.alerts import AlertService
 from haven.services.auth import AuthService
 from haven.services.inventory import InventoryService
@@ -78,6 +79,7 @@ class Haven:
         self.replication = Replication(self)
         self.alerts = AlertService(self)
         self.adapters = AdapterRegistry()
+        self.agents = AgentService(self)
         self.regions.sync_from_settings()
 
     def job_handlers(self) -> dict:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 
+from haven.agent.work import BackupOutcome, BackupPlan, RestorePlan, consistency_label, run_backup, run_restore_disks
 from haven.db.models import Host, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.db.types import new_id
 from haven.domain.enums import Consistency, JobType
@@ -23,99 +23,92 @@ __all__ = ["BackupHandler", "RestoreHandler", "handlers"]
 
 log = logging.getLogger(__name__)
 
-_CONSISTENCY = {"application": Consistency.APPLICATION, "filesystem": Consistency.FILE_SYSTEM, "crash": Consistency.CRASH}
-SNAPSHOT = "Take snapshot"
-TRANSFER = "Transfer data to vault"
-
-
 class BackupHandler:
+    """Plan on the server, run on the VM's host (``haven.agent.work.run_backup``), record on the server."""
+
     def __init__(self, core):
         self.core = core
 
     def __call__(self, ctx: JobContext) -> None:
         try:
-            self._run(ctx)
+            plan, vault, host = self._prepare(ctx.job.item_id, ctx.job.id)
+            repo = self.core.storage.open(vault)
+            outcome = run_backup(plan, self.core.adapters.for_host(host), repo, ctx)
+            self.record(ctx.commit, ctx.job, plan, outcome, repo)
         except HavenError:
-            self._mark_item(ctx.job.item_id, "Cancelled" if ctx.cancel.is_set() and not ctx.lease_lost.is_set() else "Failed")
+            self.mark_failed(ctx.job.item_id, ctx.cancel.is_set() and not ctx.lease_lost.is_set())
             raise
 
-    def _run(self, ctx: JobContext) -> None:
+    def plan(self, job) -> BackupPlan:
+        return self._prepare(job.item_id, job.id)[0]
+
+    def _prepare(self, item_id: str, job_id: str) -> tuple[BackupPlan, Vault, Host]:
         with self.core.db.session() as s:
-            item = s.get(ProtectedItem, ctx.job.item_id)
+            item = s.get(ProtectedItem, item_id)
             vm, vault = s.get(VirtualMachine, item.vm_id), s.get(Vault, item.vault_id)
             host = s.get(Host, vm.host_id)
-            policy = s.get(Policy, item.policy_id) if item.policy_id else None
             parent = s.scalar(select(RecoveryPoint).where(RecoveryPoint.item_id == item.id).order_by(RecoveryPoint.time.desc()).limit(1))
-            parent_id, checkpoint = (parent.id, item.checkpoint) if parent else (None, None)
             include = self._disks(vm.info or {}, item.include_disks, item.exclude_disks)
-        encryption = (vm.info or {}).get("encryption")
+            info, checkpoint = dict(vm.info or {}), item.checkpoint
+        encryption = info.get("encryption")
         # An encrypted VM is backed up only with its keys: BEK + KEK, and the backup service's access.
         self.core.keyvault.check_backup_access(encryption, vault.subscription_id)
         key_backup = self.core.keyvault.backup_keys(encryption, vault.subscription_id)
-        adapter = self.core.adapters.for_host(host)
-        ctx.subtask(SNAPSHOT, percent=0)
         started = self.core.clock.now()
-        point_id = new_id()
-        with adapter.snapshot(vm.name, previous_checkpoint=checkpoint, include_disks=include) as snap:
-            for warning in snap.warnings:
-                ctx.warn(warning)
-            if snap.tracking_lost:
-                ctx.warn("Changed-block tracking was lost since the last backup (VM restarted or bitmap missing): "
-                         "this backup read every allocated block, compared it with the last recovery point and stored only what changed. Tracking restarts now.")
-            consistency = _CONSISTENCY.get(snap.consistency, Consistency.CRASH)
-            self._record_extension_state(vm.id, snap)
-            ctx.subtask(SNAPSHOT, "Completed", 100, consistency=consistency.value)
-            ctx.check_cancelled()
-            ctx.subtask(TRANSFER, percent=0)
-            meta = {
-                "vm": vm.name, "vm_uuid": vm.uuid, "host": host.name, "region": vault.region,
-                "time": started.isoformat(), "consistency": consistency.value,
-                "definition": (vm.info or {}).get("definition"), "disks": [{"name": d.name, "size": d.size, "format": d.format} for d in snap.disks],
-                "nics": (vm.info or {}).get("nics", []), "encryption": encryption, "key_backup": key_backup,
-                "job_id": ctx.job.id,
-            }
-            repo = self.core.storage.open(vault)
-            summary = repo.backup(item.id, point_id, list(snap.disks), meta, parent_point_id=parent_id,
-                                  progress=ctx.progress_for(TRANSFER), cancel=ctx.cancel)
-            new_checkpoint = snap.checkpoint
-        ctx.subtask(TRANSFER, "Completed", 100, bytes_read=summary.bytes_read, bytes_stored=summary.bytes_new)
-        retain_until = ctx.job.params.get("retain_until")
-        retain_until = datetime.fromisoformat(retain_until) if retain_until else None
-        expires = retain_until or _expiry(policy, started)
+        meta = {
+            "vm": vm.name, "vm_uuid": vm.uuid, "host": host.name, "region": vault.region, "time": started.isoformat(),
+            "definition": info.get("definition"), "nics": info.get("nics", []), "encryption": encryption,
+            "key_backup": key_backup, "job_id": job_id,
+        }
+        plan = BackupPlan(item_id=item.id, vault_id=vault.id, point_id=new_id(), vm=vm.name, started=started.isoformat(),
+                          meta=meta, parent_point_id=parent.id if parent else None,
+                          checkpoint=checkpoint if parent else None, include_disks=include)
+        return plan, vault, host
 
-        def record(s) -> dict:
+    def record(self, commit, job, plan: BackupPlan, outcome: BackupOutcome, repo) -> None:
+        """Record the point in the transaction that completes the job (``commit``), then the after-steps."""
+        started = datetime.fromisoformat(plan.started)
+        retain_until = job.params.get("retain_until")
+        retain_until = datetime.fromisoformat(retain_until) if retain_until else None
+        consistency = Consistency(consistency_label(outcome.consistency))
+        with self.core.db.session() as s:
+            item = s.get(ProtectedItem, plan.item_id)
+            vm_id, policy = item.vm_id, s.get(Policy, item.policy_id) if item.policy_id else None
+            expires = retain_until or _expiry(policy, started)
+        self._record_extension_state(vm_id, outcome.extension)
+
+        def write(s) -> dict:
             s.add(RecoveryPoint(
-                id=point_id, item_id=item.id, vault_id=vault.id, job_id=ctx.job.id, time=started,
-                consistency=consistency.value, size_bytes=sum(d.size for d in snap.disks),
-                stored_bytes=summary.bytes_new, disks=meta["disks"], expires_at=expires, retain_until=retain_until,
-                checkpoint=new_checkpoint,
+                id=plan.point_id, item_id=plan.item_id, vault_id=plan.vault_id, job_id=job.id, time=started,
+                consistency=consistency.value, size_bytes=sum(d["size"] for d in outcome.disks),
+                stored_bytes=outcome.bytes_new, disks=outcome.disks, expires_at=expires, retain_until=retain_until,
+                checkpoint=outcome.checkpoint,
             ))
-            row = s.get(ProtectedItem, item.id)
-            row.last_backup_time, row.last_success_time, row.checkpoint = started, started, new_checkpoint
-            row.last_backup_status = "CompletedWithWarnings" if snap.warnings or snap.tracking_lost else "Completed"
-            return {"recovery_point_id": point_id, "consistency": consistency.value, "bytes_read": summary.bytes_read,
-                    "bytes_stored": summary.bytes_new, "parent": parent_id}
+            row = s.get(ProtectedItem, plan.item_id)
+            row.last_backup_time, row.last_success_time, row.checkpoint = started, started, outcome.checkpoint
+            row.last_backup_status = "CompletedWithWarnings" if outcome.warned else "Completed"
+            return {"recovery_point_id": plan.point_id, "consistency": consistency.value, "bytes_read": outcome.bytes_read,
+                    "bytes_stored": outcome.bytes_new, "parent": plan.parent_point_id}
 
         try:
-            ctx.commit(record)
+            commit(write)
         except HavenError:
-            _forget_point(repo, item.id, point_id)
+            _forget_point(repo, plan.item_id, plan.point_id)
             raise
-        for after in (lambda: self.core.replication.after_backup(vault.id, item.id, point_id),
-                      lambda: self.core.lifecycle.apply_retention(item.id)):
+        for after in (lambda: self.core.replication.after_backup(plan.vault_id, plan.item_id, plan.point_id),
+                      lambda: self.core.lifecycle.apply_retention(plan.item_id)):
             try:
                 after()
             except Exception:  # the point is safely recorded; both run again later
-                log.exception("post-backup step for item %s failed", item.id)
+                log.exception("post-backup step for item %s failed", plan.item_id)
 
-    def _record_extension_state(self, vm_id: str, snap) -> None:
+    def _record_extension_state(self, vm_id: str, state: dict | None) -> None:
         """The backup extension's state in the guest, as the snapshot found it (readiness checks show it)."""
-        state = getattr(snap, "extension", None)
         if state is None:
             return
         with self.core.db.session() as s:
             row = s.get(VirtualMachine, vm_id)
-            row.info = {**(row.info or {}), "extension": state.to_dict() if hasattr(state, "to_dict") else state}
+            row.info = {**(row.info or {}), "extension": state}
 
     @staticmethod
     def _disks(info: dict, include: list | None, exclude: list | None) -> list[str] | None:
@@ -125,13 +118,13 @@ class BackupHandler:
             return [d["name"] for d in info.get("disks", []) if d["name"] not in exclude]
         return None
 
-    def _mark_item(self, item_id: str | None, status: str) -> None:
+    def mark_failed(self, item_id: str | None, cancelled: bool) -> None:
         if not item_id:
             return
         with self.core.db.session() as s:
             row = s.get(ProtectedItem, item_id)
             if row is not None:
-                row.last_backup_status = status
+                row.last_backup_status = "Cancelled" if cancelled else "Failed"
 
 
 def _expiry(policy: Policy | None, when: datetime) -> datetime | None:
@@ -151,46 +144,31 @@ def _forget_point(repo, item_id: str, point_id: str) -> None:
 
 
 class RestoreHandler:
+    """Restore disks: planned on the server, written on the target's host (``run_restore_disks``)."""
+
     def __init__(self, core):
         self.core = core
 
     def __call__(self, ctx: JobContext) -> None:
-        p = ctx.job.params
+        plan, vault = self._prepare(ctx.job.params)
+        files = run_restore_disks(plan, self.core.storage.open(vault), ctx)
+        ctx.commit(lambda s: {"target": plan.target, "files": files})
+
+    def plan(self, job) -> RestorePlan:
+        return self._prepare(job.params)[0]
+
+    def _prepare(self, params: dict) -> tuple[RestorePlan, Vault]:
         with self.core.db.session() as s:
-            point = s.get(RecoveryPoint, p["point_id"])
+            point = s.get(RecoveryPoint, params["point_id"])
             vault = s.get(Vault, point.vault_id)
             item_id = point.item_id
-        repo = self.core.storage.open(vault)
-        manifest = repo.load_point(item_id, point.id)
+        manifest = self.core.storage.open(vault).load_point(item_id, point.id)
+        meta = getattr(manifest, "meta", {}) or {}
         # An encrypted VM's disks are only useful with their keys: refuse while they are gone (seed 003).
-        self.core.keyvault.check_restore((manifest.meta or {}).get("encryption"), vault.subscription_id)
-        target = Path(p["target"])
-        target.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
-        try:
-            for name in p["disks"]:
-                ctx.check_cancelled()
-                final = target / f"{name}.{p['format']}"
-                partial = target / f".{name}.{p['format']}.partial"
-                ctx.subtask(f"Restore disk {name}", percent=0)
-                repo.restore_disk(item_id, point.id, name, str(partial), fmt=p["format"], progress=ctx.progress_for(f"Restore disk {name}"))
-                written.append(partial)
-                ctx.subtask(f"Restore disk {name}", "Completed", 100)
-            files = []
-            for partial in written:
-                final = target / partial.name[1:].removesuffix(".partial")
-                partial.rename(final)
-                files.append(str(final))
-            from haven.services.restore import write_vm_definition
-
-            meta = getattr(manifest, "meta", {}) or {}
-            disk_files = {Path(f).name.removesuffix(f".{p['format']}"): f for f in files}
-            files += write_vm_definition(target, meta, disk_files, point.id)  # libvirt XML + JSON template
-        except BaseException:
-            for f in written:
-                f.unlink(missing_ok=True)
-            raise
-        ctx.commit(lambda s: {"target": str(target), "files": files})
+        self.core.keyvault.check_restore(meta.get("encryption"), vault.subscription_id)
+        plan = RestorePlan(item_id=item_id, point_id=point.id, target=params["target"], disks=list(params["disks"]),
+                           format=params["format"], meta=meta)
+        return plan, vault
 
 
 def handlers(core) -> dict:

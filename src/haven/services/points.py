@@ -68,14 +68,19 @@ class PointService:
         return (manifest.meta or {}).get("key_backup")
 
     def restore_disks(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str,
-                      target: str, disks: list[str] | None = None, fmt: str = "raw") -> dict:
+                      target: str, disks: list[str] | None = None, fmt: str = "raw", host: str | None = None) -> dict:
+        """Queue a restore of the point's disks into ``target``: on this server, or on ``host`` (its agent writes them)."""
         with self.core.db.session() as s:
             vault, item, point = self.find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
             if item.state == ProtectionState.SOFT_DELETED.value:
                 raise PointSoftDeleted(vm=vm)
             if fmt not in ("raw", "qcow2"):
                 raise RestoreFormatInvalid(fmt=fmt)
-            target_path = _check_target(target)
+            host_row = self.core.restore.pick_host(s, vault.region, host, None) if host else None
+            if host_row is not None:
+                self.core.agents.require_runs(host_row, JobType.RESTORE.value, "RestoreDisks")
+            # a remote host's folders are checked by its agent; the server can only see its own
+            target_path = _check_target(target, local=host_row is None or host_row.job_types is None)
             names = [d["name"] for d in point.disks]
             chosen = disks or names
             unknown = sorted(set(chosen) - set(names))
@@ -84,17 +89,18 @@ class PointService:
                                 "Pick disks from the recovery point's disk list (haven recoverypoint show).")
             for name in chosen:
                 out = target_path / f"{name}.{fmt}"
-                if out.exists():
+                if (host_row is None or host_row.job_types is None) and out.exists():
                     raise RestoreTargetInvalid(target=target, reason=f"{out} already exists; a restore never overwrites files.")
             job = self.core.queue.enqueue(
                 s, type=JobType.RESTORE.value, operation="RestoreDisks",
                 params={"point_id": point.id, "target": str(target_path), "disks": chosen, "format": fmt},
                 subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id,
+                host_id=host_row.id if host_row is not None else None,
             )
             return self.core.jobs.view(job, s)
 
 
-def _check_target(target: str) -> Path:
+def _check_target(target: str, local: bool = True) -> Path:
     if not isinstance(target, str) or not target or "\x00" in target or len(target) > 4096:
         raise RestoreTargetInvalid(target=str(target)[:100], reason="it must be a non-empty path.")
     path = Path(target)
@@ -102,7 +108,7 @@ def _check_target(target: str) -> Path:
         raise RestoreTargetInvalid(target=target, reason="it must be an absolute path.")
     if any(part == ".." for part in path.parts):
         raise RestoreTargetInvalid(target=target, reason="'..' is not allowed in the path.")
-    if path.exists() and not path.is_dir():
+    if local and path.exists() and not path.is_dir():
         raise RestoreTargetInvalid(target=target, reason="it exists and is not a folder.")
     return Path(os.path.normpath(path))
 

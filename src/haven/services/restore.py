@@ -334,19 +334,20 @@ class RestoreService:
                 raise RestoreFormatInvalid(fmt=fmt)
             region = self._require_secondary(vault, item, point, vm) if use_secondary_region else vault.region
             target_path = _check_target(target)
-            host_row = self._pick_host(s, region, host, s.get(VirtualMachine, item.vm_id))
+            host_row = self.pick_host(s, region, host, s.get(VirtualMachine, item.vm_id))
             taken = s.scalar(select(VirtualMachine).where(VirtualMachine.host_id == host_row.id, VirtualMachine.name == target_vm_name,
                                                           VirtualMachine.power_state != "missing"))
             if taken is not None:
                 raise RestoreVmNameInUse(name=target_vm_name, host=host_row.name)
             params = {"point_id": point.id, "item_id": item.id, "name": target_vm_name, "format": fmt,
                       "target": str(target_path) if target_path else None, "secondary": bool(use_secondary_region)}
+            self.core.agents.require_runs(host_row, RESTORE_VM, "RestoreVM")
             job = self.core.queue.enqueue(s, type=RESTORE_VM, operation="RestoreVM", params=params,
                                           subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id,
                                           host_id=host_row.id)
             return self.core.jobs.view(job, s)
 
-    def _pick_host(self, s, region: str, host: str | None, original: VirtualMachine | None) -> Host:
+    def pick_host(self, s, region: str, host: str | None, original: VirtualMachine | None) -> Host:
         if host:
             row = s.scalar(select(Host).where(Host.name == host))
             if row is None:
@@ -384,6 +385,7 @@ class RestoreService:
                                                  Job.type.in_((JobType.BACKUP.value, REPLACE_DISKS, RESTORE_VM))))
             if busy:
                 raise ReplaceDisksBusy(vm=vm, job_id=busy)
+            self.core.agents.require_runs(s.get(Host, machine.host_id), REPLACE_DISKS, "ReplaceDisks")
             job = self.core.queue.enqueue(s, type=REPLACE_DISKS, operation="ReplaceDisks",
                                           params={"point_id": point.id, "item_id": item.id, "disks": chosen},
                                           subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id,

@@ -68,4 +68,4 @@ def show_point(subscription: Sub, vault: VaultName, vm: VmName, point: Id, app=D
 
 @router.post(ITEMS + "/{vm}/recovery-points/{point}/restore-disks", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["restore"])
 def restore_disks(subscription: Sub, vault: VaultName, vm: VmName, point: Id, body: RestoreDisksIn, app=Depends(core), who=Depends(caller)):
-    return app.points.restore_disks(who, subscription, vault, vm, point, body.target, body.disks, body.format)
+    return app.points.restore_disks(who, subscription, vault, vm, point, body.target, body.disks, body.format, body.host)

@@ -192,9 +192,10 @@ def restore_disks(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt
                   disks: Annotated[Optional[list[str]], typer.Option("--disk")] = None,
                   fmt: Annotated[str, typer.Option("--format")] = "raw",
                   secondary: Annotated[bool, typer.Option("--use-secondary-region", help="Read from the paired region's copy (GRS vaults).")] = False,
+                  host: Annotated[Optional[str], typer.Option("--host", help="Host whose agent writes the disks (default: the server).")] = None,
                   wait: Annotated[bool, typer.Option("--wait")] = False):
     st = state(ctx)
-    body = {"target": target, "format": fmt, **({"disks": disks} if disks else {})}
+    body = {"target": target, "format": fmt, **({"disks": disks} if disks else {}), **({"host": host} if host else {})}
     operation = "cross-region-restore-disks" if secondary else "restore-disks"
     started = st.client.post(f"{_items(subscription, vault_name)}/{vm}/recovery-points/{rp_name}/{operation}", body)
     if wait:

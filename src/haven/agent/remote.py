@@ -1,0 +1,251 @@
+"""``haven agent``: the host agent on a hypervisor host other than the server's.
+
+It talks to the server's agent API with its host's credential: says hello, reports the VMs its
+adapter sees, claims the jobs queued for its host, carries them out (``haven.agent.work``) with
+the data going straight to the vault's storage (the server's storage endpoint for folder vaults),
+renews each job's lease and reports progress while it works, then completes or fails the job.
+It never holds a vault's key-encryption key: the server unwraps the vault's data key for a job the
+agent holds the lease of, and the key lives only in the agent's memory for that job.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from haven import __version__
+from haven.agent.work import BackupPlan, RestorePlan, run_backup, run_restore_disks
+from haven.cli.client import ApiClient
+from haven.domain.enums import JobType
+from haven.errors import HavenError, InternalError
+from haven.jobs.queue import LeaseLost
+from haven.jobs.runner import JobCancelled
+
+__all__ = ["RemoteAgent", "RemoteJobContext", "ServerKeyWrapper"]
+
+log = logging.getLogger(__name__)
+
+JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value)
+
+
+class ServerKeyWrapper:
+    """A ``KeyWrapper`` whose unwrap asks the server, for one job whose lease this agent holds."""
+
+    def __init__(self, api: ApiClient, job_id: str, worker: str, key_id: str):
+        self.api, self.job_id, self.worker, self.key_id = api, job_id, worker, key_id
+
+    def wrap(self, plaintext: bytes) -> bytes:
+        raise InternalError("A host agent never wraps vault keys; vaults are made on the server.")
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        answer = self.api.post(f"/agent/jobs/{self.job_id}/unwrap",
+                               {"worker": self.worker, "wrapped": base64.b64encode(wrapped).decode()})
+        return base64.b64decode(answer["key"])
+
+
+class RemoteJobContext:
+    """The ``JobContext`` surface over the agent API: progress is sent at most every ``every`` seconds."""
+
+    def __init__(self, api: ApiClient, job_id: str, worker: str, every: float = 1.0):
+        self.api, self.job_id, self.worker, self.every = api, job_id, worker, every
+        self.cancel = threading.Event()
+        self.lease_lost = threading.Event()
+        self._subtasks: list[dict[str, Any]] = []
+        self._warnings: list[str] = []
+        self._lock = threading.Lock()
+        self._sent = 0.0
+
+    def subtask(self, name: str, status: str = "InProgress", percent: float | None = None, **extra) -> None:
+        with self._lock:
+            entry = next((t for t in self._subtasks if t["name"] == name), None)
+            changed = entry is None or entry.get("status") != status
+            if entry is None:
+                entry = {"name": name}
+                self._subtasks.append(entry)
+            entry.update(status=status, **extra)
+            if percent is not None:
+                entry["percent"] = round(min(100.0, max(0.0, percent)), 1)
+        if changed or time.monotonic() - self._sent >= self.every:
+            self.flush()
+
+    def progress_for(self, name: str):
+        ctx = self
+
+        class _P:
+            def update(self, done: int, total: int | None = None, phase: str | None = None) -> None:
+                ctx.subtask(name, percent=(100.0 * done / total) if total else None, done=done, total=total)
+
+        return _P()
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            self._warnings.append(message)
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            subtasks, warnings = [dict(t) for t in self._subtasks], self._warnings
+            self._warnings = []
+        self._sent = time.monotonic()
+        try:
+            self.api.post(f"/agent/jobs/{self.job_id}/progress", {"worker": self.worker, "subtasks": subtasks, "warnings": warnings})
+        except HavenError as e:  # progress is best effort; the lease decides whether the job lives
+            log.warning("job %s: progress not sent: %s", self.job_id, e)
+            with self._lock:
+                self._warnings = warnings + self._warnings
+
+    def check_cancelled(self) -> None:
+        if self.lease_lost.is_set():
+            raise LeaseLost(job_id=self.job_id)
+        if self.cancel.is_set():
+            raise JobCancelled()
+
+
+class RemoteAgent:
+    def __init__(self, server: str, token: str, adapter_url: str, workers: int = 1, poll: float = 1.0,
+                 inventory_interval: float = 30.0, backend_options: dict | None = None, home=None):
+        self.api = ApiClient(server, token)
+        self.server, self.token, self.adapter_url = server.rstrip("/"), token, adapter_url
+        self.workers, self.poll, self.interval = workers, poll, inventory_interval
+        self.backend_options, self.home = backend_options or {}, home
+        self.lease_seconds = 60.0
+        self.host: dict | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._adapter = None
+
+    # ---- life cycle ----
+    def start(self) -> dict:
+        self.host = self.api.post("/agent/hello", {"adapter": self.adapter_url, "version": __version__, "job_types": list(JOB_TYPES)})
+        self.lease_seconds = float(self.host["lease_seconds"])
+        self.report_vms()
+        for i in range(self.workers):
+            self._spawn(self._work_loop, f"{uuid.uuid4().hex[:12]}-{i}")
+        self._spawn(self._inventory_loop)
+        return self.host
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def wait(self) -> None:
+        """Block until ``stop`` (Ctrl-C reaches the caller between the one-second waits)."""
+        while not self._stop.wait(1.0):
+            pass
+
+    def _spawn(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    @property
+    def adapter(self):
+        if self._adapter is None:
+            from haven.hypervisor import open_adapter
+
+            self._adapter = open_adapter(self.adapter_url)
+        return self._adapter
+
+    def report_vms(self) -> int:
+        vms = [vm.to_dict() for vm in self.adapter.list_vms()]
+        return self.api.put("/agent/vms", {"vms": vms})["reported"]
+
+    def _inventory_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.report_vms()
+            except Exception:
+                log.exception("inventory report failed")
+
+    # ---- jobs ----
+    def _work_loop(self, worker: str) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.api.post("/agent/jobs/claim", {"worker": worker, "types": list(JOB_TYPES)})
+            except HavenError as e:  # the server is away for a moment: try again
+                log.warning("claim failed: %s", e)
+                job = None
+            if job is None:
+                self._stop.wait(self.poll)
+                continue
+            self.run_job(job, worker)
+
+    def run_job(self, job: dict, worker: str) -> None:
+        ctx = RemoteJobContext(self.api, job["id"], worker)
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(ctx, done), daemon=True)
+        beat.start()
+        try:
+            outcome = self._execute(job, ctx, worker)
+            ctx.check_cancelled()
+            ctx.flush()
+            self.api.post(f"/agent/jobs/{job['id']}/complete", {"worker": worker, "outcome": outcome})
+        except LeaseLost:
+            log.warning("job %s: lease lost, nothing recorded", job["id"])
+        except JobCancelled as e:
+            self._fail(job["id"], worker, e, cancelled=True)
+        except HavenError as e:
+            self._fail(job["id"], worker, JobCancelled() if ctx.cancel.is_set() and not ctx.lease_lost.is_set() else e,
+                       cancelled=ctx.cancel.is_set() and not ctx.lease_lost.is_set())
+        except Exception as e:  # a bug: fail the job with the trace in the log, never leave it running
+            log.exception("job %s crashed", job["id"])
+            self._fail(job["id"], worker, InternalError(f"{type(e).__name__}: {e}"))
+        finally:
+            done.set()
+            beat.join(5)
+
+    def _execute(self, job: dict, ctx: RemoteJobContext, worker: str) -> dict:
+        repo = self._open_repo(job, worker)
+        if job["type"] == JobType.BACKUP.value:
+            return run_backup(BackupPlan.from_dict(job["plan"]), self.adapter, repo, ctx).to_dict()
+        if job["type"] == JobType.RESTORE.value:
+            return {"files": run_restore_disks(RestorePlan.from_dict(job["plan"]), repo, ctx)}
+        raise InternalError(f"this agent does not run {job['type']} jobs")
+
+    def _open_repo(self, job: dict, worker: str):
+        from haven.agent.network import open_agent_backend
+        from haven.engine import Repository
+
+        storage = job["storage"]
+        if storage["kind"] == "endpoint":
+            scheme = "haven+https" if self.server.startswith("https:") else "haven+http"
+            url = f"{scheme}://{self.server.split('://', 1)[1]}/{storage['vault_id']}"
+            options = {**self.backend_options.get("haven", {}), "token": self.token}
+        else:
+            url = storage["url"]
+            options = self.backend_options.get(url.split("://", 1)[0], {})
+        backend = open_agent_backend(url, options, home=self.home)
+        return Repository.open(backend, ServerKeyWrapper(self.api, job["id"], worker, storage["kek_id"]))
+
+    def _fail(self, job_id: str, worker: str, error: HavenError, cancelled: bool = False) -> None:
+        payload = error.to_payload()["error"]
+        try:
+            self.api.post(f"/agent/jobs/{job_id}/fail", {"worker": worker, "error": payload, "cancelled": cancelled})
+        except HavenError as e:  # the lease runs out and the server's reaper settles the job
+            log.warning("job %s: could not report its failure: %s", job_id, e)
+
+    def _heartbeat(self, ctx: RemoteJobContext, done: threading.Event) -> None:
+        """Every second: renew the lease and look for a stop request. Lease lost: the job stops."""
+        renew_every = max(0.5, self.lease_seconds / 3)
+        check_every = min(1.0, renew_every)
+        last = time.monotonic()
+        while not done.wait(check_every):
+            try:
+                answer = self.api.post(f"/agent/jobs/{ctx.job_id}/heartbeat", {"worker": ctx.worker})
+            except HavenError as e:
+                if time.monotonic() - last > self.lease_seconds:
+                    ctx.lease_lost.set()
+                    return
+                log.warning("job %s: heartbeat failed: %s", ctx.job_id, e)
+                continue
+            if not answer["lease"]:
+                ctx.lease_lost.set()
+                return
+            last = time.monotonic()
+            if answer["cancel"]:
+                ctx.cancel.set()

@@ -1,0 +1,71 @@
+"""haven host … (register a remote host) and haven agent (run the host agent on it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from haven.cli.state import handled, state
+
+__all__ = ["host", "agent"]
+
+host = typer.Typer(help="Hypervisor hosts and their agents.", no_args_is_help=True)
+
+
+@host.command("add")
+@handled
+def host_add(ctx: typer.Context, name: Annotated[str, typer.Option("--name", "-n", help="The host's name.")],
+             region: Annotated[str, typer.Option("--region", help="The region the host is in.")],
+             adapter: Annotated[str, typer.Option("--adapter", help="Adapter the agent will use there.")] = "folder:///var/lib/haven/vms",
+             token_file: Annotated[Optional[Path], typer.Option("--token-file", help="Write the agent's credential here (mode 0600) instead of printing it.")] = None):
+    """Register a remote host. Its agent's credential is shown (or written) once."""
+    st = state(ctx)
+    added = st.client.post("/hosts", {"name": name, "region": region, "adapter": adapter})
+    if token_file is not None:
+        _write_secret(token_file, added.pop("agent_token"))
+        added["agent_token_file"] = str(token_file)
+    st.show(added)
+
+
+@host.command("list")
+@handled
+def host_list(ctx: typer.Context):
+    """Registered hosts: region, adapter, whether the server or a remote agent runs their jobs."""
+    st = state(ctx)
+    st.show(st.client.get("/hosts"), ["name", "region", "adapter", "agent", "agent_version", "last_seen"])
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+
+
+@handled
+def agent(
+    server: Annotated[str, typer.Option("--server", envvar="HAVEN_SERVER", help="The Haven server's URL.")],
+    token_file: Annotated[Path, typer.Option("--token-file", help="File holding this host's agent credential ('haven host add').")],
+    adapter: Annotated[str, typer.Option("--adapter", help="folder:///path or libvirt URI (qemu:///system).")] = "folder:///var/lib/haven/vms",
+    workers: Annotated[int, typer.Option("--workers", min=1, max=16, help="Jobs run at once.")] = 1,
+    home: Annotated[Optional[Path], typer.Option("--home", help="Folder of agent.conf (proxy settings); default $HAVEN_HOME.")] = None,
+):
+    """Run the host agent: report this host's VMs and run its backup and restore jobs. Ctrl-C stops it."""
+    from haven.agent.remote import RemoteAgent
+    from haven.config import default_home
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    token = token_file.read_text().strip()
+    runner = RemoteAgent(server, token, adapter, workers=workers, home=home or default_home())
+    host_info = runner.start()
+    print(f"haven agent: host {host_info['name']} in region {host_info['region']}, serving {adapter}", flush=True)
+    try:
+        runner.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()

@@ -1,0 +1,214 @@
+"""The agent API's use cases: remote host agents register, report VMs, and run their host's jobs.
+
+An Owner adds a host (``add_host``) and hands its one-time credential to the agent on that host.
+With it the agent may only touch its own host: report its VMs, claim the jobs queued for it, renew
+their leases, report progress, ask the server to unwrap the data key of the vault a claimed job
+writes to, and complete or fail those jobs. The server plans each job when it is claimed and
+records its outcome when the agent completes it, in the transaction that checks the agent still
+holds the lease, after confirming the point's manifest is in the vault's storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from haven.agent.work import BackupOutcome, BackupPlan, RestorePlan
+from haven.db.models import Host, Job, Vault
+from haven.domain.enums import JobStatus, JobType, PrincipalKind
+from haven.errors import Conflict, Forbidden, HavenError, PreconditionFailed, UserError, error_from_payload
+from haven.jobs.queue import Claimed, JobNotFound, LeaseLost
+from haven.services.auth import AgentScopeViolation, Caller
+
+__all__ = ["AgentService", "AGENT_JOB_TYPES", "NotAnAgent", "HostExists", "HostCannotRun", "PointNotStored"]
+
+log = logging.getLogger(__name__)
+
+#: the job types a remote agent runs; the rest stay with the server's own agent
+AGENT_JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value)
+
+
+class NotAnAgent(Forbidden):
+    code = "UserErrorNotAnAgent"
+    message = "Only a host agent's credential may use the agent API; {principal!r} is a user."
+    recommendation = "Start 'haven agent' with the token 'haven host add' printed for its host."
+
+
+class HostExists(Conflict):
+    code = "UserErrorHostExists"
+    message = "A host named {name!r} is already registered."
+    recommendation = "Pick another name, or keep using the agent credential made when the host was added."
+
+
+class HostCannotRun(PreconditionFailed):
+    code = "UserErrorHostCannotRunJob"
+    message = "The agent of host {host!r} does not run {operation} jobs (it runs: {types})."
+    recommendation = "Restore the disks to that host with 'haven restore restore-disks --host {host}', or pick a host whose agent runs {operation}."
+
+
+class PointNotStored(PreconditionFailed):
+    code = "UserErrorPointNotStored"
+    message = "The agent reported recovery point {point} done, but its manifest is not in the vault's storage: nothing was recorded."
+    recommendation = "Check the agent's connection to the vault's storage endpoint and run the backup again."
+
+
+class AgentService:
+    def __init__(self, core):
+        self.core = core
+
+    # ---- hosts ----
+    def add_host(self, caller: Caller, name: str, region: str, adapter_url: str) -> dict:
+        """Register a remote host; the answer carries its agent's credential, shown only this once."""
+        with self.core.db.session() as s:
+            if s.query(Host).filter(Host.name == name).first() is not None:
+                raise HostExists(name=name)
+        view, token = self.core.inventory.register_host(caller, name, region, adapter_url)
+        with self.core.db.session() as s:
+            s.get(Host, view["id"]).job_types = []  # remote: it runs nothing until its agent says what it runs
+        return {**view, "agent": "remote", "agent_token": token}
+
+    def hello(self, caller: Caller, adapter_url: str, version: str, job_types: list[str]) -> dict:
+        """The agent starts: record what it runs; answer with its host and the lease length to keep."""
+        host_id = self._host_of(caller)
+        with self.core.db.session() as s:
+            host = s.get(Host, host_id)
+            host.adapter_url, host.agent_version = adapter_url, version
+            host.job_types = sorted(set(job_types) & set(AGENT_JOB_TYPES))
+            host.last_seen = self.core.clock.now()
+            view = {"id": host.id, "name": host.name, "region": host.region, "job_types": host.job_types}
+        return {**view, "lease_seconds": self.core.queue.lease.total_seconds()}
+
+    def report_vms(self, caller: Caller, vms: list[dict]) -> int:
+        return self.core.inventory.report_vms(caller, self._host_of(caller), vms)
+
+    def require_runs(self, host: Host, job_type: str, operation: str) -> None:
+        """Refuse to queue a job no agent of ``host`` would ever claim."""
+        if host.job_types is not None and job_type not in host.job_types:
+            raise HostCannotRun(host=host.name, operation=operation, types=", ".join(host.job_types) or "none")
+
+    # ---- jobs ----
+    def claim(self, caller: Caller, worker: str, types: list[str]) -> dict | None:
+        """The oldest job queued for the caller's host, with the plan the agent carries out."""
+        host_id = self._host_of(caller)
+        wanted = tuple(t for t in types if t in AGENT_JOB_TYPES)
+        while wanted:
+            job = self.core.queue.claim(_worker(caller, worker), wanted, host_id, unassigned=False)
+            if job is None:
+                return None
+            try:
+                return self._hand_out(job)
+            except HavenError as e:  # the server could not plan it (keys gone, point missing): the job fails here
+                self._fail(job, _worker(caller, worker), e)
+        return None
+
+    def _hand_out(self, job: Claimed) -> dict:
+        handler = self.core.job_handlers()[job.type]
+        plan = handler.plan(job)
+        with self.core.db.session() as s:
+            row = s.get(Job, job.id)
+            row.params = {**row.params, "plan": plan.to_dict()}
+            vault = s.get(Vault, job.vault_id)
+        return {"id": job.id, "type": job.type, "operation": job.operation, "plan": plan.to_dict(),
+                "storage": self._storage_for(vault)}
+
+    def _storage_for(self, vault: Vault) -> dict:
+        """Folder vaults on this server are reached through its storage endpoint; the rest directly."""
+        kek_id = self.core.storage.open(vault).kek_id
+        if vault.storage_url.startswith("file:"):
+            return {"kind": "endpoint", "vault_id": vault.id, "kek_id": kek_id}
+        return {"kind": "direct", "url": vault.storage_url, "kek_id": kek_id}
+
+    def heartbeat(self, caller: Caller, job_id: str, worker: str) -> dict:
+        self._job(caller, job_id)
+        alive = self.core.queue.heartbeat(job_id, _worker(caller, worker))
+        return {"lease": alive, "cancel": self.core.queue.cancel_requested(job_id)}
+
+    def progress(self, caller: Caller, job_id: str, worker: str, subtasks: list[dict], warnings: list[str]) -> None:
+        self._job(caller, job_id)
+        self.core.queue.update_progress(job_id, _worker(caller, worker), subtasks)
+        for w in warnings:
+            self.core.queue.add_warning(job_id, w)
+
+    def unwrap(self, caller: Caller, job_id: str, worker: str, wrapped: str) -> str:
+        """The data key of the vault the caller's running job writes to, unwrapped by the vault's KEK."""
+        job = self._running(caller, job_id, worker)
+        with self.core.db.session() as s:
+            vault = s.get(Vault, job.vault_id)
+        key = self.core.storage.kek_for(vault).unwrap(base64.b64decode(wrapped))
+        return base64.b64encode(key).decode()
+
+    def complete(self, caller: Caller, job_id: str, worker: str, outcome: dict) -> str:
+        job = self._running(caller, job_id, worker)
+        claimed = Claimed(job.id, job.type, job.operation, dict(job.params), job.item_id, job.vault_id, job.host_id, job.attempts)
+        owner = _worker(caller, worker)
+        commit = lambda record: self._commit(job_id, owner, record)  # noqa: E731
+        handler = self.core.job_handlers()[job.type]
+        if job.type == JobType.BACKUP.value:
+            plan, result = BackupPlan.from_dict(job.params["plan"]), BackupOutcome.from_dict(outcome)
+            with self.core.db.session() as s:
+                vault = s.get(Vault, job.vault_id)
+            repo = self.core.storage.open(vault)
+            self._confirm_stored(repo, plan, result)
+            handler.record(commit, claimed, plan, result, repo)
+        else:
+            plan = RestorePlan.from_dict(job.params["plan"])
+            commit(lambda s: {"target": plan.target, "files": list(outcome.get("files", []))})
+        return self.core.queue.get(job_id).status
+
+    def fail(self, caller: Caller, job_id: str, worker: str, error: dict, cancelled: bool) -> None:
+        job = self._job(caller, job_id)
+        claimed = Claimed(job.id, job.type, job.operation, dict(job.params), job.item_id, job.vault_id, job.host_id, job.attempts)
+        self._fail(claimed, _worker(caller, worker), error_from_payload({"error": error}, 500), cancelled)
+
+    # ---- internals ----
+    def _fail(self, job: Claimed, worker: str, error: HavenError, cancelled: bool = False) -> None:
+        self.core.queue.fail(job.id, worker, error, cancelled=cancelled)
+        if job.type == JobType.BACKUP.value:
+            self.core.job_handlers()[job.type].mark_failed(job.item_id, cancelled)
+        if not cancelled:
+            self.core.alerts.job_failed(job.id)
+
+    def _commit(self, job_id: str, worker: str, record) -> JobStatus:
+        with self.core.db.session() as s:
+            if not self.core.queue.holds_lease(s, job_id, worker):
+                raise LeaseLost(job_id=job_id)
+            result = record(s)
+            return self.core.queue.finish(s, job_id, worker, result or {})
+
+    @staticmethod
+    def _confirm_stored(repo, plan: BackupPlan, outcome: BackupOutcome) -> None:
+        """Durability first: the manifest the agent wrote must be there, authentic, and match its report."""
+        try:
+            manifest = repo.load_point(plan.item_id, plan.point_id)
+        except HavenError:
+            raise PointNotStored(point=plan.point_id) from None
+        if sorted(d.name for d in manifest.disks) != sorted(d["name"] for d in outcome.disks):
+            raise PointNotStored(point=plan.point_id)
+
+    def _host_of(self, caller: Caller) -> str:
+        if caller.kind != PrincipalKind.AGENT.value or not caller.host_id:
+            raise NotAnAgent(principal=caller.name)
+        return caller.host_id
+
+    def _job(self, caller: Caller, job_id: str) -> Job:
+        host_id = self._host_of(caller)
+        with self.core.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(job_id=job_id)
+            if job.host_id != host_id:
+                raise AgentScopeViolation(principal=caller.name)
+            return job
+
+    def _running(self, caller: Caller, job_id: str, worker: str) -> Job:
+        job = self._job(caller, job_id)
+        if job.lease_owner != _worker(caller, worker) or job.status not in (JobStatus.IN_PROGRESS.value, JobStatus.CANCELLING.value):
+            raise LeaseLost(job_id=job_id)
+        return job
+
+
+def _worker(caller: Caller, worker: str) -> str:
+    """Lease owners are namespaced by principal, so no agent can renew or finish another's lease."""
+    if not worker or len(worker) > 24:
+        raise UserError("A worker id of 1 to 24 characters is required.", "The agent sends its own worker id; upgrade the agent.")
+    return f"{caller.principal_id}:{worker}"

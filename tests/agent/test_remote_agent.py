@@ -1,0 +1,184 @@
+"""``haven agent`` as its own process on a "remote" host, against a real ``haven serve``.
+
+The agent reads its host's VM, sends the data through the server's storage endpoint, and the
+server records the point; a restore to that host is written by the agent; an agent killed with
+SIGKILL mid-backup leaves no point, the lease runs out, and the next backup completes and
+verifies clean, re-sending only what had not landed.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from haven.cli.client import ApiClient
+from tests.foundation.helpers import make_folder_vm
+from tests.services._util import start, stop
+from tests.services.haven_server import HavenServer
+
+MiB = 1 << 20
+S = "/subscriptions/prod"
+V = f"{S}/vaults/v1"
+
+
+@pytest.fixture
+def server(tmp_path):
+    home = tmp_path / "srv"
+    home.mkdir()
+    (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
+    srv = HavenServer(home).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def api(server):
+    client = ApiClient(server.url, server.token)
+    client.post("/subscriptions", {"name": "prod"})
+    client.post(f"{S}/vaults", {"name": "v1", "region": "local"})
+    return client
+
+
+def _add_host(server, tmp_path) -> Path:
+    token_file = tmp_path / "agent" / "token"
+    done = subprocess.run([sys.executable, "-m", "haven.cli.main", "-o", "json", "host", "add", "--name", "far", "--region", "local",
+                           "--token-file", str(token_file)], env=server.cli_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600" and "agent_token\"" not in done.stdout
+    return token_file
+
+
+def _start_agent(server, tmp_path, token_file, vms: Path):
+    home = tmp_path / "agent"
+    cmd = [sys.executable, "-m", "haven.cli.main", "agent", "--server", server.url, "--token-file", str(token_file),
+           "--adapter", f"folder://{vms}", "--home", str(home)]
+    return start(cmd, home / "agent.log", env={"HAVEN_HOME": str(home)})
+
+
+def _wait_vm(api, name, timeout=60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(v["name"] == name and v["host"] == "far" for v in api.get("/vms")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the agent never reported {name}")
+
+
+def _wait_job(api, job_id, timeout=180, until=None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        job = api.get(f"{S}/jobs/{job_id}")
+        if until is not None and until(job):
+            return job
+        if job["status"] in ("Completed", "CompletedWithWarnings", "Failed", "Cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def _assert_backed_up(job) -> None:
+    """A folder VM is a stopped VM: the point is crash-consistent, and the agent's warning reached the job."""
+    assert job["status"] == "CompletedWithWarnings", job
+    assert len(job["warnings"]) == 1 and "crash-consistent" in job["warnings"][0], job["warnings"]
+
+
+def _far_vm(tmp_path, size, data) -> Path:
+    vms = tmp_path / "far-vms"
+    make_folder_vm(vms, "far-vm", size=size, data=data)
+    return vms
+
+
+def test_remote_agent_backs_up_and_restores_through_the_storage_endpoint(server, api, tmp_path):
+    vms = _far_vm(tmp_path, 64 * MiB, os.urandom(8 * MiB))
+    token_file = _add_host(server, tmp_path)
+    agent = _start_agent(server, tmp_path, token_file, vms)
+    try:
+        _wait_vm(api, "far-vm")
+        hosts = {h["name"]: h for h in api.get("/hosts")}
+        assert hosts["far"]["agent"] == "remote" and hosts["far"]["agent_version"]
+        api.post(f"{V}/items", {"vm": "far-vm"})
+        job = _wait_job(api, api.post(f"{V}/items/far-vm/backup", {})["id"])
+        _assert_backed_up(job)
+        assert [t["name"] for t in job["subtasks"]] == ["Take snapshot", "Transfer data to vault"]
+        assert all(t["status"] == "Completed" for t in job["subtasks"])
+        point = job["result"]["recovery_point_id"]
+        assert job["result"]["bytes_stored"] >= 8 * MiB
+        # the data is in the server's folder vault, written through the endpoint by the agent
+        points = api.get(f"{V}/items/far-vm/recovery-points")
+        assert [p["id"] for p in points] == [point] and points[0]["consistency"] == "CrashConsistent"
+
+        # restore to the agent's host: the agent writes the disks there
+        target = tmp_path / "restored"
+        restore = api.post(f"{V}/items/far-vm/recovery-points/{point}/restore-disks", {"target": str(target), "host": "far"})
+        restore = _wait_job(api, restore["id"])
+        assert restore["status"] == "Completed", restore
+        assert filecmp.cmp(vms / "far-vm" / "vda.raw", target / "vda.raw", shallow=False)
+        assert (target / "vda.raw").stat().st_blocks * 512 < 32 * MiB  # holes stay holes
+
+        # an incremental stores about what changed
+        with open(vms / "far-vm" / "vda.raw", "r+b") as fh:
+            fh.seek(40 * MiB)
+            fh.write(os.urandom(MiB))
+        job = _wait_job(api, api.post(f"{V}/items/far-vm/backup", {})["id"])
+        _assert_backed_up(job)
+        assert job["result"]["bytes_stored"] < 3 * MiB and job["result"]["parent"] == point
+    finally:
+        stop(agent)
+
+
+def test_agent_killed_mid_backup_records_nothing_and_the_next_backup_completes(server, api, tmp_path):
+    vms = _far_vm(tmp_path, 320 * MiB, os.urandom(256 * MiB))
+    token_file = _add_host(server, tmp_path)
+    agent = _start_agent(server, tmp_path, token_file, vms)
+    try:
+        _wait_vm(api, "far-vm")
+        api.post(f"{V}/items", {"vm": "far-vm"})
+        first = api.post(f"{V}/items/far-vm/backup", {})["id"]
+        mid = _wait_job(api, first, until=lambda j: any(t["name"] == "Transfer data to vault" and 5 < t.get("percent", 0) < 90
+                                                          for t in j["subtasks"]))
+        assert mid["status"] == "InProgress", mid
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait(10)
+        dead = _wait_job(api, first, timeout=60)
+        assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", dead
+        assert api.get(f"{V}/items/far-vm/recovery-points") == []
+    finally:
+        stop(agent)
+    agent = _start_agent(server, tmp_path, token_file, vms)
+    try:
+        job = _wait_job(api, api.post(f"{V}/items/far-vm/backup", {})["id"])
+        _assert_backed_up(job)
+        # what had landed before the kill is not sent again
+        assert job["result"]["bytes_stored"] < 250 * MiB, job["result"]
+        verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
+        assert verify["status"] == "Completed", verify
+        assert len(api.get(f"{V}/items/far-vm/recovery-points")) == 1
+    finally:
+        stop(agent)
+
+
+def test_stopping_a_remote_backup_cancels_it_cleanly(server, api, tmp_path):
+    vms = _far_vm(tmp_path, 320 * MiB, os.urandom(256 * MiB))
+    token_file = _add_host(server, tmp_path)
+    agent = _start_agent(server, tmp_path, token_file, vms)
+    try:
+        _wait_vm(api, "far-vm")
+        api.post(f"{V}/items", {"vm": "far-vm"})
+        job_id = api.post(f"{V}/items/far-vm/backup", {})["id"]
+        _wait_job(api, job_id, until=lambda j: any(t["name"] == "Transfer data to vault" and 0 < t.get("percent", 0) < 80
+                                                   for t in j["subtasks"]))
+        api.post(f"{S}/jobs/{job_id}/stop")
+        job = _wait_job(api, job_id, timeout=60)
+        assert job["status"] == "Cancelled" and job["error"]["code"] == "UserCancelled", job
+        assert api.get(f"{V}/items/far-vm/recovery-points") == []
+        item = api.get(f"{V}/items/far-vm")
+        assert item["last_backup_status"] == "Cancelled"
+    finally:
+        stop(agent)
