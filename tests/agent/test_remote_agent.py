@@ -133,52 +133,54 @@ def test_remote_agent_backs_up_and_restores_through_the_storage_endpoint(server,
         stop(agent)
 
 
-def test_agent_killed_mid_backup_records_nothing_and_the_next_backup_completes(server, api, tmp_path):
-    vms = _far_vm(tmp_path, 320 * MiB, os.urandom(256 * MiB))
-    token_file = _add_host(server, tmp_path)
-    agent = _start_agent(server, tmp_path, token_file, vms)
-    try:
-        _wait_vm(api, "far-vm")
-        api.post(f"{V}/items", {"vm": "far-vm"})
-        first = api.post(f"{V}/items/far-vm/backup", {})["id"]
-        mid = _wait_job(api, first, until=lambda j: any(t["name"] == "Transfer data to vault" and 5 < t.get("percent", 0) < 90
-                                                          for t in j["subtasks"]))
-        assert mid["status"] == "InProgress", mid
-        os.killpg(agent.pid, signal.SIGKILL)
-        agent.wait(10)
-        dead = _wait_job(api, first, timeout=60)
-        assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", dead
-        assert api.get(f"{V}/items/far-vm/recovery-points") == []
-    finally:
-        stop(agent)
-    agent = _start_agent(server, tmp_path, token_file, vms)
-    try:
-        job = _wait_job(api, api.post(f"{V}/items/far-vm/backup", {})["id"])
-        _assert_backed_up(job)
-        # what had landed before the kill is not sent again
-        assert job["result"]["bytes_stored"] < 250 * MiB, job["result"]
-        verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
-        assert verify["status"] == "Completed", verify
-        assert len(api.get(f"{V}/items/far-vm/recovery-points")) == 1
-    finally:
-        stop(agent)
+@pytest.fixture
+def backup_under_way(server, api, tmp_path):
+    """Start a remote agent's backup of a disk whose first third is a hole; ``start(data_mib, low, high)``
+    returns the job id once the transfer is between ``low`` and ``high`` percent."""
+    agents = []
 
-
-def test_stopping_a_remote_backup_cancels_it_cleanly(server, api, tmp_path):
-    vms = _far_vm(tmp_path, 320 * MiB, os.urandom(256 * MiB))
-    token_file = _add_host(server, tmp_path)
-    agent = _start_agent(server, tmp_path, token_file, vms)
-    try:
+    def start_backup(data_mib: int, low: float, high: float) -> str:
+        vms = _far_vm(tmp_path, data_mib * 5 // 4 * MiB, os.urandom(data_mib * MiB))
+        token_file = _add_host(server, tmp_path)
+        agents.append(_start_agent(server, tmp_path, token_file, vms))
         _wait_vm(api, "far-vm")
         api.post(f"{V}/items", {"vm": "far-vm"})
         job_id = api.post(f"{V}/items/far-vm/backup", {})["id"]
-        _wait_job(api, job_id, until=lambda j: any(t["name"] == "Transfer data to vault" and 0 < t.get("percent", 0) < 80
-                                                   for t in j["subtasks"]))
-        api.post(f"{S}/jobs/{job_id}/stop")
-        job = _wait_job(api, job_id, timeout=60)
-        assert job["status"] == "Cancelled" and job["error"]["code"] == "UserCancelled", job
-        assert api.get(f"{V}/items/far-vm/recovery-points") == []
-        item = api.get(f"{V}/items/far-vm")
-        assert item["last_backup_status"] == "Cancelled"
-    finally:
-        stop(agent)
+        mid = _wait_job(api, job_id, until=lambda j: any(t["name"] == "Transfer data to vault" and low < t.get("percent", 0) < high
+                                                         for t in j["subtasks"]))
+        assert mid["status"] == "InProgress", mid
+        agents.append(lambda: _start_agent(server, tmp_path, token_file, vms))
+        return job_id
+
+    yield agents, start_backup
+    for agent in agents:
+        if not callable(agent):
+            stop(agent)
+
+
+def test_agent_killed_mid_backup_records_nothing_and_the_next_backup_completes(api, backup_under_way):
+    agents, start_backup = backup_under_way
+    first = start_backup(256, 55, 85)  # well into the data: a good part of it has landed
+    agent, restart = agents
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait(10)
+    dead = _wait_job(api, first, timeout=60)
+    assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", dead
+    assert api.get(f"{V}/items/far-vm/recovery-points") == []
+    agents.append(restart())
+    job = _wait_job(api, api.post(f"{V}/items/far-vm/backup", {})["id"])
+    _assert_backed_up(job)
+    assert job["result"]["bytes_stored"] < 250 * MiB, job["result"]  # what had landed before the kill is not sent again
+    verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
+    assert verify["status"] == "Completed", verify
+    assert len(api.get(f"{V}/items/far-vm/recovery-points")) == 1
+
+
+def test_stopping_a_remote_backup_cancels_it_cleanly(api, backup_under_way):
+    _, start_backup = backup_under_way
+    job_id = start_backup(512, 38, 60)
+    api.post(f"{S}/jobs/{job_id}/stop")
+    job = _wait_job(api, job_id, timeout=60)
+    assert job["status"] == "Cancelled" and job["error"]["code"] == "UserCancelled", job
+    assert api.get(f"{V}/items/far-vm/recovery-points") == []
+    assert api.get(f"{V}/items/far-vm")["last_backup_status"] == "Cancelled"

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any
 
 from haven import __version__
 from haven.agent.work import BackupPlan, RestorePlan, run_backup, run_restore_disks
@@ -23,7 +22,7 @@ from haven.cli.client import ApiClient
 from haven.domain.enums import JobType
 from haven.errors import HavenError, InternalError
 from haven.jobs.queue import LeaseLost
-from haven.jobs.runner import JobCancelled
+from haven.jobs.runner import JobCancelled, WorkContext
 
 __all__ = ["RemoteAgent", "RemoteJobContext", "ServerKeyWrapper"]
 
@@ -47,39 +46,18 @@ class ServerKeyWrapper:
         return base64.b64decode(answer["key"])
 
 
-class RemoteJobContext:
-    """The ``JobContext`` surface over the agent API: progress is sent at most every ``every`` seconds."""
+class RemoteJobContext(WorkContext):
+    """A job's context over the agent API: progress is sent at most every ``every`` seconds."""
 
     def __init__(self, api: ApiClient, job_id: str, worker: str, every: float = 1.0):
-        self.api, self.job_id, self.worker, self.every = api, job_id, worker, every
-        self.cancel = threading.Event()
-        self.lease_lost = threading.Event()
-        self._subtasks: list[dict[str, Any]] = []
+        super().__init__(job_id)
+        self.api, self.worker, self.every = api, worker, every
         self._warnings: list[str] = []
-        self._lock = threading.Lock()
         self._sent = 0.0
 
-    def subtask(self, name: str, status: str = "InProgress", percent: float | None = None, **extra) -> None:
-        with self._lock:
-            entry = next((t for t in self._subtasks if t["name"] == name), None)
-            changed = entry is None or entry.get("status") != status
-            if entry is None:
-                entry = {"name": name}
-                self._subtasks.append(entry)
-            entry.update(status=status, **extra)
-            if percent is not None:
-                entry["percent"] = round(min(100.0, max(0.0, percent)), 1)
+    def _publish(self, subtasks: list[dict], changed: bool) -> None:
         if changed or time.monotonic() - self._sent >= self.every:
             self.flush()
-
-    def progress_for(self, name: str):
-        ctx = self
-
-        class _P:
-            def update(self, done: int, total: int | None = None, phase: str | None = None) -> None:
-                ctx.subtask(name, percent=(100.0 * done / total) if total else None, done=done, total=total)
-
-        return _P()
 
     def warn(self, message: str) -> None:
         with self._lock:
@@ -97,12 +75,6 @@ class RemoteJobContext:
             log.warning("job %s: progress not sent: %s", self.job_id, e)
             with self._lock:
                 self._warnings = warnings + self._warnings
-
-    def check_cancelled(self) -> None:
-        if self.lease_lost.is_set():
-            raise LeaseLost(job_id=self.job_id)
-        if self.cancel.is_set():
-            raise JobCancelled()
 
 
 class RemoteAgent:
@@ -230,11 +202,9 @@ class RemoteAgent:
             log.warning("job %s: could not report its failure: %s", job_id, e)
 
     def _heartbeat(self, ctx: RemoteJobContext, done: threading.Event) -> None:
-        """Every second: renew the lease and look for a stop request. Lease lost: the job stops."""
-        renew_every = max(0.5, self.lease_seconds / 3)
-        check_every = min(1.0, renew_every)
+        """Twice a second: renew the lease and look for a stop request. Lease lost: the job stops."""
         last = time.monotonic()
-        while not done.wait(check_every):
+        while not done.wait(0.5):
             try:
                 answer = self.api.post(f"/agent/jobs/{ctx.job_id}/heartbeat", {"worker": ctx.worker})
             except HavenError as e:

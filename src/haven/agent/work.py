@@ -25,8 +25,25 @@ TRACKING_LOST = ("Changed-block tracking was lost since the last backup (VM rest
                  "Tracking restarts now.")
 
 
+class _Wire:
+    """Plans and outcomes cross the agent API as JSON objects."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        try:
+            return cls(**d)
+        except TypeError as e:
+            from haven.errors import UserError
+
+            raise UserError(f"The agent's {cls.__name__} does not match this server's: {e}.",
+                            "Run the same Haven version on the server and its host agents.") from None
+
+
 @dataclass
-class BackupPlan:
+class BackupPlan(_Wire):
     item_id: str
     vault_id: str
     point_id: str
@@ -37,16 +54,9 @@ class BackupPlan:
     checkpoint: str | None = None
     include_disks: list[str] | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BackupPlan":
-        return cls(**d)
-
 
 @dataclass
-class BackupOutcome:
+class BackupOutcome(_Wire):
     consistency: str
     disks: list[dict]
     bytes_read: int
@@ -55,29 +65,15 @@ class BackupOutcome:
     warned: bool
     extension: dict | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BackupOutcome":
-        return cls(**d)
-
 
 @dataclass
-class RestorePlan:
+class RestorePlan(_Wire):
     item_id: str
     point_id: str
     target: str
     disks: list[str]
     format: str = "raw"
     meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RestorePlan":
-        return cls(**d)
 
 
 def run_backup(plan: BackupPlan, adapter, repo, ctx) -> BackupOutcome:

@@ -20,7 +20,7 @@ from haven.domain.enums import JobStatus
 from haven.errors import HavenError, InternalError
 from haven.jobs.queue import Claimed, JobQueue, LeaseLost
 
-__all__ = ["JobContext", "JobRunner", "JobCancelled", "Handler"]
+__all__ = ["WorkContext", "JobContext", "JobRunner", "JobCancelled", "Handler"]
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,24 @@ class JobCancelled(HavenError):
     exit_code = 4
 
 
-class JobContext:
-    def __init__(self, queue: JobQueue, job: Claimed, worker: str):
-        self.queue, self.job, self.worker = queue, job, worker
+class WorkContext:
+    """What a handler sees of its job: subtasks with percent done, a cancel event, a lost-lease event.
+
+    Subclasses say where subtasks go (``_publish``) and where warnings go (``warn``): the job queue
+    for in-process workers, the agent API for a remote agent.
+    """
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
         self.cancel = threading.Event()
         self.lease_lost = threading.Event()
-        self.committed = False
         self._subtasks: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    # ---- progress, shown as subtasks with percent done ----
     def subtask(self, name: str, status: str = "InProgress", percent: float | None = None, **extra) -> None:
         with self._lock:
             entry = next((t for t in self._subtasks if t["name"] == name), None)
+            changed = entry is None or entry.get("status") != status
             if entry is None:
                 entry = {"name": name}
                 self._subtasks.append(entry)
@@ -53,7 +58,13 @@ class JobContext:
             if percent is not None:
                 entry["percent"] = round(min(100.0, max(0.0, percent)), 1)
             snapshot = [dict(t) for t in self._subtasks]
-        self.queue.update_progress(self.job.id, self.worker, snapshot)
+        self._publish(snapshot, changed)
+
+    def _publish(self, subtasks: list[dict], changed: bool) -> None:
+        raise NotImplementedError
+
+    def warn(self, message: str) -> None:
+        raise NotImplementedError
 
     def progress_for(self, name: str):
         """A ``haven.progress.Progress`` that reports into the named subtask."""
@@ -66,14 +77,24 @@ class JobContext:
 
         return _P()
 
-    def warn(self, message: str) -> None:
-        self.queue.add_warning(self.job.id, message)
-
     def check_cancelled(self) -> None:
         if self.lease_lost.is_set():
-            raise LeaseLost(job_id=self.job.id)
+            raise LeaseLost(job_id=self.job_id)
         if self.cancel.is_set():
             raise JobCancelled()
+
+
+class JobContext(WorkContext):
+    def __init__(self, queue: JobQueue, job: Claimed, worker: str):
+        super().__init__(job.id)
+        self.queue, self.job, self.worker = queue, job, worker
+        self.committed = False
+
+    def _publish(self, subtasks: list[dict], changed: bool) -> None:
+        self.queue.update_progress(self.job.id, self.worker, subtasks)
+
+    def warn(self, message: str) -> None:
+        self.queue.add_warning(self.job.id, message)
 
     def commit(self, record: Callable[[Any], dict | None] | None = None) -> JobStatus:
         """Record the job's outcome atomically with its completion, if we still hold the lease."""

@@ -1,0 +1,68 @@
+"""Crash anywhere, at the process level: ``haven serve`` killed with SIGKILL in the middle of a backup
+its in-process agent runs. (The remote ``haven agent`` killed mid-backup: tests/agent/test_remote_agent.py.)
+
+After the restart the interrupted job is failed by the reaper (its lease ran out), no recovery point
+exists for it, the next backup completes re-sending only what had not landed, and a read-data verify
+of the vault is clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from haven.cli.client import ApiClient
+from tests.foundation.helpers import make_folder_vm
+from tests.reliability.conftest import report
+from tests.services.haven_server import HavenServer
+
+MiB = 1 << 20
+S = "/subscriptions/prod"
+V = f"{S}/vaults/v1"
+
+
+def _wait_job(api, job_id, timeout=180, until=None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        job = api.get(f"{S}/jobs/{job_id}")
+        if (until is not None and until(job)) or job["status"] in ("Completed", "CompletedWithWarnings", "Failed", "Cancelled"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def test_server_killed_mid_backup(tmp_path):
+    home = tmp_path / "srv"
+    (home / "vms").mkdir(parents=True)
+    (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
+    data_size = 256 * MiB
+    make_folder_vm(home / "vms", "big", size=320 * MiB, data=os.urandom(data_size))
+    server = HavenServer(home).start()
+    try:
+        api = ApiClient(server.url, server.token)
+        api.post("/subscriptions", {"name": "prod"})
+        api.post(f"{S}/vaults", {"name": "v1", "region": "local"})
+        api.post(f"{V}/items", {"vm": "big"})
+        first = api.post(f"{V}/items/big/backup", {})["id"]
+        mid = _wait_job(api, first, until=lambda j: any(t["name"] == "Transfer data to vault" and 55 < t.get("percent", 0) < 90
+                                                          for t in j["subtasks"]))
+        assert mid["status"] == "InProgress", mid
+        killed_at = next(t["percent"] for t in mid["subtasks"] if t["name"] == "Transfer data to vault")
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        server.start()
+        api = ApiClient(server.url, server.token)
+        dead = _wait_job(api, first, timeout=60)
+        assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", dead
+        assert api.get(f"{V}/items/big/recovery-points") == []
+        job = _wait_job(api, api.post(f"{V}/items/big/backup", {})["id"])
+        assert job["status"] in ("Completed", "CompletedWithWarnings"), job
+        resent = job["result"]["bytes_stored"]
+        assert resent < data_size * 0.85, job["result"]  # what landed before the kill is not sent again
+        verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
+        assert verify["status"] == "Completed", verify
+        assert len(api.get(f"{V}/items/big/recovery-points")) == 1
+        report("server_kill", killed_at_percent=killed_at, data_mib=data_size // MiB, resent_mib=round(resent / MiB, 1),
+               interrupted_point_recorded=0, verify="clean")
+    finally:
+        server.stop()
