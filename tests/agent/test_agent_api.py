@@ -110,11 +110,23 @@ def test_a_reported_point_whose_manifest_is_not_stored_is_never_recorded(client,
         assert s.get(Job, job["id"]).status == "InProgress"  # the agent may still fail it; the reaper settles it otherwise
 
 
-def test_restore_vm_on_a_host_whose_agent_does_not_run_it_is_refused_up_front(world, core):
+def test_jobs_a_hosts_agent_does_not_run_are_refused_up_front(client, world, core):
     from haven.services.agents import HostCannotRun
 
-    with core.db.session() as s:
-        host = s.get(Host, world["far_id"])
-        with pytest.raises(HostCannotRun) as e:
-            core.agents.require_runs(host, "RestoreVM", "RestoreVM")
+    def check(job_type, secondary=False):
+        with core.db.session() as s:
+            core.agents.require_runs(s.get(Host, world["far_id"]), job_type, job_type, secondary=secondary)
+
+    with pytest.raises(HostCannotRun) as e:  # before its agent said hello, the host runs nothing
+        check("RestoreVm")
     assert "restore-disks --host far" in e.value.fix
+    _hello(client, world["agent_token"])
+    check("Backup")
+    check("Restore")
+    with pytest.raises(HostCannotRun):  # the hello above did not offer restore-vm
+        check("RestoreVm")
+    with pytest.raises(HostCannotRun):
+        check("ReplaceDisks")
+    with pytest.raises(HostCannotRun) as e:
+        check("Restore", secondary=True)
+    assert "cross-region" in e.value.text

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from haven.cli.client import ApiClient
+from haven.errors import HavenError
 from tests.foundation.helpers import make_folder_vm
 from tests.services._util import start, stop
 from tests.services.haven_server import HavenServer
@@ -121,6 +122,19 @@ def test_remote_agent_backs_up_and_restores_through_the_storage_endpoint(server,
         assert restore["status"] == "Completed", restore
         assert filecmp.cmp(vms / "far-vm" / "vda.raw", target / "vda.raw", shallow=False)
         assert (target / "vda.raw").stat().st_blocks * 512 < 32 * MiB  # holes stay holes
+
+        # restore a new VM onto the agent's host: disks restored there, the VM defined, then reported
+        made = api.post(f"{V}/items/far-vm/recovery-points/{point}/restore-vm", {"target_vm_name": "far-copy", "host": "far"})
+        made = _wait_job(api, made["id"])
+        assert made["status"] == "Completed" and made["result"]["host"] == "far", made
+        assert filecmp.cmp(vms / "far-vm" / "vda.raw", vms / "far-copy" / "vda.raw", shallow=False)
+        assert any(v["name"] == "far-copy" and v["host"] == "far" for v in api.get("/vms"))
+        with pytest.raises(HavenError) as refused:
+            api.post(f"{V}/items/far-vm/recovery-points/{point}/restore-vm", {"target_vm_name": "far-copy", "host": "far"})
+        assert refused.value.code == "UserErrorRestoreVmNameInUse"
+        with pytest.raises(HavenError) as refused:
+            api.post(f"{V}/items/far-vm/recovery-points/{point}/replace-disks", {})
+        assert refused.value.code == "UserErrorHostCannotRunJob" and "far" in refused.value.text
 
         # an incremental stores about what changed
         with open(vms / "far-vm" / "vda.raw", "r+b") as fh:

@@ -15,9 +15,10 @@ import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from haven import __version__
-from haven.agent.work import BackupPlan, RestorePlan, run_backup, run_restore_disks
+from haven.agent.work import BackupPlan, RestorePlan, RestoreVmPlan, run_backup, run_restore_disks, run_restore_vm
 from haven.cli.client import ApiClient
 from haven.domain.enums import JobType
 from haven.errors import HavenError, InternalError
@@ -28,7 +29,7 @@ __all__ = ["RemoteAgent", "RemoteJobContext", "ServerKeyWrapper"]
 
 log = logging.getLogger(__name__)
 
-JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value)
+JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value, "RestoreVm")
 
 
 class ServerKeyWrapper:
@@ -129,10 +130,13 @@ class RemoteAgent:
 
     def _inventory_loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.report_vms()
-            except Exception:
-                log.exception("inventory report failed")
+            self._report_quietly()
+
+    def _report_quietly(self) -> None:
+        try:
+            self.report_vms()
+        except Exception:  # the next round reports again
+            log.exception("inventory report failed")
 
     # ---- jobs ----
     def _work_loop(self, worker: str) -> None:
@@ -177,6 +181,10 @@ class RemoteAgent:
             return run_backup(BackupPlan.from_dict(job["plan"]), self.adapter, repo, ctx).to_dict()
         if job["type"] == JobType.RESTORE.value:
             return {"files": run_restore_disks(RestorePlan.from_dict(job["plan"]), repo, ctx)}
+        if job["type"] == "RestoreVm":
+            result = run_restore_vm(RestoreVmPlan.from_dict(job["plan"]), self.adapter, repo, ctx, Path(self.home or ".") / "restored")
+            self._report_quietly()
+            return result
         raise InternalError(f"this agent does not run {job['type']} jobs")
 
     def _open_repo(self, job: dict, worker: str):

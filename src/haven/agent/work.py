@@ -12,11 +12,12 @@ the remote path cannot drift apart.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BackupPlan", "BackupOutcome", "RestorePlan", "SNAPSHOT", "TRANSFER", "consistency_label", "run_backup", "run_restore_disks"]
+__all__ = ["BackupPlan", "BackupOutcome", "RestorePlan", "SNAPSHOT", "TRANSFER", "consistency_label", "RestoreVmPlan", "restore_disks_into", "run_backup", "run_restore_disks", "run_restore_vm"]
 
 SNAPSHOT = "Take snapshot"
 TRANSFER = "Transfer data to vault"
@@ -76,6 +77,19 @@ class RestorePlan(_Wire):
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RestoreVmPlan(_Wire):
+    item_id: str
+    point_id: str
+    name: str
+    format: str
+    target: str | None
+    host: str
+    meta: dict[str, Any]
+    disks: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
 def run_backup(plan: BackupPlan, adapter, repo, ctx) -> BackupOutcome:
     """Snapshot the VM, send its disks to the vault, release the snapshot; the point is not recorded here."""
     ctx.subtask(SNAPSHOT, percent=0)
@@ -109,38 +123,107 @@ def consistency_label(level: str) -> str:
 
 
 def run_restore_disks(plan: RestorePlan, repo, ctx) -> list[str]:
-    """Write the point's disks into ``plan.target`` under temporary names, then rename; never overwrite.
+    """Write the point's disks into ``plan.target``, then its VM definition; never overwrite a file.
 
-    Returns the files written (disks, then the VM definition). On any failure nothing is left behind.
+    Returns the files written (disks, then the VM definition). On any failure no disk is left behind.
     """
+    from haven.services.points import RestoreTargetInvalid
     from haven.services.restore import write_vm_definition
 
     target = Path(plan.target)
-    target.mkdir(parents=True, exist_ok=True)
     for name in plan.disks:
         if (target / f"{name}.{plan.format}").exists():
-            from haven.services.points import RestoreTargetInvalid
-
             raise RestoreTargetInvalid(target=plan.target, reason=f"{target / f'{name}.{plan.format}'} already exists; a restore never overwrites files.")
-    written: list[Path] = []
+    disks = restore_disks_into(repo, plan.item_id, plan.point_id, plan.disks, target, plan.format, ctx)
     try:
-        for name in plan.disks:
+        return list(disks.values()) + write_vm_definition(target, plan.meta, disks, plan.point_id)  # libvirt XML + JSON template
+    except BaseException:
+        for f in disks.values():
+            Path(f).unlink(missing_ok=True)
+        raise
+
+
+def restore_disks_into(repo, item_id: str, point_id: str, names: list[str], target: Path, fmt: str, ctx,
+                       final_names: dict[str, Path] | None = None) -> dict[str, str]:
+    """Restore ``names`` under temporary names in ``target``, then rename them all; returns name -> path.
+
+    A subtask per disk ("Restore disk NAME"); a failure or a stop leaves none of them behind.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    done: list[tuple[Path, Path]] = []
+    try:
+        for name in names:
             ctx.check_cancelled()
-            partial = target / f".{name}.{plan.format}.partial"
+            final = (final_names or {}).get(name) or target / f"{name}.{fmt}"
+            partial = final.with_name(f".{final.name}.partial")
             step = f"Restore disk {name}"
             ctx.subtask(step, percent=0)
-            written.append(partial)
-            repo.restore_disk(plan.item_id, plan.point_id, name, str(partial), fmt=plan.format, progress=ctx.progress_for(step))
+            repo.restore_disk(item_id, point_id, name, str(partial), fmt=fmt, progress=ctx.progress_for(step))
+            done.append((partial, final))
             ctx.subtask(step, "Completed", 100)
-        files = []
-        for i, partial in enumerate(written):
-            final = target / partial.name[1:].removesuffix(".partial")
-            partial.rename(final)
-            written[i] = final
-            files.append(str(final))
-        disk_files = {Path(f).name.removesuffix(f".{plan.format}"): f for f in files}
-        return files + write_vm_definition(target, plan.meta, disk_files, plan.point_id)  # libvirt XML + JSON template
+        out = {}
+        for (partial, final), name in zip(done, names):
+            os.replace(partial, final)
+            out[name] = str(final)
+        return out
     except BaseException:
-        for f in written:
-            f.unlink(missing_ok=True)
+        for partial, _ in done:
+            partial.unlink(missing_ok=True)
         raise
+
+
+def run_restore_vm(plan: RestoreVmPlan, adapter, repo, ctx, staging_root: Path) -> dict:
+    """Restore the point's disks and define a new VM from them on this host; never replace a VM.
+
+    Image-folder VMs get their disks in the new VM's folder; otherwise the disks go to ``plan.target``
+    (or ``staging_root/NAME``). On failure, the disks and the staging folder are removed.
+    """
+    import shutil
+
+    from haven.hypervisor.errors import VmAlreadyExists, VmNotFound
+    from haven.services.points import RestoreTargetInvalid
+    from haven.services.restore import RestoreVmNameInUse, settle_folder_vm, write_vm_definition
+
+    try:
+        adapter.describe(plan.name)
+        raise RestoreVmNameInUse(name=plan.name, host=plan.host)
+    except VmNotFound:
+        pass
+    folder_vm = getattr(adapter, "kind", "") == "folder" and not plan.target
+    if plan.target:
+        staging = Path(plan.target)
+    elif folder_vm:
+        staging = Path(adapter.root) / f".{plan.name}.restoring-{plan.point_id[:8]}"
+    else:
+        staging = staging_root / plan.name
+    for n in plan.disks:
+        if (staging / f"{n}.{plan.format}").exists():
+            raise RestoreTargetInvalid(target=str(staging), reason=f"{staging / f'{n}.{plan.format}'} already exists; a restore never overwrites files.")
+    for note in plan.notes:
+        ctx.warn(note)
+    created_staging = not staging.exists()
+    files: dict[str, str] = {}
+    try:
+        files = restore_disks_into(repo, plan.item_id, plan.point_id, plan.disks, staging, plan.format, ctx)
+        ctx.subtask("Create VM", percent=0)
+        try:
+            info = adapter.define_vm(plan.name, files, plan.meta.get("definition"))
+        except VmAlreadyExists:
+            raise RestoreVmNameInUse(name=plan.name, host=plan.host) from None
+        if folder_vm:
+            files = settle_folder_vm(Path(adapter.root) / plan.name, files)
+            shutil.rmtree(staging, ignore_errors=True)
+            out_dir = Path(adapter.root) / plan.name
+        else:
+            out_dir = staging
+        extra = write_vm_definition(out_dir, plan.meta, files, plan.point_id, plan.name)
+        ctx.subtask("Create VM", "Completed", 100)
+    except BaseException:
+        for f in files.values():
+            Path(f).unlink(missing_ok=True)
+        if created_staging or folder_vm:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"vm": plan.name, "host": plan.host, "disks": files, "files": list(files.values()) + extra,
+            "nics": plan.meta.get("nics") or [], "notes": plan.notes, "power_state": info.power_state,
+            "recovery_point": plan.point_id}

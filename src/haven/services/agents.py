@@ -24,8 +24,8 @@ __all__ = ["AgentService", "AGENT_JOB_TYPES", "NotAnAgent", "HostExists", "HostC
 
 log = logging.getLogger(__name__)
 
-#: the job types a remote agent runs; the rest stay with the server's own agent
-AGENT_JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value)
+#: the job types a remote agent runs (backup, restore-disks, restore-vm); the rest stay with the server's own agent
+AGENT_JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value, "RestoreVm")
 
 
 class NotAnAgent(Forbidden):
@@ -81,9 +81,16 @@ class AgentService:
     def report_vms(self, caller: Caller, vms: list[dict]) -> int:
         return self.core.inventory.report_vms(caller, self._host_of(caller), vms)
 
-    def require_runs(self, host: Host, job_type: str, operation: str) -> None:
-        """Refuse to queue a job no agent of ``host`` would ever claim."""
-        if host.job_types is not None and job_type not in host.job_types:
+    def require_runs(self, host: Host, job_type: str, operation: str, secondary: bool = False) -> None:
+        """Refuse to queue a job no agent of ``host`` would ever claim.
+
+        A remote agent reads only the vault's primary storage: cross-region restores run on the server's host.
+        """
+        if host.job_types is None:
+            return
+        if secondary:
+            operation, job_type = f"cross-region {operation}", ""
+        if job_type not in host.job_types:
             raise HostCannotRun(host=host.name, operation=operation, types=", ".join(host.job_types) or "none")
 
     # ---- jobs ----
@@ -149,10 +156,12 @@ class AgentService:
                 vault = s.get(Vault, job.vault_id)
             repo = self.core.storage.open(vault)
             self._confirm_stored(repo, plan, result)
-            handler.record(commit, claimed, plan, result, repo)
-        else:
+            handler.record(commit, claimed, plan, result, repo, background=True)  # the agent need not wait for replication
+        elif job.type == JobType.RESTORE.value:
             plan = RestorePlan.from_dict(job.params["plan"])
             commit(lambda s: {"target": plan.target, "files": list(outcome.get("files", []))})
+        else:  # restore-vm: the agent reports the new VM with its next inventory, sent right after
+            commit(lambda s: {**outcome, "secondary_region": False})
         return self.core.queue.get(job_id).status
 
     def fail(self, caller: Caller, job_id: str, worker: str, error: dict, cancelled: bool) -> None:

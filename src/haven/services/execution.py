@@ -8,6 +8,7 @@ still holds the job's lease.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -65,8 +66,9 @@ class BackupHandler:
                           checkpoint=checkpoint if parent else None, include_disks=include)
         return plan, vault, host
 
-    def record(self, commit, job, plan: BackupPlan, outcome: BackupOutcome, repo) -> None:
-        """Record the point in the transaction that completes the job (``commit``), then the after-steps."""
+    def record(self, commit, job, plan: BackupPlan, outcome: BackupOutcome, repo, background: bool = False) -> None:
+        """Record the point in the transaction that completes the job (``commit``), then the after-steps
+        (replication to the paired region, retention) — on a thread of their own with ``background``."""
         started = datetime.fromisoformat(plan.started)
         retain_until = job.params.get("retain_until")
         retain_until = datetime.fromisoformat(retain_until) if retain_until else None
@@ -95,6 +97,12 @@ class BackupHandler:
         except HavenError:
             _forget_point(repo, plan.item_id, plan.point_id)
             raise
+        if background:
+            threading.Thread(target=self._after, args=(plan,), daemon=True, name=f"after-{plan.point_id[:8]}").start()
+        else:
+            self._after(plan)
+
+    def _after(self, plan: BackupPlan) -> None:
         for after in (lambda: self.core.replication.after_backup(plan.vault_id, plan.item_id, plan.point_id),
                       lambda: self.core.lifecycle.apply_retention(plan.item_id)):
             try:

@@ -341,7 +341,7 @@ class RestoreService:
                 raise RestoreVmNameInUse(name=target_vm_name, host=host_row.name)
             params = {"point_id": point.id, "item_id": item.id, "name": target_vm_name, "format": fmt,
                       "target": str(target_path) if target_path else None, "secondary": bool(use_secondary_region)}
-            self.core.agents.require_runs(host_row, RESTORE_VM, "RestoreVM")
+            self.core.agents.require_runs(host_row, RESTORE_VM, "RestoreVM", secondary=bool(use_secondary_region))
             job = self.core.queue.enqueue(s, type=RESTORE_VM, operation="RestoreVM", params=params,
                                           subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id,
                                           host_id=host_row.id)
@@ -657,8 +657,8 @@ class _Base:
     def __init__(self, core):
         self.core = core
 
-    def _load(self, ctx: JobContext):
-        p = ctx.job.params
+    def _load(self, job):
+        p = job.params
         with self.core.db.session() as s:
             point = s.get(RecoveryPoint, p["point_id"])
             if point is None:
@@ -673,97 +673,46 @@ class _Base:
 
     def _restore(self, ctx: JobContext, repo, item_id: str, point_id: str, names: list[str], target: Path, fmt: str,
                  final_names: dict[str, Path] | None = None) -> dict[str, str]:
-        """Restore ``names`` under temporary names in ``target``, then rename them all; returns name -> path."""
-        target.mkdir(parents=True, exist_ok=True)
-        done: list[tuple[Path, Path]] = []
-        try:
-            for name in names:
-                ctx.check_cancelled()
-                final = (final_names or {}).get(name) or target / f"{name}.{fmt}"
-                partial = final.with_name(f".{final.name}.partial")
-                step = f"Restore disk {name}"
-                ctx.subtask(step, percent=0)
-                repo.restore_disk(item_id, point_id, name, str(partial), fmt=fmt, progress=ctx.progress_for(step))
-                done.append((partial, final))
-                ctx.subtask(step, "Completed", 100)
-            out = {}
-            for (partial, final), name in zip(done, names):
-                os.replace(partial, final)
-                out[name] = str(final)
-            return out
-        except BaseException:
-            for partial, _ in done:
-                partial.unlink(missing_ok=True)
-            raise
+        from haven.agent.work import restore_disks_into
+
+        return restore_disks_into(repo, item_id, point_id, names, target, fmt, ctx, final_names)
 
 
 class RestoreVmHandler(_Base):
+    """Plan on the server, restore the disks and define the VM on the host (``run_restore_vm``), record here."""
+
     def __call__(self, ctx: JobContext) -> None:
-        from haven.hypervisor.errors import VmAlreadyExists, VmNotFound
+        from haven.agent.work import run_restore_vm
 
-        p = ctx.job.params
-        vault, item_id, point_id, repo = self._load(ctx)
-        with self.core.db.session() as s:
-            host = s.get(Host, ctx.job.host_id)
-            s.expunge(host)
-        manifest = repo.load_point(item_id, point_id)
-        meta = manifest.meta or {}
-        name, fmt = p["name"], p["format"]
-        adapter = self.core.adapters.for_host(host)
+        plan, repo, host = self._prepare(ctx.job)
+        result = run_restore_vm(plan, self.core.adapters.for_host(host), repo, ctx, self.core.settings.home / "restored")
         try:
-            adapter.describe(name)
-            raise RestoreVmNameInUse(name=name, host=host.name)
-        except VmNotFound:
-            pass
-        folder_vm = getattr(adapter, "kind", "") == "folder" and not p.get("target")
-        if p.get("target"):
-            staging = Path(p["target"])
-        elif folder_vm:
-            staging = Path(adapter.root) / f".{name}.restoring-{ctx.job.id[:8]}"
-        else:
-            staging = self.core.settings.home / "restored" / name
-        names = [d.name for d in manifest.disks]
-        for n in names:
-            if (staging / f"{n}.{fmt}").exists():
-                from haven.services.points import RestoreTargetInvalid
-
-                raise RestoreTargetInvalid(target=str(staging), reason=f"{staging / f'{n}.{fmt}'} already exists; a restore never overwrites files.")
-        notes = nic_notes(meta.get("vm"), meta.get("nics") or [])
-        for note in notes:
-            ctx.warn(note)
-        created_staging = not staging.exists()
-        files: dict[str, str] = {}
-        try:
-            files = self._restore(ctx, repo, item_id, point_id, names, staging, fmt)
-            ctx.subtask("Create VM", percent=0)
-            try:
-                info = adapter.define_vm(name, files, meta.get("definition"))
-            except VmAlreadyExists:
-                raise RestoreVmNameInUse(name=name, host=host.name) from None
-            if folder_vm:
-                files = _settle_folder_vm(Path(adapter.root) / name, files)
-                shutil.rmtree(staging, ignore_errors=True)
-                out_dir = Path(adapter.root) / name
-            else:
-                out_dir = staging
-            extra = write_vm_definition(out_dir, meta, files, point_id, name)
-            ctx.subtask("Create VM", "Completed", 100)
-        except BaseException:
-            for f in files.values():
-                Path(f).unlink(missing_ok=True)
-            if created_staging or folder_vm:
-                shutil.rmtree(staging, ignore_errors=True)
-            raise
-        try:
+            adapter = self.core.adapters.for_host(host)
             self.core.inventory.report_vms(None, host.id, [v.to_dict() for v in adapter.list_vms()])
         except Exception:  # the agent refreshes its inventory on its own too
             log.exception("inventory refresh after restore-vm failed")
-        ctx.commit(lambda s: {"vm": name, "host": host.name, "disks": files, "files": list(files.values()) + extra,
-                              "nics": meta.get("nics") or [], "notes": notes, "power_state": info.power_state,
-                              "recovery_point": point_id, "secondary_region": bool(p.get("secondary"))})
+        ctx.commit(lambda s: {**result, "secondary_region": bool(ctx.job.params.get("secondary"))})
+
+    def plan(self, job):
+        return self._prepare(job)[0]
+
+    def _prepare(self, job):
+        from haven.agent.work import RestoreVmPlan
+
+        p = job.params
+        vault, item_id, point_id, repo = self._load(job)
+        with self.core.db.session() as s:
+            host = s.get(Host, job.host_id)
+            s.expunge(host)
+        manifest = repo.load_point(item_id, point_id)
+        meta = manifest.meta or {}
+        plan = RestoreVmPlan(item_id=item_id, point_id=point_id, name=p["name"], format=p["format"], target=p.get("target"),
+                             host=host.name, meta=meta, disks=[d.name for d in manifest.disks],
+                             notes=nic_notes(meta.get("vm"), meta.get("nics") or []))
+        return plan, repo, host
 
 
-def _settle_folder_vm(folder: Path, files: dict[str, str]) -> dict[str, str]:
+def settle_folder_vm(folder: Path, files: dict[str, str]) -> dict[str, str]:
     """Move the restored disks into the new image-folder VM's folder and make vm.json refer to them relatively."""
     moved = {}
     for name, path in files.items():
@@ -784,7 +733,7 @@ def _settle_folder_vm(folder: Path, files: dict[str, str]) -> dict[str, str]:
 class CrossRegionRestoreHandler(_Base):
     def __call__(self, ctx: JobContext) -> None:
         p = ctx.job.params
-        vault, item_id, point_id, repo = self._load(ctx)
+        vault, item_id, point_id, repo = self._load(ctx.job)
         manifest = repo.load_point(item_id, point_id)
         target = Path(p["target"])
         files = self._restore(ctx, repo, item_id, point_id, list(p["disks"]), target, p["format"])
@@ -799,7 +748,7 @@ class ReplaceDisksHandler(_Base):
 
     def __call__(self, ctx: JobContext) -> None:
         p = ctx.job.params
-        vault, item_id, point_id, repo = self._load(ctx)
+        vault, item_id, point_id, repo = self._load(ctx.job)
         with self.core.db.session() as s:
             item = s.get(ProtectedItem, item_id)
             machine = s.get(VirtualMachine, item.vm_id)
@@ -890,7 +839,7 @@ class FileRecoveryHandler(_Base):
             raise FileRecoveryToolMissing(tool="qemu-nbd (package qemu-utils)")
         if timeout_bin is None:
             raise FileRecoveryToolMissing(tool="timeout (package coreutils)")
-        vault, item_id, point_id, repo = self._load(ctx)
+        vault, item_id, point_id, repo = self._load(ctx.job)
         session_id = ctx.job.id
         sessions = self.core.restore._sessions_dir()
         scratch = sessions / session_id
