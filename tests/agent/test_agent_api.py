@@ -130,3 +130,31 @@ def test_jobs_a_hosts_agent_does_not_run_are_refused_up_front(client, world, cor
     with pytest.raises(HostCannotRun) as e:
         check("Restore", secondary=True)
     assert "cross-region" in e.value.text
+
+
+def test_prepare_check_shows_what_a_remote_agent_probed_not_the_servers_path(client, world, core):
+    _hello(client, world["agent_token"])
+    client.put("/api/v1/agent/vms", json={"vms": [{"name": "far-vm", "power_state": "stopped", "disks": []}]}, headers=_as(world["agent_token"]))
+    targets = client.get("/api/v1/agent/storage-targets", headers=_as(world["agent_token"])).json()
+    assert [(t["vault"], t["storage"]["kind"]) for t in targets] == [("v1", "endpoint")]
+    vault_id = targets[0]["vault_id"]
+
+    def connectivity():
+        report = core.prepare.check(world["root"], "prod", "far-vm", timeout=2)
+        return {c["check"]: c for c in report["checks"]}
+
+    assert connectivity()["storage-connectivity"]["status"] == "warn"  # nothing reported yet: not the server's own path
+    refused = {"storage_url": "haven+http://srv/x", "endpoint": "srv:8733", "proxy": "http://proxy:3128", "ok": False, "steps": [],
+               "failed": {"step": "proxy", "status": "fail", "reason": "the proxy answered 407", "fix": "check the credentials",
+                          "code": "UserErrorProxyAuthenticationRequired"}}
+    r = client.put("/api/v1/agent/network", json={"config": {"proxy": "http://proxy:3128", "proxy_source": "agent.conf"},
+                                                  "vaults": {vault_id: refused}}, headers=_as(world["agent_token"]))
+    assert r.status_code == 204
+    checks = connectivity()
+    assert checks["storage-connectivity"]["status"] == "fail" and checks["storage-connectivity"]["code"] == "UserErrorProxyAuthenticationRequired"
+    assert "host 'far'" in checks["storage-connectivity"]["reason"] and "proxy:3128" in checks["agent-proxy"]["reason"]
+    reached = {"storage_url": "haven+http://srv/x", "endpoint": "srv:8733", "proxy": None, "ok": True, "failed": None,
+               "steps": [{"step": "tcp", "status": "pass", "reason": "connected"}]}
+    client.put("/api/v1/agent/network", json={"config": {}, "vaults": {vault_id: reached}}, headers=_as(world["agent_token"]))
+    checks = connectivity()
+    assert checks["storage-connectivity"]["status"] == "pass" and "agent of host 'far' reached" in checks["storage-connectivity"]["reason"]

@@ -104,6 +104,15 @@ def test_remote_agent_backs_up_and_restores_through_the_storage_endpoint(server,
         _wait_vm(api, "far-vm")
         hosts = {h["name"]: h for h in api.get("/hosts")}
         assert hosts["far"]["agent"] == "remote" and hosts["far"]["agent_version"]
+        # the readiness check shows the path the agent itself probed through the server's storage endpoint
+        end = time.monotonic() + 30
+        while True:  # the agent probes right after its first inventory report
+            checks = {c["check"]: c for c in api.get(f"{S}/prepare/check", vm="far-vm")["checks"]}
+            if checks["storage-connectivity"]["status"] != "warn" or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        assert checks["storage-connectivity"]["status"] == "pass", checks["storage-connectivity"]
+        assert "agent of host 'far' reached" in checks["storage-connectivity"]["reason"]
         api.post(f"{V}/items", {"vm": "far-vm"})
         job = _wait_job(api, api.post(f"{V}/items/far-vm/backup", {})["id"])
         _assert_backed_up(job)

@@ -31,6 +31,8 @@ MATRIX = {
     # the agent API: host agents only, each for its own host (tests/agent)
     ("POST", "/api/v1/agent/hello"): (AGENT, "/api/v1/agent/hello", {"adapter": "folder:///nonexistent", "version": "t", "job_types": ["Backup"]}),
     ("PUT", "/api/v1/agent/vms"): (AGENT, "/api/v1/agent/vms", {"vms": []}),
+    ("GET", "/api/v1/agent/storage-targets"): (AGENT, "/api/v1/agent/storage-targets", None),
+    ("PUT", "/api/v1/agent/network"): (AGENT, "/api/v1/agent/network", {"config": {}, "vaults": {}}),
     ("POST", "/api/v1/agent/jobs/claim"): (AGENT, "/api/v1/agent/jobs/claim", {"worker": "w", "types": ["Backup"]}),
     ("POST", "/api/v1/agent/jobs/{job_id}/heartbeat"): (AGENT, "/api/v1/agent/jobs/0000/heartbeat", {"worker": "w"}),
     ("POST", "/api/v1/agent/jobs/{job_id}/progress"): (AGENT, "/api/v1/agent/jobs/0000/progress", {"worker": "w", "subtasks": []}),

@@ -84,7 +84,12 @@ class RemoteAgent:
         self.api = ApiClient(server, token)
         self.server, self.token, self.adapter_url = server.rstrip("/"), token, adapter_url
         self.workers, self.poll, self.interval = workers, poll, inventory_interval
-        self.backend_options, self.home = backend_options or {}, home
+        self.backend_options = backend_options or {}
+        if home is None:
+            from haven.config import default_home
+
+            home = default_home()
+        self.home = Path(home)
         self.lease_seconds = 60.0
         self.host: dict | None = None
         self._stop = threading.Event()
@@ -95,7 +100,8 @@ class RemoteAgent:
     def start(self) -> dict:
         self.host = self.api.post("/agent/hello", {"adapter": self.adapter_url, "version": __version__, "job_types": list(JOB_TYPES)})
         self.lease_seconds = float(self.host["lease_seconds"])
-        self.report_vms()
+        self.report_vms()  # a wrong adapter fails the start, loudly
+        self._report_quietly(vms=False, network=True)
         for i in range(self.workers):
             self._spawn(self._work_loop, f"{uuid.uuid4().hex[:12]}-{i}")
         self._spawn(self._inventory_loop)
@@ -130,13 +136,16 @@ class RemoteAgent:
 
     def _inventory_loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self._report_quietly()
+            self._report_quietly(network=True)
 
-    def _report_quietly(self) -> None:
-        try:
-            self.report_vms()
-        except Exception:  # the next round reports again
-            log.exception("inventory report failed")
+    def _report_quietly(self, vms: bool = True, network: bool = False) -> None:
+        for wanted, report in ((vms, self.report_vms), (network, self.check_network)):
+            if not wanted:
+                continue
+            try:
+                report()
+            except Exception:  # the next round reports again
+                log.exception("%s failed", report.__name__)
 
     # ---- jobs ----
     def _work_loop(self, worker: str) -> None:
@@ -182,7 +191,7 @@ class RemoteAgent:
         if job["type"] == JobType.RESTORE.value:
             return {"files": run_restore_disks(RestorePlan.from_dict(job["plan"]), repo, ctx)}
         if job["type"] == "RestoreVm":
-            result = run_restore_vm(RestoreVmPlan.from_dict(job["plan"]), self.adapter, repo, ctx, Path(self.home or ".") / "restored")
+            result = run_restore_vm(RestoreVmPlan.from_dict(job["plan"]), self.adapter, repo, ctx, self.home / "restored")
             self._report_quietly()
             return result
         raise InternalError(f"this agent does not run {job['type']} jobs")
@@ -191,16 +200,30 @@ class RemoteAgent:
         from haven.agent.network import open_agent_backend
         from haven.engine import Repository
 
-        storage = job["storage"]
+        url, options = self._storage_location(job["storage"])
+        backend = open_agent_backend(url, options, home=self.home)
+        return Repository.open(backend, ServerKeyWrapper(self.api, job["id"], worker, job["storage"]["kek_id"]))
+
+    def _storage_location(self, storage: dict) -> tuple[str, dict]:
+        """URL and backend options of a vault's storage: the server's endpoint, or the storage itself."""
         if storage["kind"] == "endpoint":
             scheme = "haven+https" if self.server.startswith("https:") else "haven+http"
-            url = f"{scheme}://{self.server.split('://', 1)[1]}/{storage['vault_id']}"
-            options = {**self.backend_options.get("haven", {}), "token": self.token}
-        else:
-            url = storage["url"]
-            options = self.backend_options.get(url.split("://", 1)[0], {})
-        backend = open_agent_backend(url, options, home=self.home)
-        return Repository.open(backend, ServerKeyWrapper(self.api, job["id"], worker, storage["kek_id"]))
+            return (f"{scheme}://{self.server.split('://', 1)[1]}/{storage['vault_id']}",
+                    {**self.backend_options.get("haven", {}), "token": self.token})
+        return storage["url"], dict(self.backend_options.get(storage["url"].split("://", 1)[0], {}))
+
+    def check_network(self, timeout: float = 10.0) -> dict[str, dict]:
+        """Probe the path (DNS, TCP, proxy, TLS, an authenticated request) to each vault of the region; report it."""
+        from haven.agent.network import agent_config_path, load_agent_config, probe_endpoint
+
+        config = load_agent_config(self.home)
+        results = {}
+        for target in self.api.get("/agent/storage-targets"):
+            url, options = self._storage_location(target["storage"])
+            result = probe_endpoint(url, options, config, timeout=timeout, config_path=str(agent_config_path(self.home)))
+            results[target["vault_id"]] = {**result.to_dict(), "failed": result.failed.to_dict() if result.failed else None}
+        self.api.put("/agent/network", {"config": config.describe(), "vaults": results})
+        return results
 
     def _fail(self, job_id: str, worker: str, error: HavenError, cancelled: bool = False) -> None:
         payload = error.to_payload()["error"]

@@ -131,6 +131,8 @@ class Host(Base):
     #: the job types this host's agent runs (None: the server's in-process agent, which runs all)
     job_types: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     agent_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: a remote agent's last report of its path to its region's vaults (prepare check shows it)
+    network: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class VirtualMachine(Base):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import logging
 
+from sqlalchemy import select
+
 from haven.agent.work import BackupOutcome, BackupPlan, RestorePlan
 from haven.db.models import Host, Job, Vault
 from haven.domain.enums import JobStatus, JobType, PrincipalKind
@@ -81,6 +83,20 @@ class AgentService:
     def report_vms(self, caller: Caller, vms: list[dict]) -> int:
         return self.core.inventory.report_vms(caller, self._host_of(caller), vms)
 
+    def storage_targets(self, caller: Caller) -> list[dict]:
+        """The vaults of the agent's region and how the agent reaches each (for its connectivity probe)."""
+        host_id = self._host_of(caller)
+        with self.core.db.session() as s:
+            region = s.get(Host, host_id).region
+            vaults = s.scalars(select(Vault).where(Vault.region == region).order_by(Vault.name)).all()
+            return [{"vault_id": v.id, "vault": v.name, "storage": self._storage_for(v, with_key=False)} for v in vaults]
+
+    def report_network(self, caller: Caller, config: dict, results: dict[str, dict]) -> None:
+        """The agent's proxy configuration (no secrets) and its probe of each vault's storage."""
+        host_id = self._host_of(caller)
+        with self.core.db.session() as s:
+            s.get(Host, host_id).network = {"checked_at": self.core.clock.now().isoformat(), "config": config, "vaults": results}
+
     def require_runs(self, host: Host, job_type: str, operation: str, secondary: bool = False) -> None:
         """Refuse to queue a job no agent of ``host`` would ever claim.
 
@@ -118,9 +134,9 @@ class AgentService:
         return {"id": job.id, "type": job.type, "operation": job.operation, "plan": plan.to_dict(),
                 "storage": self._storage_for(vault)}
 
-    def _storage_for(self, vault: Vault) -> dict:
+    def _storage_for(self, vault: Vault, with_key: bool = True) -> dict:
         """Folder vaults on this server are reached through its storage endpoint; the rest directly."""
-        kek_id = self.core.storage.open(vault).kek_id
+        kek_id = self.core.storage.open(vault).kek_id if with_key else None
         if vault.storage_url.startswith("file:"):
             return {"kind": "endpoint", "vault_id": vault.id, "kek_id": kek_id}
         return {"kind": "direct", "url": vault.storage_url, "kek_id": kek_id}

@@ -77,6 +77,7 @@ class PrepareService:
             sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.READER)
             machine = self.core.inventory.find_vm(s, vm, host)
             region, host_name = machine.host.region, machine.host.name
+            remote = None if machine.host.job_types is None else dict(machine.host.network or {})
             info = dict(machine.info or {})
             info.setdefault("name", machine.name)
             power_state = machine.power_state
@@ -115,11 +116,14 @@ class PrepareService:
                 checks.append(_check("vault", "warn", f"{len(names)} vaults are in region {region!r}: {', '.join(names)}; "
                                      f"the checks below use {chosen.name!r}",
                                      "Name the vault that will protect the VM with --vault NAME.", None, choices=names, vault=chosen.name))
-            vault_view = {"name": chosen.name, "region": chosen.region, "storage_url": chosen.storage_url} if chosen else None
+            vault_view = ({"id": chosen.id, "name": chosen.name, "region": chosen.region, "storage_url": chosen.storage_url}
+                          if chosen else None)
 
         checks += self._agent_checks(info, power_state, parse_version)
         checks += self._support_checks(info)
-        if vault_view is not None:
+        if vault_view is not None and remote is not None:
+            checks += _reported_network_checks(host_name, vault_view, remote)
+        elif vault_view is not None:
             checks += self._network_checks(vault_view["storage_url"], timeout)
         else:
             checks.append(_check("storage-connectivity", "warn", "not checked: no vault to check the storage endpoint of",
@@ -227,6 +231,27 @@ class PrepareService:
         else:
             out.append(_check("storage-connectivity", "fail", f"{failed.step}: {failed.reason}", failed.fix, failed.code, **details))
         return out
+
+
+def _reported_network_checks(host: str, vault: dict, report: dict) -> list[dict]:
+    """A remote host's path to the vault, as its agent last probed it (the server's own path says nothing of it)."""
+    probe = (report.get("vaults") or {}).get(vault["id"])
+    if probe is None:
+        return [_check("storage-connectivity", "warn", f"the agent of host {host!r} has not reported its path to vault "
+                       f"{vault['name']!r} yet", f"Start 'haven agent' on {host}: it probes every vault of its region when it "
+                       "starts and at every inventory round.")]
+    config, when = report.get("config") or {}, report.get("checked_at")
+    via = f"the proxy {config['proxy']} (from {config.get('proxy_source')})" if config.get("proxy") else "no proxy (direct)"
+    out = [_check("agent-proxy", "pass", f"the agent of host {host!r} goes out through {via}, as it reported at {when}",
+                  None, None, **config)]
+    failed = probe.get("failed")
+    if failed is None:
+        out.append(_check("storage-connectivity", "pass", f"the agent of host {host!r} reached {probe.get('endpoint') or vault['name']} "
+                          f"at {when}: " + "; ".join(s["reason"] for s in probe.get("steps", [])), None, None, **probe))
+    else:
+        out.append(_check("storage-connectivity", "fail", f"host {host!r}, {failed['step']}: {failed['reason']} (probed at {when})",
+                          failed.get("fix"), failed.get("code"), **probe))
+    return out
 
 
 # ---- haven prepare firewall-rules ----

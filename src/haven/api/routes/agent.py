@@ -97,6 +97,23 @@ def report_vms(body: VmReportIn, app=Depends(core), who=Depends(caller)):
     return {"reported": app.agents.report_vms(who, body.vms)}
 
 
+class NetworkIn(Strict):
+    config: dict[str, Any] = Field(description="The agent's proxy configuration, without secrets.")
+    vaults: dict[str, dict[str, Any]] = Field(max_length=1000, description="vault id -> the probe of its storage.")
+
+
+@router.get("/agent/storage-targets", response_model=list[dict])
+def storage_targets(app=Depends(core), who=Depends(caller)):
+    """The vaults of the agent's region and how to reach each, for the agent's connectivity probe."""
+    return app.agents.storage_targets(who)
+
+
+@router.put("/agent/network", status_code=status.HTTP_204_NO_CONTENT)
+def report_network(body: NetworkIn, app=Depends(core), who=Depends(caller)):
+    """The agent's own probe of its path to each vault's storage (haven prepare check shows it)."""
+    app.agents.report_network(who, body.config, body.vaults)
+
+
 @router.post("/agent/jobs/claim", response_model=ClaimedOut, responses={204: {"description": "No job is queued for this host."}})
 def claim(body: ClaimIn, app=Depends(core), who=Depends(caller)):
     """Take the oldest job queued for the agent's host, with its plan."""
