@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from datetime import timedelta
@@ -111,6 +112,7 @@ def test_kill_backup_anywhere(tmp_path, image):
         figures["needed_chunks"] += len(needed)
         after = repo.verify(read_data=True)
         assert after.ok and _restore_equals(repo, "vm", "next", image, tmp_path)
+        shutil.rmtree(vault)  # 200 vaults of a 2 GiB image would not fit on the disk
     report("crash_backup", image_bytes=image.stat().st_size, events_per_backup=events, **figures)
     assert figures["killed"] >= points - 3
 
@@ -158,4 +160,5 @@ def test_kill_gc_anywhere(tmp_path, image):
         later.gc(grace=timedelta(0))
         final = later.verify(read_data=True)
         assert final.ok and final.chunks_stored == final.chunks_referenced
+        shutil.rmtree(vault)
     report("crash_gc", events_per_gc=events, killed=killed, data_lost=0)
