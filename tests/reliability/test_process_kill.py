@@ -1,5 +1,6 @@
 """Crash anywhere, at the process level: ``haven serve`` killed with SIGKILL in the middle of a backup
-its in-process agent runs. (The remote ``haven agent`` killed mid-backup: tests/agent/test_remote_agent.py.)
+its in-process agent runs, and killed inside the database transaction that records the point (on
+SQLite and PostgreSQL). (The remote ``haven agent`` killed mid-backup: tests/agent/test_remote_agent.py.)
 
 After the restart the interrupted job is failed by the reaper (its lease ran out), no recovery point
 exists for it, the next backup completes re-sending only what had not landed, and a read-data verify
@@ -64,5 +65,36 @@ def test_server_killed_mid_backup(tmp_path):
         assert len(api.get(f"{V}/items/big/recovery-points")) == 1
         report("server_kill", killed_at_percent=killed_at, data_mib=data_size // MiB, resent_mib=round(resent / MiB, 1),
                interrupted_point_recorded=0, verify="clean")
+    finally:
+        server.stop()
+
+
+def test_server_killed_while_recording_the_point(tmp_path, db_url):
+    home = tmp_path / "srv"
+    (home / "vms").mkdir(parents=True)
+    (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
+    make_folder_vm(home / "vms", "small", size=16 * MiB, data=os.urandom(4 * MiB))
+    server = HavenServer(home, database_url=db_url, env={"HAVEN_DIE_RECORDING_POINT": "1"}, module="tests.reliability._dying_server")
+    server.start()
+    try:
+        api = ApiClient(server.url, server.token)
+        api.post("/subscriptions", {"name": "prod"})
+        api.post(f"{S}/vaults", {"name": "v1", "region": "local"})
+        api.post(f"{V}/items", {"vm": "small"})
+        first = api.post(f"{V}/items/small/backup", {})["id"]
+        assert server.proc.wait(120) == -signal.SIGKILL  # died with the point row flushed, not committed
+        server.env["HAVEN_DIE_RECORDING_POINT"] = "0"
+        server.start()
+        api = ApiClient(server.url, server.token)
+        dead = _wait_job(api, first, timeout=60)
+        assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", dead
+        assert api.get(f"{V}/items/small/recovery-points") == []
+        job = _wait_job(api, api.post(f"{V}/items/small/backup", {})["id"])
+        assert job["status"] in ("Completed", "CompletedWithWarnings"), job
+        verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
+        assert verify["status"] == "Completed", verify
+        points = api.get(f"{V}/items/small/recovery-points")
+        assert [p["id"] for p in points] == [job["result"]["recovery_point_id"]]
+        report("server_kill_recording", db=db_url.split(":", 1)[0], point_rows_after_kill=0, verify="clean")
     finally:
         server.stop()

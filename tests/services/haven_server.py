@@ -16,15 +16,16 @@ __all__ = ["HavenServer"]
 
 
 class HavenServer:
-    def __init__(self, home: Path, database_url: str | None = None, env: dict[str, str] | None = None):
-        self.home, self.port = home, free_port()
+    def __init__(self, home: Path, database_url: str | None = None, env: dict[str, str] | None = None,
+                 module: str = "haven.cli.main"):
+        self.home, self.port, self.module = home, free_port(), module
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {"HAVEN_HOME": str(home), **({"HAVEN_DATABASE_URL": database_url} if database_url else {}), **(env or {})}
         self.proc = None
 
     def start(self, timeout: float = 60.0) -> "HavenServer":
         self.home.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "haven.cli.main", "serve", "--home", str(self.home), "--port", str(self.port)]
+        cmd = [sys.executable, "-m", self.module, "serve", "--home", str(self.home), "--port", str(self.port)]
         self.proc = start(cmd, self.home / "server.log", env=self.env)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
