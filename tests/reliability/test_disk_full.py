@@ -24,7 +24,13 @@ class FullDisk(LocalBackend):
         self.quota: int | None = None
 
     def used(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        total = 0
+        for p in self.root.rglob("*"):
+            try:
+                total += p.stat().st_size if p.is_file() else 0
+            except FileNotFoundError:  # another upload thread renamed its temporary file meanwhile
+                pass
+        return total
 
     def store(self, name, data):
         if self.quota is not None and self.used() + len(data) > self.quota:
