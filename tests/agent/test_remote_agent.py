@@ -207,3 +207,20 @@ def test_stopping_a_remote_backup_cancels_it_cleanly(api, backup_under_way):
     assert job["status"] == "Cancelled" and job["error"]["code"] == "UserCancelled", job
     assert api.get(f"{V}/items/far-vm/recovery-points") == []
     assert api.get(f"{V}/items/far-vm")["last_backup_status"] == "Cancelled"
+
+
+def test_agent_rides_out_a_server_restart(server, api, tmp_path):
+    vms = _far_vm(tmp_path, 16 * MiB, os.urandom(2 * MiB))
+    token_file = _add_host(server, tmp_path)
+    agent = _start_agent(server, tmp_path, token_file, vms)
+    try:
+        _wait_vm(api, "far-vm")
+        server.stop()
+        time.sleep(3)  # the agent's claims fail meanwhile; it keeps trying
+        server.start()
+        api = ApiClient(server.url, server.token)
+        api.post(f"{V}/items", {"vm": "far-vm"})
+        _assert_backed_up(_wait_job(api, api.post(f"{V}/items/far-vm/backup", {})["id"], timeout=120))
+        assert agent.poll() is None
+    finally:
+        stop(agent)
