@@ -93,6 +93,11 @@ def test_only_the_lease_holder_may_unwrap_or_complete(client, world, core):
     assert r.status_code == 409 and r.json()["error"]["code"] == "JobLeaseExpired"
     r = client.post(f"/api/v1/agent/jobs/{job['id']}/unwrap", json={"worker": "w1", "wrapped": wrapped}, headers=_as(world["agent_token"]))
     assert r.status_code == 200 and len(base64.b64decode(r.json()["key"])) == 32
+    for path, body in (("complete", {"outcome": {}}), ("fail", {"error": {"code": "X", "message": "m"}})):
+        r = client.post(f"/api/v1/agent/jobs/{job['id']}/{path}", json={"worker": "w2", **body}, headers=_as(world["agent_token"]))
+        assert r.status_code == 409 and r.json()["error"]["code"] == "JobLeaseExpired", (path, r.text)
+    with core.db.session() as s:
+        assert s.get(Job, job["id"]).status == "InProgress"
 
 
 def test_a_reported_point_whose_manifest_is_not_stored_is_never_recorded(client, world, core):

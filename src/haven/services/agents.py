@@ -181,7 +181,7 @@ class AgentService:
         return self.core.queue.get(job_id).status
 
     def fail(self, caller: Caller, job_id: str, worker: str, error: dict, cancelled: bool) -> None:
-        job = self._job(caller, job_id)
+        job = self._running(caller, job_id, worker)  # only the lease holder says how its job ended
         claimed = Claimed(job.id, job.type, job.operation, dict(job.params), job.item_id, job.vault_id, job.host_id, job.attempts)
         self._fail(claimed, _worker(caller, worker), error_from_payload({"error": error}, 500), cancelled)
 
