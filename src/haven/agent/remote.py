@@ -19,7 +19,7 @@ from pathlib import Path
 
 from haven import __version__
 from haven.agent.work import BackupPlan, RestorePlan, RestoreVmPlan, run_backup, run_restore_disks, run_restore_vm
-from haven.cli.client import ApiClient
+from haven.cli.client import ApiClient, ServerUnreachable
 from haven.domain.enums import JobType
 from haven.errors import HavenError, InternalError
 from haven.jobs.queue import LeaseLost
@@ -169,7 +169,7 @@ class RemoteAgent:
             outcome = self._execute(job, ctx, worker)
             ctx.check_cancelled()
             ctx.flush()
-            self.api.post(f"/agent/jobs/{job['id']}/complete", {"worker": worker, "outcome": outcome})
+            self._complete(job["id"], worker, outcome)
         except LeaseLost:
             log.warning("job %s: lease lost, nothing recorded", job["id"])
         except JobCancelled as e:
@@ -183,6 +183,17 @@ class RemoteAgent:
         finally:
             done.set()
             beat.join(5)
+
+    def _complete(self, job_id: str, worker: str, outcome: dict, attempts: int = 5) -> None:
+        """Report the outcome; a server away for a moment is asked again while the lease lasts."""
+        for attempt in range(attempts):
+            try:
+                self.api.post(f"/agent/jobs/{job_id}/complete", {"worker": worker, "outcome": outcome})
+                return
+            except ServerUnreachable:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(min(self.lease_seconds / attempts, 2.0))
 
     def _execute(self, job: dict, ctx: RemoteJobContext, worker: str) -> dict:
         repo = self._open_repo(job, worker)
