@@ -163,3 +163,17 @@ def test_prepare_check_shows_what_a_remote_agent_probed_not_the_servers_path(cli
     client.put("/api/v1/agent/network", json={"config": {}, "vaults": {vault_id: reached}}, headers=_as(world["agent_token"]))
     checks = connectivity()
     assert checks["storage-connectivity"]["status"] == "pass" and "agent of host 'far' reached" in checks["storage-connectivity"]["reason"]
+
+
+def test_rotating_an_agent_credential_stops_the_old_one(client, world, core):
+    owner = core.auth.create_token(world["root"], "o", "Owner")["token"]
+    reader = core.auth.create_token(world["root"], "r", "Reader")["token"]
+    assert client.post("/api/v1/hosts/far/agent-token", headers=_as(reader)).status_code == 403
+    r = client.post("/api/v1/hosts/far/agent-token", headers=_as(owner))
+    assert r.status_code == 200 and r.json()["name"] == "far"
+    fresh = r.json()["agent_token"]
+    old = client.post("/api/v1/agent/hello", json={"adapter": "folder:///x", "version": "t", "job_types": []}, headers=_as(world["agent_token"]))
+    assert old.status_code == 401
+    _hello(client, fresh)
+    missing = client.post("/api/v1/hosts/nowhere/agent-token", headers=_as(owner))
+    assert missing.status_code == 404

@@ -224,3 +224,20 @@ def test_agent_rides_out_a_server_restart(server, api, tmp_path):
         assert agent.poll() is None
     finally:
         stop(agent)
+
+
+def test_cli_rotates_an_agent_credential(server, api, tmp_path):
+    old_file = _add_host(server, tmp_path)
+    new_file = tmp_path / "agent" / "token.new"
+    done = subprocess.run([sys.executable, "-m", "haven.cli.main", "-o", "json", "host", "rotate-token", "--name", "far",
+                           "--token-file", str(new_file)], env=server.cli_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert oct(new_file.stat().st_mode & 0o777) == "0o600" and new_file.read_text().strip() not in done.stdout
+    hello = {"adapter": "folder:///x", "version": "t", "job_types": []}
+    with pytest.raises(HavenError) as refused:
+        ApiClient(server.url, old_file.read_text().strip()).post("/agent/hello", hello)
+    assert refused.value.code == "UserErrorTokenInvalid"
+    assert ApiClient(server.url, new_file.read_text().strip()).post("/agent/hello", hello)["name"] == "far"
+    hosts = subprocess.run([sys.executable, "-m", "haven.cli.main", "-o", "json", "host", "list"], env=server.cli_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert hosts.returncode == 0 and '"far"' in hosts.stdout and '"remote"' in hosts.stdout

@@ -28,6 +28,7 @@ MATRIX = {
     ("GET", "/api/v1/hosts"): (ANY_USER, "/api/v1/hosts", None),
     ("GET", "/api/v1/vms"): (ANY_USER, "/api/v1/vms", None),
     ("POST", "/api/v1/hosts"): (GLOBAL_OWNER, "/api/v1/hosts", {"name": "authz-host", "region": "local"}),
+    ("POST", "/api/v1/hosts/{host}/agent-token"): (GLOBAL_OWNER, "/api/v1/hosts/no-such-host/agent-token", None),
     # the agent API: host agents only, each for its own host (tests/agent)
     ("POST", "/api/v1/agent/hello"): (AGENT, "/api/v1/agent/hello", {"adapter": "folder:///nonexistent", "version": "t", "job_types": ["Backup"]}),
     ("PUT", "/api/v1/agent/vms"): (AGENT, "/api/v1/agent/vms", {"vms": []}),

@@ -17,10 +17,11 @@ from sqlalchemy import select
 
 from haven.agent.work import BackupOutcome, BackupPlan, RestorePlan
 from haven.db.models import Host, Job, Vault
-from haven.domain.enums import JobStatus, JobType, PrincipalKind
+from haven.domain.enums import JobStatus, JobType, PrincipalKind, Role
 from haven.errors import Conflict, Forbidden, HavenError, PreconditionFailed, UserError, error_from_payload
 from haven.jobs.queue import Claimed, JobNotFound, LeaseLost
 from haven.services.auth import AgentScopeViolation, Caller
+from haven.services.inventory import host_view
 
 __all__ = ["AgentService", "AGENT_JOB_TYPES", "NotAnAgent", "HostExists", "HostCannotRun", "PointNotStored"]
 
@@ -68,6 +69,18 @@ class AgentService:
         with self.core.db.session() as s:
             s.get(Host, view["id"]).job_types = []  # remote: it runs nothing until its agent says what it runs
         return {**view, "agent": "remote", "agent_token": token}
+
+    def rotate_token(self, caller: Caller, name: str) -> dict:
+        """A new credential for the host's agent; every earlier one stops working at once."""
+        caller.require_global(Role.OWNER)
+        with self.core.db.session() as s:
+            host = s.scalar(select(Host).where(Host.name == name))
+            if host is None:
+                from haven.services.inventory import HostNotFound
+
+                raise HostNotFound(name=name)
+            view = host_view(host)
+        return {**view, "agent_token": self.core.auth.agent_token(view["id"], name, revoke_others=True)}
 
     def hello(self, caller: Caller, adapter_url: str, version: str, job_types: list[str]) -> dict:
         """The agent starts: record what it runs; answer with its host and the lease length to keep."""

@@ -208,12 +208,18 @@ class AuthService:
                 raise OwnTokenRevocation()
             token.revoked = True
 
-    def agent_token(self, host_id: str, host_name: str) -> str:
-        """A credential for a host agent: it reaches only its own host (checked by ``require_host``)."""
+    def agent_token(self, host_id: str, host_name: str, revoke_others: bool = False) -> str:
+        """A credential for a host agent: it reaches only its own host (checked by ``require_host``).
+
+        With ``revoke_others`` every earlier credential of that agent stops working (rotation).
+        """
         now = self.core.clock.now()
         with self.core.db.session() as s:
             name = f"agent:{host_name}"
             principal = s.scalar(select(Principal).where(Principal.name == name))
+            if principal is not None and revoke_others:
+                for old in s.scalars(select(Token).where(Token.principal_id == principal.id, Token.revoked.is_(False))):
+                    old.revoked = True
             if principal is None:
                 # No role assignment: an agent uses only the agent endpoints, for its own host.
                 principal = Principal(name=name, kind=PrincipalKind.AGENT.value, host_id=host_id, created_at=now)

@@ -1,8 +1,9 @@
 """The agent API: what a remote ``haven agent`` calls, with its own host's credential only."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response, status
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from haven.api.deps import caller, core
@@ -83,6 +84,12 @@ class HeartbeatOut(BaseModel):
 def add_host(body: HostIn, app=Depends(core), who=Depends(caller)):
     """Register a remote host; the answer holds its agent's credential, once."""
     return app.agents.add_host(who, body.name, body.region, body.adapter)
+
+
+@router.post("/hosts/{host}/agent-token", response_model=HostAddedOut, tags=["inventory"])
+def rotate_agent_token(host: Annotated[str, PathParam(min_length=1, max_length=128)], app=Depends(core), who=Depends(caller)):
+    """A new credential for the host's agent; the old ones stop working at once."""
+    return app.agents.rotate_token(who, host)
 
 
 @router.post("/agent/hello", response_model=HelloOut)

@@ -24,11 +24,16 @@ def host_add(ctx: typer.Context, name: Annotated[str, typer.Option("--name", "-n
              token_file: Annotated[Optional[Path], typer.Option("--token-file", help="Write the agent's credential here (mode 0600) instead of printing it.")] = None):
     """Register a remote host. Its agent's credential is shown (or written) once."""
     st = state(ctx)
-    added = st.client.post("/hosts", {"name": name, "region": region, "adapter": adapter})
-    if token_file is not None:
-        _write_secret(token_file, added.pop("agent_token"))
-        added["agent_token_file"] = str(token_file)
-    st.show(added)
+    _show_with_secret(st, st.client.post("/hosts", {"name": name, "region": region, "adapter": adapter}), token_file)
+
+
+@host.command("rotate-token")
+@handled
+def host_rotate_token(ctx: typer.Context, name: Annotated[str, typer.Option("--name", "-n", help="The host's name.")],
+                      token_file: Annotated[Optional[Path], typer.Option("--token-file", help="Write the new credential here (mode 0600).")] = None):
+    """A new credential for the host's agent; the old ones stop working at once (restart the agent with it)."""
+    st = state(ctx)
+    _show_with_secret(st, st.client.post(f"/hosts/{name}/agent-token"), token_file)
 
 
 @host.command("list")
@@ -37,6 +42,14 @@ def host_list(ctx: typer.Context):
     """Registered hosts: region, adapter, whether the server or a remote agent runs their jobs."""
     st = state(ctx)
     st.show(st.client.get("/hosts"), ["name", "region", "adapter", "agent", "agent_version", "last_seen"])
+
+
+def _show_with_secret(st, answer: dict, token_file: Path | None) -> None:
+    """Show the answer; with ``token_file`` the agent credential goes to that file (0600), not the screen."""
+    if token_file is not None:
+        _write_secret(token_file, answer.pop("agent_token"))
+        answer["agent_token_file"] = str(token_file)
+    st.show(answer)
 
 
 def _write_secret(path: Path, secret: str) -> None:
