@@ -28,6 +28,7 @@ SIZES = {
     "concurrency_rounds": (5, 50),
     "disk_full_rounds": (10, 100),
     "db_kill_points": (3, 12),
+    "server_kill_points": (4, 200),
 }
 
 

@@ -8,13 +8,15 @@ of the vault is clean."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import time
 
-from haven.cli.client import ApiClient
+from haven.cli.client import ApiClient, ServerUnreachable
 from tests.foundation.helpers import make_folder_vm
-from tests.reliability.conftest import report
+from tests.reliability.conftest import report, size
 from tests.services.haven_server import HavenServer
 
 MiB = 1 << 20
@@ -98,3 +100,74 @@ def test_server_killed_while_recording_the_point(tmp_path, db_url):
         report("server_kill_recording", db=db_url.split(":", 1)[0], point_rows_after_kill=0, verify="clean")
     finally:
         server.stop()
+
+
+def test_server_killed_at_seeded_random_points(tmp_path):
+    """``haven serve`` killed before or half-way through the n-th object a backup writes (its lock,
+    a chunk, the manifest) or inside the commit, at seeded random points; each time: the job is
+    failed by the reaper and records nothing, the next backup records exactly one point, and a
+    read-data verify is clean."""
+    rng = random.Random(20261202)
+    home = tmp_path / "srv"
+    (home / "vms").mkdir(parents=True)
+    (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
+    disk = make_folder_vm(home / "vms", "vm1", size=32 * MiB, data=os.urandom(8 * MiB)) / "vda.raw"
+    server = HavenServer(home, module="tests.reliability._dying_server")
+    figures = {"killed": 0, "not_reached": 0, "verify_clean": 0}
+    phases: dict[str, int] = {}
+    server.start()
+    api = ApiClient(server.url, server.token)
+    api.post("/subscriptions", {"name": "prod"})
+    api.post(f"{S}/vaults", {"name": "v1", "region": "local"})
+    api.post(f"{V}/items", {"vm": "vm1"})
+    try:
+        for _ in range(size("server_kill_points")):
+            with open(disk, "r+b") as fh:  # new data: the backup has chunks to write
+                fh.seek(rng.randrange(0, 24 * MiB))
+                fh.write(rng.randbytes(6 * MiB))
+            server.stop()
+            commit = rng.random() < 0.15
+            server.env.update({"HAVEN_DIE_RECORDING_POINT": "1" if commit else "0",
+                               "HAVEN_DIE_AT_STORE": "0" if commit else str(rng.randint(1, 9)),
+                               "HAVEN_DIE_HALF_WRITTEN": "1" if rng.random() < 0.5 else "0"})
+            (home / "died.json").unlink(missing_ok=True)
+            server.start()
+            api = ApiClient(server.url, server.token)
+            before = len(api.get(f"{V}/items/vm1/recovery-points"))
+            job_id = api.post(f"{V}/items/vm1/backup", {})["id"]
+            end = time.monotonic() + 120
+            while server.proc.poll() is None:
+                assert time.monotonic() < end, "the armed server neither died nor finished"
+                try:
+                    if api.get(f"{S}/jobs/{job_id}")["status"] not in ("Queued", "InProgress"):
+                        break
+                except ServerUnreachable:  # dying under our request
+                    pass
+                time.sleep(0.05)
+            time.sleep(0.2)
+            server.env.update({"HAVEN_DIE_RECORDING_POINT": "0", "HAVEN_DIE_AT_STORE": "0"})
+            if server.proc.poll() is None:  # the point fell after this backup's last write: it completed
+                assert _wait_job(api, job_id)["status"] in ("Completed", "CompletedWithWarnings")
+                figures["not_reached"] += 1
+                before += 1
+                server.stop()
+                server.start()
+            else:
+                died = json.loads((home / "died.json").read_text())
+                figures["killed"] += 1
+                phases[died["phase"]] = phases.get(died["phase"], 0) + 1
+                server.start()
+                api = ApiClient(server.url, server.token)
+                dead = _wait_job(api, job_id, timeout=60)
+                assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", (died, dead)
+                assert len(api.get(f"{V}/items/vm1/recovery-points")) == before, died
+            job = _wait_job(api, api.post(f"{V}/items/vm1/backup", {})["id"])
+            assert job["status"] in ("Completed", "CompletedWithWarnings"), job
+            assert len(api.get(f"{V}/items/vm1/recovery-points")) == before + 1
+            verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
+            assert verify["status"] == "Completed", verify
+            figures["verify_clean"] += 1
+    finally:
+        server.stop()
+    report("server_kill_points", **figures, points_recorded_by_killed=0, phases=",".join(f"{k}:{v}" for k, v in sorted(phases.items())))
+    assert figures["killed"] >= 1
