@@ -12,11 +12,14 @@ import json
 import os
 import random
 import signal
+import sys
 import time
+from pathlib import Path
 
 from haven.cli.client import ApiClient, ServerUnreachable
 from tests.foundation.helpers import make_folder_vm
 from tests.reliability.conftest import report, size
+from tests.services._util import start, stop
 from tests.services.haven_server import HavenServer
 
 MiB = 1 << 20
@@ -76,7 +79,8 @@ def test_server_killed_while_recording_the_point(tmp_path, db_url):
     (home / "vms").mkdir(parents=True)
     (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
     make_folder_vm(home / "vms", "small", size=16 * MiB, data=os.urandom(4 * MiB))
-    server = HavenServer(home, database_url=db_url, env={"HAVEN_DIE_RECORDING_POINT": "1"}, module="tests.reliability._dying_server")
+    server = HavenServer(home, database_url=db_url, env={"HAVEN_DIE_RECORDING_POINT": "1", "HAVEN_DIED_FILE": str(tmp_path / "died.json")},
+                         module="tests.reliability._dying")
     server.start()
     try:
         api = ApiClient(server.url, server.token)
@@ -102,72 +106,129 @@ def test_server_killed_while_recording_the_point(tmp_path, db_url):
         server.stop()
 
 
-def test_server_killed_at_seeded_random_points(tmp_path):
-    """``haven serve`` killed before or half-way through the n-th object a backup writes (its lock,
-    a chunk, the manifest) or inside the commit, at seeded random points; each time: the job is
-    failed by the reaper and records nothing, the next backup records exactly one point, and a
-    read-data verify is clean."""
-    rng = random.Random(20261202)
+class _Agent:
+    """A remote ``haven agent`` process (through ``_dying``), restartable with changed settings."""
+
+    def __init__(self, server: HavenServer, home: Path, token_file: Path, vms: Path):
+        self.home, self.env, self.proc = home, {"HAVEN_HOME": str(home)}, None
+        self.cmd = [sys.executable, "-m", "tests.reliability._dying", "agent", "--server", server.url,
+                    "--token-file", str(token_file), "--adapter", f"folder://{vms}", "--home", str(home)]
+
+    def start(self) -> None:
+        self.proc = start(self.cmd, self.home / "agent.log", env=self.env)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+def _kill_rounds(victim, api: ApiClient, disk: Path, died_file: Path, rng: random.Random, last_step: str) -> dict:
+    """Per round: new data on the VM's disk; ``victim`` (server or agent) armed to die before (or
+    half-way through) the n-th object the backup writes, or at ``last_step``; one backup; then,
+    unarmed: the job failed by the reaper with no point, the next backup records exactly one point,
+    read-data verify clean."""
+    figures: dict = {"killed": 0, "not_reached": 0, "verify_clean": 0, "points_recorded_by_killed": 0}
+    phases: dict[str, int] = {}
+    disarmed = {"HAVEN_DIE_AT_STORE": "0", last_step: "0", "HAVEN_DIE_HALF_WRITTEN": "0"}
+    for _ in range(size("server_kill_points")):
+        with open(disk, "r+b") as fh:  # new data: the backup has chunks to write
+            fh.seek(rng.randrange(0, 24 * MiB))
+            fh.write(rng.randbytes(6 * MiB))
+        at_end = rng.random() < 0.15
+        victim.stop()
+        victim.env.update({"HAVEN_DIE_AT_STORE": "0" if at_end else str(rng.randint(1, 9)), last_step: "1" if at_end else "0",
+                           "HAVEN_DIE_HALF_WRITTEN": "1" if rng.random() < 0.5 else "0", "HAVEN_DIED_FILE": str(died_file)})
+        died_file.unlink(missing_ok=True)
+        victim.start()
+        before = len(api.get(f"{V}/items/vm1/recovery-points"))
+        job_id = api.post(f"{V}/items/vm1/backup", {})["id"]
+        end = time.monotonic() + 120
+        while victim.proc.poll() is None:
+            assert time.monotonic() < end, "the armed process neither died nor finished"
+            try:
+                if api.get(f"{S}/jobs/{job_id}")["status"] not in ("Queued", "InProgress"):
+                    break
+            except ServerUnreachable:  # dying under our request
+                pass
+            time.sleep(0.05)
+        time.sleep(0.2)
+        victim.env.update(disarmed)
+        if victim.proc.poll() is None:  # the point fell after this backup's last write: it completed
+            assert _wait_job(api, job_id)["status"] in ("Completed", "CompletedWithWarnings")
+            figures["not_reached"] += 1
+            before += 1
+            victim.stop()
+            victim.start()
+        else:
+            died = json.loads(died_file.read_text())
+            figures["killed"] += 1
+            phases[died["phase"]] = phases.get(died["phase"], 0) + 1
+            victim.start()
+            dead = _wait_job(api, job_id, timeout=60)
+            assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", (died, dead)
+            assert len(api.get(f"{V}/items/vm1/recovery-points")) == before, died
+        job = _wait_job(api, api.post(f"{V}/items/vm1/backup", {})["id"])
+        assert job["status"] in ("Completed", "CompletedWithWarnings"), job
+        assert len(api.get(f"{V}/items/vm1/recovery-points")) == before + 1
+        verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
+        assert verify["status"] == "Completed", verify
+        figures["verify_clean"] += 1
+    assert figures["killed"] >= 1
+    return {**figures, "phases": ",".join(f"{k}:{v}" for k, v in sorted(phases.items()))}
+
+
+def _kill_world(tmp_path, server_module: str = "haven.cli.main"):
     home = tmp_path / "srv"
     (home / "vms").mkdir(parents=True)
     (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
-    disk = make_folder_vm(home / "vms", "vm1", size=32 * MiB, data=os.urandom(8 * MiB)) / "vda.raw"
-    server = HavenServer(home, module="tests.reliability._dying_server")
-    figures = {"killed": 0, "not_reached": 0, "verify_clean": 0}
-    phases: dict[str, int] = {}
-    server.start()
-    api = ApiClient(server.url, server.token)
+    return home, HavenServer(home, module=server_module)
+
+
+def _first_vault(api: ApiClient) -> None:
     api.post("/subscriptions", {"name": "prod"})
     api.post(f"{S}/vaults", {"name": "v1", "region": "local"})
-    api.post(f"{V}/items", {"vm": "vm1"})
+
+
+def test_server_killed_at_seeded_random_points(tmp_path):
+    """``haven serve`` killed before or half-way through the n-th object a backup writes (its lock,
+    a chunk, the manifest) or inside the database commit, at seeded random points."""
+    home, server = _kill_world(tmp_path, "tests.reliability._dying")
+    disk = make_folder_vm(home / "vms", "vm1", size=32 * MiB, data=os.urandom(8 * MiB)) / "vda.raw"
+    server.start()
     try:
-        for _ in range(size("server_kill_points")):
-            with open(disk, "r+b") as fh:  # new data: the backup has chunks to write
-                fh.seek(rng.randrange(0, 24 * MiB))
-                fh.write(rng.randbytes(6 * MiB))
-            server.stop()
-            commit = rng.random() < 0.15
-            server.env.update({"HAVEN_DIE_RECORDING_POINT": "1" if commit else "0",
-                               "HAVEN_DIE_AT_STORE": "0" if commit else str(rng.randint(1, 9)),
-                               "HAVEN_DIE_HALF_WRITTEN": "1" if rng.random() < 0.5 else "0"})
-            (home / "died.json").unlink(missing_ok=True)
-            server.start()
-            api = ApiClient(server.url, server.token)
-            before = len(api.get(f"{V}/items/vm1/recovery-points"))
-            job_id = api.post(f"{V}/items/vm1/backup", {})["id"]
-            end = time.monotonic() + 120
-            while server.proc.poll() is None:
-                assert time.monotonic() < end, "the armed server neither died nor finished"
-                try:
-                    if api.get(f"{S}/jobs/{job_id}")["status"] not in ("Queued", "InProgress"):
-                        break
-                except ServerUnreachable:  # dying under our request
-                    pass
-                time.sleep(0.05)
-            time.sleep(0.2)
-            server.env.update({"HAVEN_DIE_RECORDING_POINT": "0", "HAVEN_DIE_AT_STORE": "0"})
-            if server.proc.poll() is None:  # the point fell after this backup's last write: it completed
-                assert _wait_job(api, job_id)["status"] in ("Completed", "CompletedWithWarnings")
-                figures["not_reached"] += 1
-                before += 1
-                server.stop()
-                server.start()
-            else:
-                died = json.loads((home / "died.json").read_text())
-                figures["killed"] += 1
-                phases[died["phase"]] = phases.get(died["phase"], 0) + 1
-                server.start()
-                api = ApiClient(server.url, server.token)
-                dead = _wait_job(api, job_id, timeout=60)
-                assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", (died, dead)
-                assert len(api.get(f"{V}/items/vm1/recovery-points")) == before, died
-            job = _wait_job(api, api.post(f"{V}/items/vm1/backup", {})["id"])
-            assert job["status"] in ("Completed", "CompletedWithWarnings"), job
-            assert len(api.get(f"{V}/items/vm1/recovery-points")) == before + 1
-            verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
-            assert verify["status"] == "Completed", verify
-            figures["verify_clean"] += 1
+        api = ApiClient(server.url, server.token)
+        _first_vault(api)
+        api.post(f"{V}/items", {"vm": "vm1"})
+        figures = _kill_rounds(server, api, disk, tmp_path / "died.json", random.Random(20261202), "HAVEN_DIE_RECORDING_POINT")
     finally:
         server.stop()
-    report("server_kill_points", **figures, points_recorded_by_killed=0, phases=",".join(f"{k}:{v}" for k, v in sorted(phases.items())))
-    assert figures["killed"] >= 1
+    report("server_kill_points", **figures)
+
+
+def test_agent_killed_at_seeded_random_points(tmp_path):
+    """A remote ``haven agent`` killed before the n-th object it sends through the storage endpoint
+    (its lock, a chunk, the manifest) or with everything stored but before it reports the backup done."""
+    home, server = _kill_world(tmp_path)
+    vms = tmp_path / "far-vms"
+    disk = make_folder_vm(vms, "vm1", size=32 * MiB, data=os.urandom(8 * MiB)) / "vda.raw"
+    server.start()
+    agent = None
+    try:
+        api = ApiClient(server.url, server.token)
+        _first_vault(api)
+        token_file = tmp_path / "agent" / "token"
+        token_file.parent.mkdir()
+        token_file.write_text(api.post("/hosts", {"name": "far", "region": "local"})["agent_token"])
+        agent = _Agent(server, tmp_path / "agent", token_file, vms)
+        agent.start()
+        end = time.monotonic() + 60
+        while not any(v["name"] == "vm1" and v["host"] == "far" for v in api.get("/vms")):
+            assert time.monotonic() < end, "the agent never reported its VM"
+            time.sleep(0.2)
+        api.post(f"{V}/items", {"vm": "vm1"})
+        figures = _kill_rounds(agent, api, disk, tmp_path / "died.json", random.Random(20261203), "HAVEN_DIE_BEFORE_REPORT")
+    finally:
+        if agent is not None:
+            agent.stop()
+        server.stop()
+    report("agent_kill_points", **figures)
