@@ -31,7 +31,7 @@ test-fast: setup-python
 	$(PY) -m pytest -m "not slow and not vm" -x $(PYTEST_ARGS)
 
 reliability: setup
-	HAVEN_RELIABILITY=full $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+	HAVEN_RELIABILITY=full $(PY) -m pytest tests/reliability --timeout=10800 $(PYTEST_ARGS)  # the full crash runs take up to an hour each
 
 ## pip-audit: needs PyPI's vulnerability service (not reachable from every machine); fails if anything is unaudited.
 audit: setup-python
