@@ -28,6 +28,15 @@ def _hello(client, token):
     return r.json()
 
 
+def _claimed_far_backup(client, world, core) -> dict:
+    """The remote agent says hello, reports far-vm, and claims (as worker w1) the backup queued for it."""
+    _hello(client, world["agent_token"])
+    client.put("/api/v1/agent/vms", json={"vms": [{"name": "far-vm", "power_state": "stopped", "disks": []}]}, headers=_as(world["agent_token"]))
+    core.protection.enable(world["root"], "prod", "v1", "far-vm")
+    core.protection.backup_now(world["root"], "prod", "v1", "far-vm")
+    return client.post("/api/v1/agent/jobs/claim", json={"worker": "w1", "types": ["Backup"]}, headers=_as(world["agent_token"])).json()
+
+
 def test_adding_a_host_needs_a_global_owner_and_gives_a_credential_once(client, world, core):
     reader = core.auth.create_token(world["root"], "r", "Reader")["token"]
     r = client.post("/api/v1/hosts", json={"name": "h2", "region": "local"}, headers=_as(reader))
@@ -79,11 +88,7 @@ def test_an_agent_claims_only_its_own_hosts_jobs(client, world, core):
 
 
 def test_only_the_lease_holder_may_unwrap_or_complete(client, world, core):
-    _hello(client, world["agent_token"])
-    client.put("/api/v1/agent/vms", json={"vms": [{"name": "far-vm", "power_state": "stopped", "disks": []}]}, headers=_as(world["agent_token"]))
-    core.protection.enable(world["root"], "prod", "v1", "far-vm")
-    core.protection.backup_now(world["root"], "prod", "v1", "far-vm")
-    job = client.post("/api/v1/agent/jobs/claim", json={"worker": "w1", "types": ["Backup"]}, headers=_as(world["agent_token"])).json()
+    job = _claimed_far_backup(client, world, core)
     with core.db.session() as s:
         from haven.db.models import Vault
 
@@ -101,11 +106,7 @@ def test_only_the_lease_holder_may_unwrap_or_complete(client, world, core):
 
 
 def test_a_reported_point_whose_manifest_is_not_stored_is_never_recorded(client, world, core):
-    _hello(client, world["agent_token"])
-    client.put("/api/v1/agent/vms", json={"vms": [{"name": "far-vm", "power_state": "stopped", "disks": []}]}, headers=_as(world["agent_token"]))
-    core.protection.enable(world["root"], "prod", "v1", "far-vm")
-    core.protection.backup_now(world["root"], "prod", "v1", "far-vm")
-    job = client.post("/api/v1/agent/jobs/claim", json={"worker": "w1", "types": ["Backup"]}, headers=_as(world["agent_token"])).json()
+    job = _claimed_far_backup(client, world, core)
     outcome = {"consistency": "crash", "disks": [{"name": "vda", "size": 1, "format": "raw"}], "bytes_read": 1,
                "bytes_new": 1, "checkpoint": None, "warned": False, "extension": None}
     r = client.post(f"/api/v1/agent/jobs/{job['id']}/complete", json={"worker": "w1", "outcome": outcome}, headers=_as(world["agent_token"]))

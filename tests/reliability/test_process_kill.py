@@ -37,17 +37,43 @@ def _wait_job(api, job_id, timeout=180, until=None):
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
-def test_server_killed_mid_backup(tmp_path):
+def _killed_job_recorded_nothing(api: ApiClient, job_id: str, vm: str, points_before: int, why=None) -> None:
+    """The reaper failed the killed job (its lease ran out) and it recorded no point."""
+    dead = _wait_job(api, job_id, timeout=60)
+    assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", (why, dead)
+    assert len(api.get(f"{V}/items/{vm}/recovery-points")) == points_before, why
+
+
+def _backup_then_verify(api: ApiClient, vm: str) -> dict:
+    """The next backup completes and a read-data verify of the vault is clean; returns the backup job."""
+    job = _wait_job(api, api.post(f"{V}/items/{vm}/backup", {})["id"])
+    assert job["status"] in ("Completed", "CompletedWithWarnings"), job
+    verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
+    assert verify["status"] == "Completed", verify
+    return job
+
+
+def _kill_world(tmp_path, server_module: str = "haven.cli.main", **server_options):
+    """A server home with a 3-second job lease (the reaper settles a killed job fast), and its server, not started."""
     home = tmp_path / "srv"
     (home / "vms").mkdir(parents=True)
     (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
+    return home, HavenServer(home, module=server_module, **server_options)
+
+
+def _first_vault(api: ApiClient) -> None:
+    api.post("/subscriptions", {"name": "prod"})
+    api.post(f"{S}/vaults", {"name": "v1", "region": "local"})
+
+
+def test_server_killed_mid_backup(tmp_path):
+    home, server = _kill_world(tmp_path)
     data_size = 256 * MiB
     make_folder_vm(home / "vms", "big", size=320 * MiB, data=os.urandom(data_size))
-    server = HavenServer(home).start()
+    server.start()
     try:
         api = ApiClient(server.url, server.token)
-        api.post("/subscriptions", {"name": "prod"})
-        api.post(f"{S}/vaults", {"name": "v1", "region": "local"})
+        _first_vault(api)
         api.post(f"{V}/items", {"vm": "big"})
         first = api.post(f"{V}/items/big/backup", {})["id"]
         mid = _wait_job(api, first, until=lambda j: any(t["name"] == "Transfer data to vault" and 55 < t.get("percent", 0) < 90
@@ -58,15 +84,10 @@ def test_server_killed_mid_backup(tmp_path):
         server.proc.wait(10)
         server.start()
         api = ApiClient(server.url, server.token)
-        dead = _wait_job(api, first, timeout=60)
-        assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", dead
-        assert api.get(f"{V}/items/big/recovery-points") == []
-        job = _wait_job(api, api.post(f"{V}/items/big/backup", {})["id"])
-        assert job["status"] in ("Completed", "CompletedWithWarnings"), job
+        _killed_job_recorded_nothing(api, first, "big", 0)
+        job = _backup_then_verify(api, "big")
         resent = job["result"]["bytes_stored"]
         assert resent < data_size * 0.85, job["result"]  # what landed before the kill is not sent again
-        verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
-        assert verify["status"] == "Completed", verify
         assert len(api.get(f"{V}/items/big/recovery-points")) == 1
         report("server_kill", killed_at_percent=killed_at, data_mib=data_size // MiB, resent_mib=round(resent / MiB, 1),
                interrupted_point_recorded=0, verify="clean")
@@ -75,30 +96,21 @@ def test_server_killed_mid_backup(tmp_path):
 
 
 def test_server_killed_while_recording_the_point(tmp_path, db_url):
-    home = tmp_path / "srv"
-    (home / "vms").mkdir(parents=True)
-    (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
+    home, server = _kill_world(tmp_path, "tests.reliability._dying", database_url=db_url,
+                               env={"HAVEN_DIE_RECORDING_POINT": "1", "HAVEN_DIED_FILE": str(tmp_path / "died.json")})
     make_folder_vm(home / "vms", "small", size=16 * MiB, data=os.urandom(4 * MiB))
-    server = HavenServer(home, database_url=db_url, env={"HAVEN_DIE_RECORDING_POINT": "1", "HAVEN_DIED_FILE": str(tmp_path / "died.json")},
-                         module="tests.reliability._dying")
     server.start()
     try:
         api = ApiClient(server.url, server.token)
-        api.post("/subscriptions", {"name": "prod"})
-        api.post(f"{S}/vaults", {"name": "v1", "region": "local"})
+        _first_vault(api)
         api.post(f"{V}/items", {"vm": "small"})
         first = api.post(f"{V}/items/small/backup", {})["id"]
         assert server.proc.wait(120) == -signal.SIGKILL  # died with the point row flushed, not committed
         server.env["HAVEN_DIE_RECORDING_POINT"] = "0"
         server.start()
         api = ApiClient(server.url, server.token)
-        dead = _wait_job(api, first, timeout=60)
-        assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", dead
-        assert api.get(f"{V}/items/small/recovery-points") == []
-        job = _wait_job(api, api.post(f"{V}/items/small/backup", {})["id"])
-        assert job["status"] in ("Completed", "CompletedWithWarnings"), job
-        verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
-        assert verify["status"] == "Completed", verify
+        _killed_job_recorded_nothing(api, first, "small", 0)
+        job = _backup_then_verify(api, "small")
         points = api.get(f"{V}/items/small/recovery-points")
         assert [p["id"] for p in points] == [job["result"]["recovery_point_id"]]
         report("server_kill_recording", db=db_url.split(":", 1)[0], point_rows_after_kill=0, verify="clean")
@@ -164,29 +176,12 @@ def _kill_rounds(victim, api: ApiClient, disk: Path, died_file: Path, rng: rando
             figures["killed"] += 1
             phases[died["phase"]] = phases.get(died["phase"], 0) + 1
             victim.start()
-            dead = _wait_job(api, job_id, timeout=60)
-            assert dead["status"] == "Failed" and dead["error"]["code"] == "JobLeaseExpired", (died, dead)
-            assert len(api.get(f"{V}/items/vm1/recovery-points")) == before, died
-        job = _wait_job(api, api.post(f"{V}/items/vm1/backup", {})["id"])
-        assert job["status"] in ("Completed", "CompletedWithWarnings"), job
+            _killed_job_recorded_nothing(api, job_id, "vm1", before, died)
+        _backup_then_verify(api, "vm1")
         assert len(api.get(f"{V}/items/vm1/recovery-points")) == before + 1
-        verify = _wait_job(api, api.post(f"{V}/verify", {"read_data": True})["id"])
-        assert verify["status"] == "Completed", verify
         figures["verify_clean"] += 1
     assert figures["killed"] >= 1
     return {**figures, "phases": ",".join(f"{k}:{v}" for k, v in sorted(phases.items()))}
-
-
-def _kill_world(tmp_path, server_module: str = "haven.cli.main"):
-    home = tmp_path / "srv"
-    (home / "vms").mkdir(parents=True)
-    (home / "haven.toml").write_text("job_lease_seconds = 3.0\n")
-    return home, HavenServer(home, module=server_module)
-
-
-def _first_vault(api: ApiClient) -> None:
-    api.post("/subscriptions", {"name": "prod"})
-    api.post(f"{S}/vaults", {"name": "v1", "region": "local"})
 
 
 def test_server_killed_at_seeded_random_points(tmp_path):

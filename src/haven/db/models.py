@@ -134,6 +134,11 @@ class Host(Base):
     #: a remote agent's last report of its path to its region's vaults (prepare check shows it)
     network: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
+    @property
+    def remote(self) -> bool:
+        """Run by a ``haven agent`` of its own, not by the server's in-process agent."""
+        return self.job_types is not None
+
 
 class VirtualMachine(Base):
     __tablename__ = "virtual_machines"

@@ -59,6 +59,10 @@ class Claimed:
     host_id: str | None
     attempt: int
 
+    @classmethod
+    def of(cls, job: Job) -> "Claimed":
+        return cls(job.id, job.type, job.operation, dict(job.params), job.item_id, job.vault_id, job.host_id, job.attempts)
+
 
 _ACTIVE = (JobStatus.IN_PROGRESS.value, JobStatus.CANCELLING.value)
 
@@ -122,8 +126,7 @@ class JobQueue:
                     )
                 ).rowcount
                 if won == 1:
-                    j = s.get(Job, job_id)
-                    return Claimed(j.id, j.type, j.operation, dict(j.params), j.item_id, j.vault_id, j.host_id, j.attempts)
+                    return Claimed.of(s.get(Job, job_id))
         return None
 
     def _at_limit(self, s, job_id: str) -> bool:

@@ -102,7 +102,7 @@ class AgentService:
         with self.core.db.session() as s:
             region = s.get(Host, host_id).region
             vaults = s.scalars(select(Vault).where(Vault.region == region).order_by(Vault.name)).all()
-            return [{"vault_id": v.id, "vault": v.name, "storage": self._storage_for(v, with_key=False)} for v in vaults]
+            return [{"vault_id": v.id, "vault": v.name, "storage": self._storage_for(v)} for v in vaults]
 
     def report_network(self, caller: Caller, config: dict, results: dict[str, dict]) -> None:
         """The agent's proxy configuration (no secrets) and its probe of each vault's storage."""
@@ -115,12 +115,9 @@ class AgentService:
 
         A remote agent reads only the vault's primary storage: cross-region restores run on the server's host.
         """
-        if host.job_types is None:
-            return
-        if secondary:
-            operation, job_type = f"cross-region {operation}", ""
-        if job_type not in host.job_types:
-            raise HostCannotRun(host=host.name, operation=operation, types=", ".join(host.job_types) or "none")
+        if host.remote and (secondary or job_type not in host.job_types):
+            raise HostCannotRun(host=host.name, operation=f"cross-region {operation}" if secondary else operation,
+                                types=", ".join(host.job_types) or "none")
 
     # ---- jobs ----
     def claim(self, caller: Caller, worker: str, types: list[str]) -> dict | None:
@@ -139,17 +136,17 @@ class AgentService:
 
     def _hand_out(self, job: Claimed) -> dict:
         handler = self.core.job_handlers()[job.type]
-        plan = handler.plan(job)
+        plan = handler.plan(job).to_dict()
         with self.core.db.session() as s:
             row = s.get(Job, job.id)
-            row.params = {**row.params, "plan": plan.to_dict()}
+            row.params = {**row.params, "plan": plan}
             vault = s.get(Vault, job.vault_id)
-        return {"id": job.id, "type": job.type, "operation": job.operation, "plan": plan.to_dict(),
+        return {"id": job.id, "type": job.type, "operation": job.operation, "plan": plan,
                 "storage": self._storage_for(vault)}
 
-    def _storage_for(self, vault: Vault, with_key: bool = True) -> dict:
+    def _storage_for(self, vault: Vault) -> dict:
         """Folder vaults on this server are reached through its storage endpoint; the rest directly."""
-        kek_id = self.core.storage.open(vault).kek_id if with_key else None
+        kek_id = self.core.storage.kek_for(vault).key_id  # a label for the agent's errors; the KEK stays here
         if vault.storage_url.startswith("file:"):
             return {"kind": "endpoint", "vault_id": vault.id, "kek_id": kek_id}
         return {"kind": "direct", "url": vault.storage_url, "kek_id": kek_id}
@@ -175,7 +172,7 @@ class AgentService:
 
     def complete(self, caller: Caller, job_id: str, worker: str, outcome: dict) -> str:
         job = self._running(caller, job_id, worker)
-        claimed = Claimed(job.id, job.type, job.operation, dict(job.params), job.item_id, job.vault_id, job.host_id, job.attempts)
+        claimed = Claimed.of(job)
         owner = _worker(caller, worker)
         commit = lambda record: self._commit(job_id, owner, record)  # noqa: E731
         handler = self.core.job_handlers()[job.type]
@@ -195,8 +192,7 @@ class AgentService:
 
     def fail(self, caller: Caller, job_id: str, worker: str, error: dict, cancelled: bool) -> None:
         job = self._running(caller, job_id, worker)  # only the lease holder says how its job ended
-        claimed = Claimed(job.id, job.type, job.operation, dict(job.params), job.item_id, job.vault_id, job.host_id, job.attempts)
-        self._fail(claimed, _worker(caller, worker), error_from_payload({"error": error}, 500), cancelled)
+        self._fail(Claimed.of(job), _worker(caller, worker), error_from_payload({"error": error}, 500), cancelled)
 
     # ---- internals ----
     def _fail(self, job: Claimed, worker: str, error: HavenError, cancelled: bool = False) -> None:

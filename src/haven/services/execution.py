@@ -158,25 +158,27 @@ class RestoreHandler:
         self.core = core
 
     def __call__(self, ctx: JobContext) -> None:
-        plan, vault = self._prepare(ctx.job.params)
-        files = run_restore_disks(plan, self.core.storage.open(vault), ctx)
+        plan, repo = self._prepare(ctx.job.params)
+        files = run_restore_disks(plan, repo, ctx)
         ctx.commit(lambda s: {"target": plan.target, "files": files})
 
     def plan(self, job) -> RestorePlan:
         return self._prepare(job.params)[0]
 
-    def _prepare(self, params: dict) -> tuple[RestorePlan, Vault]:
+    def _prepare(self, params: dict):
+        """The plan, and the vault's repository it was read from (the same one writes the disks)."""
         with self.core.db.session() as s:
             point = s.get(RecoveryPoint, params["point_id"])
             vault = s.get(Vault, point.vault_id)
             item_id = point.item_id
-        manifest = self.core.storage.open(vault).load_point(item_id, point.id)
+        repo = self.core.storage.open(vault)
+        manifest = repo.load_point(item_id, point.id)
         meta = getattr(manifest, "meta", {}) or {}
         # An encrypted VM's disks are only useful with their keys: refuse while they are gone (seed 003).
         self.core.keyvault.check_restore(meta.get("encryption"), vault.subscription_id)
         plan = RestorePlan(item_id=item_id, point_id=point.id, target=params["target"], disks=list(params["disks"]),
                            format=params["format"], meta=meta)
-        return plan, vault
+        return plan, repo
 
 
 def handlers(core) -> dict:

@@ -118,7 +118,7 @@ class InventoryService:
 
 def host_view(h: Host) -> dict:
     return {"id": h.id, "name": h.name, "region": h.region, "adapter": h.adapter_url.split("://", 1)[0], "last_seen": h.last_seen,
-            "agent": "server" if h.job_types is None else "remote", "agent_version": h.agent_version}
+            "agent": "remote" if h.remote else "server", "agent_version": h.agent_version}
 
 
 def vm_view(vm: VirtualMachine, host: Host) -> dict:

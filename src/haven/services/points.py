@@ -80,7 +80,8 @@ class PointService:
             if host_row is not None:
                 self.core.agents.require_runs(host_row, JobType.RESTORE.value, "RestoreDisks")
             # a remote host's folders are checked by its agent; the server can only see its own
-            target_path = _check_target(target, local=host_row is None or host_row.job_types is None)
+            local = host_row is None or not host_row.remote
+            target_path = _check_target(target, local=local)
             names = [d["name"] for d in point.disks]
             chosen = disks or names
             unknown = sorted(set(chosen) - set(names))
@@ -89,7 +90,7 @@ class PointService:
                                 "Pick disks from the recovery point's disk list (haven recoverypoint show).")
             for name in chosen:
                 out = target_path / f"{name}.{fmt}"
-                if (host_row is None or host_row.job_types is None) and out.exists():
+                if local and out.exists():
                     raise RestoreTargetInvalid(target=target, reason=f"{out} already exists; a restore never overwrites files.")
             job = self.core.queue.enqueue(
                 s, type=JobType.RESTORE.value, operation="RestoreDisks",

@@ -77,7 +77,7 @@ class PrepareService:
             sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.READER)
             machine = self.core.inventory.find_vm(s, vm, host)
             region, host_name = machine.host.region, machine.host.name
-            remote = None if machine.host.job_types is None else dict(machine.host.network or {})
+            remote = dict(machine.host.network or {}) if machine.host.remote else None
             info = dict(machine.info or {})
             info.setdefault("name", machine.name)
             power_state = machine.power_state

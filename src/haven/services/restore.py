@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from haven.agent.work import RestoreVmPlan, restore_disks_into, run_restore_vm
 from haven.db.models import Host, Job, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.db.types import new_id
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
@@ -671,23 +672,15 @@ class _Base:
         repo = self.core.restore.open_repo(vault, bool(p.get("secondary")))
         return vault, item_id, point_id, repo
 
-    def _restore(self, ctx: JobContext, repo, item_id: str, point_id: str, names: list[str], target: Path, fmt: str,
-                 final_names: dict[str, Path] | None = None) -> dict[str, str]:
-        from haven.agent.work import restore_disks_into
-
-        return restore_disks_into(repo, item_id, point_id, names, target, fmt, ctx, final_names)
-
 
 class RestoreVmHandler(_Base):
     """Plan on the server, restore the disks and define the VM on the host (``run_restore_vm``), record here."""
 
     def __call__(self, ctx: JobContext) -> None:
-        from haven.agent.work import run_restore_vm
-
         plan, repo, host = self._prepare(ctx.job)
-        result = run_restore_vm(plan, self.core.adapters.for_host(host), repo, ctx, self.core.settings.home / "restored")
+        adapter = self.core.adapters.for_host(host)
+        result = run_restore_vm(plan, adapter, repo, ctx, self.core.settings.home / "restored")
         try:
-            adapter = self.core.adapters.for_host(host)
             self.core.inventory.report_vms(None, host.id, [v.to_dict() for v in adapter.list_vms()])
         except Exception:  # the agent refreshes its inventory on its own too
             log.exception("inventory refresh after restore-vm failed")
@@ -697,8 +690,6 @@ class RestoreVmHandler(_Base):
         return self._prepare(job)[0]
 
     def _prepare(self, job):
-        from haven.agent.work import RestoreVmPlan
-
         p = job.params
         vault, item_id, point_id, repo = self._load(job)
         with self.core.db.session() as s:
@@ -736,7 +727,7 @@ class CrossRegionRestoreHandler(_Base):
         vault, item_id, point_id, repo = self._load(ctx.job)
         manifest = repo.load_point(item_id, point_id)
         target = Path(p["target"])
-        files = self._restore(ctx, repo, item_id, point_id, list(p["disks"]), target, p["format"])
+        files = restore_disks_into(repo, item_id, point_id, list(p["disks"]), target, p["format"], ctx)
         extra = write_vm_definition(target, manifest.meta or {}, files, point_id)
         ctx.commit(lambda s: {"target": str(target), "files": list(files.values()) + extra, "region": p.get("region"),
                               "secondary_region": True})
@@ -855,7 +846,7 @@ class FileRecoveryHandler(_Base):
             for n in p["disks"]:
                 if sizes.get(n, 0) == 0:
                     ctx.warn(f"Disk {n} is empty (0 bytes): there is nothing to export.")
-            files = self._restore(ctx, repo, item_id, point_id, serve, scratch, "raw")
+            files = restore_disks_into(repo, item_id, point_id, serve, scratch, "raw", ctx)
             seconds = max(1, int(round(float(p["hours"]) * 3600)))
             exports, cmds = [], []
             # Unix socket paths are limited to 107 bytes: the sockets live in a short private folder
