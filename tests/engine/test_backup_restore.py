@@ -18,6 +18,8 @@ from haven.engine.errors import (
 )
 from haven.engine import LocalKeyWrapper
 
+from tests.services._util import require_binary
+
 from .sources import MemorySource, random_disk
 
 MiB = 1 << 20
@@ -214,7 +216,6 @@ def test_list_and_delete_points(repo):
 
 
 def test_raw_file_source_and_qcow2_restore(repo, tmp_path):
-    import shutil
     import subprocess
 
     img = tmp_path / "disk.img"
@@ -231,8 +232,7 @@ def test_raw_file_source_and_qcow2_restore(repo, tmp_path):
     out = tmp_path / "restored.img"
     repo.restore_disk("vm", "p1", "vda", out)
     assert out.read_bytes() == img.read_bytes()
-    if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img missing")
+    require_binary("qemu-img")
     q = tmp_path / "restored.qcow2"
     repo.restore_disk("vm", "p1", "vda", q, fmt="qcow2")
     res = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(q), str(img)], capture_output=True)

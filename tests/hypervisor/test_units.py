@@ -22,6 +22,7 @@ from haven.hypervisor import errors as E
 from haven.hypervisor.guest import Quiescer
 from haven.hypervisor.qga import GuestAgent, GuestAgentTimeout, parse_version
 from haven.hypervisor.sources import FileDiskSource, merge_extents
+from tests.services._util import require_binary, require_module
 
 MiB = 1 << 20
 
@@ -213,8 +214,12 @@ def test_extension_config_identity():
 
 # ---- folder adapter without a running VM ----
 
-needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None or shutil.which("qemu-nbd") is None,
-                                    reason="qemu-utils missing")
+@pytest.fixture
+def qemu_nbd_reader():
+    """qemu-img, qemu-io and qemu-nbd (qemu-utils) and the nbd Python module: missing ones fail in CI."""
+    for tool in ("qemu-img", "qemu-io", "qemu-nbd"):
+        require_binary(tool)
+    require_module("nbd")
 
 
 def _folder_vm(root: Path, name: str, fmt: str) -> Path:
@@ -229,10 +234,8 @@ def _folder_vm(root: Path, name: str, fmt: str) -> Path:
     return folder
 
 
-@needs_qemu_img
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
-def test_offline_snapshot_reads_only_data(tmp_path, fmt):
-    pytest.importorskip("nbd")
+def test_offline_snapshot_reads_only_data(tmp_path, fmt, qemu_nbd_reader):
     root = tmp_path / "vms"
     _folder_vm(root, "cold", fmt)
     adapter = open_adapter(f"folder://{root}")
@@ -253,8 +256,7 @@ def test_offline_snapshot_reads_only_data(tmp_path, fmt):
         adapter.snapshot("cold", None, include_disks=["vdz"])
 
 
-@needs_qemu_img
-def test_define_vm_refuses_existing_name(tmp_path):
+def test_define_vm_refuses_existing_name(tmp_path, qemu_nbd_reader):
     root = tmp_path / "vms"
     _folder_vm(root, "src", "qcow2")
     adapter = open_adapter(f"folder://{root}")
@@ -292,9 +294,7 @@ def test_error_classes_have_codes_and_fixes():
     assert "2.5.0" in err.text and "2.10.0" in err.fix
 
 
-@needs_qemu_img
-def test_selective_disks(tmp_path):
-    pytest.importorskip("nbd")
+def test_selective_disks(tmp_path, qemu_nbd_reader):
     root = tmp_path / "vms"
     folder = _folder_vm(root, "two", "raw")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(folder / "vdb.qcow2"), "32M"], check=True)
@@ -324,7 +324,7 @@ LV_XML = """<domain type='test'>
 
 
 def test_libvirt_adapter_on_the_test_driver(tmp_path):
-    pytest.importorskip("libvirt")
+    require_module("libvirt")
     adapter = open_adapter("test:///default")
     adapter.conn.defineXML(LV_XML)
     info = adapter.describe("enc1", probe_guest=False)
@@ -333,13 +333,13 @@ def test_libvirt_adapter_on_the_test_driver(tmp_path):
     assert info.nics == [{"type": "network", "mac": "52:54:00:01:02:03", "network": "default", "model": "virtio"}]
     assert info.guest_agent.problem_code == "UserErrorGuestAgentNotConfigured"
     restored = tmp_path / "r.qcow2"
-    if shutil.which("qemu-img"):
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(restored), "16M"], check=True)
-        new = adapter.define_vm("enc1-restored", {"vda": str(restored)}, info.definition)
-        assert new.disks[0].path == str(restored) and new.uuid != info.uuid
-        assert new.nics[0].get("mac") != "52:54:00:01:02:03" and new.encryption == info.encryption
-        with pytest.raises(E.VmAlreadyExists):
-            adapter.define_vm("enc1", {"vda": str(restored)}, info.definition)
+    require_binary("qemu-img")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(restored), "16M"], check=True)
+    new = adapter.define_vm("enc1-restored", {"vda": str(restored)}, info.definition)
+    assert new.disks[0].path == str(restored) and new.uuid != info.uuid
+    assert new.nics[0].get("mac") != "52:54:00:01:02:03" and new.encryption == info.encryption
+    with pytest.raises(E.VmAlreadyExists):
+        adapter.define_vm("enc1", {"vda": str(restored)}, info.definition)
     with pytest.raises(E.VmNotFound):
         adapter.describe("nope")
     adapter.close()

@@ -3,13 +3,13 @@ region's published ranges (the seeds' NSG rule, in nftables)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 
 from haven.errors import UserError
 from haven.services.prepare import FirewallOptionInvalid, nftables_rules
+from tests.services._util import require_binary
 
 from .test_check import cli, owner, world  # noqa: F401  (fixtures)
 
@@ -41,8 +41,8 @@ def test_bad_options_are_refused_with_a_fix():
         nftables_rules({"region": "x", "ip_ranges": []}, "allow-list")
 
 
-@pytest.mark.skipif(shutil.which("nft") is None, reason="nft not installed")
 def test_rules_parse_with_nft(tmp_path):
+    require_binary("nft")
     for text in (nftables_rules(DOC, "allow-list"), nftables_rules(DOC, "proxy", proxy_host="10.0.0.5")):
         f = tmp_path / "rules.nft"
         f.write_text(text)

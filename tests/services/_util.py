@@ -34,6 +34,13 @@ def require_binary(name: str) -> str:
     return path  # type: ignore[return-value]
 
 
+def require_module(name: str) -> None:
+    """The Python module must import (Debian's python3-nbd, libvirt-python from the project's set-up)."""
+    import importlib.util
+
+    require(importlib.util.find_spec(name) is not None, f"Python module {name!r} missing (run scripts/setup-python.sh)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,12 +7,12 @@ Also: the vault's alerts and alert targets, the prepare-check report and the key
 from __future__ import annotations
 
 import re
-import shutil
 import time
 
 import pytest
 from playwright.sync_api import expect
 
+from tests.services._util import require_binary
 from tests.web.conftest import NARROW, api, nbd_servers, no_horizontal_overflow, shot, sign_in
 
 SUB, VAULT, VM = "ops", "vault-rs", "sample-vm"
@@ -81,8 +81,7 @@ def test_restore_vm_under_a_new_name_and_a_name_in_use_is_refused(browser, haven
 
 
 def test_file_recovery_mount_instructions_then_unmount(browser, haven, world):
-    if shutil.which("qemu-nbd") is None:
-        pytest.skip("qemu-nbd (apt-get install qemu-utils)")
+    require_binary("qemu-nbd")
     page = sign_in(browser, haven, haven.token)
     page.goto(haven.url + ITEM_URL)
     expect(page.locator("#no-mounts")).to_be_visible()
