@@ -44,6 +44,8 @@ class Settings:
     job_workers: int = 2
     max_backups_per_host: int = 2
     max_backups_per_vault: int = 4
+    #: Folders restores may write into (a target must be one of them or inside one); empty: any absolute folder.
+    restore_roots: tuple[Path, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -92,6 +94,8 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         job_workers=int(data.get("job_workers", 2)),
         max_backups_per_host=int(data.get("max_backups_per_host", 2)),
         max_backups_per_vault=int(data.get("max_backups_per_vault", 4)),
+        restore_roots=tuple(Path(p) for p in (env["HAVEN_RESTORE_ROOTS"].split(os.pathsep) if env.get("HAVEN_RESTORE_ROOTS")
+                                              else data.get("restore_roots", [])) if p),
     )
     values.update(overrides)
     return Settings(**values)

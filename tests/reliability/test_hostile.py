@@ -146,3 +146,103 @@ def test_nul_byte_in_vm_name_is_4xx(api, core):
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     r = api.get("/api/v1/subscriptions/nul%00byte/vaults")
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+
+
+def _outside(tmp_path: Path, *inside: Path) -> set[Path]:
+    return {p for p in _files(tmp_path) if not any(p == d or d in p.parents for d in inside)}
+
+
+@pytest.fixture
+def rooted_core(home, tmp_path, db_url, clock):
+    """A server whose restores may write only under ``tmp_path/targets`` (``restore_roots``)."""
+    from haven.config import RegionConfig, load_settings
+    from haven.services.core import Haven
+
+    settings = load_settings(home, database_url=db_url, regions=(RegionConfig("local", f"file://{home / 'storage' / 'local'}"),),
+                             restore_roots=(tmp_path / "targets",))
+    app = Haven(settings, clock=clock)
+    yield app
+    app.close()
+
+
+def test_hostile_restore_targets(rooted_core, home, tmp_path):
+    """Restore targets and new VM names from the API: hostile ones, and folders outside
+    ``restore_roots`` (also through a symlinked folder), are 4xx; planted symlinks are never written
+    through; a file that appears under a disk's name after the restore was queued is never replaced.
+    Every restored disk that is written is byte-identical."""
+    from fastapi.testclient import TestClient
+
+    from haven.api.app import create_app
+    from tests.restore.conftest import World, same_bytes
+
+    core = rooted_core
+    world = World(core, home)
+    world.setup()
+    assert world.backup()["status"] in ("Completed", "CompletedWithWarnings")  # stopped VM: crash-consistent
+    point = world.points()[0]["id"]
+    base = f"/api/v1/subscriptions/prod/vaults/v1/items/web1/recovery-points/{point}"
+    precious = tmp_path / "outside"
+    precious.mkdir()
+    victims = {n: precious / n for n in ("victim-final", "victim-partial", "victim-raw-partial")}
+    for v in list(victims.values())[1:]:
+        v.write_bytes(b"precious")
+    work = tmp_path / "targets"
+    work.mkdir()
+    (work / "escape").symlink_to(precious, target_is_directory=True)
+    before = _outside(tmp_path, home, work)
+    calls = 0
+    with TestClient(create_app(core), raise_server_exceptions=False) as api:
+        api.headers["Authorization"] = f"Bearer {world.token}"
+        existing_file = tmp_path / "a-file"
+        existing_file.write_bytes(b"x")
+        before.add(existing_file)
+        for bad in HOSTILE + ["relative/dir", "/tmp/a/../b", str(existing_file), str(precious), str(work / "escape" / "in")]:
+            for url, body in ((f"{base}/restore-disks", {"target": bad}),
+                              (f"{base}/restore-disks", {"target": str(work / "h"), "host": bad}),
+                              (f"{base}/restore-vm", {"target_vm_name": bad if bad != "con" else "../con"}),  # "con" is a fine VM name
+                              (f"{base}/restore-vm", {"target_vm_name": "fresh", "target": bad})):
+                r = api.post(url, json=body)
+                calls += 1
+                assert 400 <= r.status_code < 500, (url, repr(bad)[:80], r.status_code, r.text[:300])
+
+        # a dangling symlink under a disk's name: refused up front, its target never created
+        t1 = work / "t1"
+        t1.mkdir()
+        (t1 / "vda.raw").symlink_to(victims["victim-final"])
+        r = api.post(f"{base}/restore-disks", json={"target": str(t1)})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "UserErrorRestoreTargetInvalid", r.text
+
+        # symlinks planted under the restore's temporary names: replaced, never followed
+        t2 = work / "t2"
+        t2.mkdir()
+        (t2 / ".vda.raw.partial").symlink_to(victims["victim-partial"])
+        (t2 / ".vda.raw.partial.partial").symlink_to(victims["victim-raw-partial"])
+        r = api.post(f"{base}/restore-disks", json={"target": str(t2), "disks": ["vda"]})
+        assert r.status_code == 202, r.text
+        world.ok(r.json())
+        assert not (t2 / "vda.raw").is_symlink() and same_bytes(t2 / "vda.raw", world.vm_folder / "vda.raw")
+
+        # a file that appears after the restore was queued is never replaced; nothing is left behind
+        t3 = work / "t3"
+        r = api.post(f"{base}/restore-disks", json={"target": str(t3)})
+        assert r.status_code == 202, r.text
+        t3.mkdir()
+        (t3 / "vdc.raw").write_bytes(b"mine")
+        job = world.run(r.json()["id"])
+        assert job["status"] == "Failed" and job["error"]["code"] == "UserErrorRestoreTargetInvalid", job
+        assert sorted(p.name for p in t3.iterdir()) == ["vdc.raw"] and (t3 / "vdc.raw").read_bytes() == b"mine"
+
+    for v in list(victims.values())[1:]:
+        assert v.read_bytes() == b"precious"
+    assert not victims["victim-final"].exists()
+    assert _outside(tmp_path, home, work) == before, "a file appeared or vanished outside the restore targets"
+    assert not Path("/tmp/haven-pwned").exists()
+    report("hostile_restore_targets", requests=calls, server_errors=0, symlinks_followed=0, files_replaced=0, files_outside=0)
+
+
+def test_a_manifest_naming_a_disk_with_a_path_is_refused():
+    from haven.engine.format import DiskManifest
+
+    for bad in ("../../etc/x", "/abs", "a/b", "", "nul\x00", 7):
+        with pytest.raises(ValueError):
+            DiskManifest.from_json({"name": bad, "size": 0, "format": "raw", "chunk_size": 1 << 20, "chunks": ""})

@@ -127,13 +127,11 @@ def run_restore_disks(plan: RestorePlan, repo, ctx) -> list[str]:
 
     Returns the files written (disks, then the VM definition). On any failure no disk is left behind.
     """
-    from haven.services.points import RestoreTargetInvalid
+    from haven.services.points import refuse_existing
     from haven.services.restore import write_vm_definition
 
     target = Path(plan.target)
-    for name in plan.disks:
-        if (target / f"{name}.{plan.format}").exists():
-            raise RestoreTargetInvalid(target=plan.target, reason=f"{target / f'{name}.{plan.format}'} already exists; a restore never overwrites files.")
+    refuse_existing(target, plan.disks, plan.format, plan.target)
     disks = restore_disks_into(repo, plan.item_id, plan.point_id, plan.disks, target, plan.format, ctx)
     try:
         return list(disks.values()) + write_vm_definition(target, plan.meta, disks, plan.point_id)  # libvirt XML + JSON template
@@ -143,33 +141,54 @@ def run_restore_disks(plan: RestorePlan, repo, ctx) -> list[str]:
         raise
 
 
-def restore_disks_into(repo, item_id: str, point_id: str, names: list[str], target: Path, fmt: str, ctx,
-                       final_names: dict[str, Path] | None = None) -> dict[str, str]:
-    """Restore ``names`` under temporary names in ``target``, then rename them all; returns name -> path.
+def restore_disks_into(repo, item_id: str, point_id: str, names: list[str], target: Path, fmt: str, ctx) -> dict[str, str]:
+    """Restore ``names`` under temporary names in ``target``, then give them their names; returns name -> path.
 
-    A subtask per disk ("Restore disk NAME"); a failure or a stop leaves none of them behind.
+    A subtask per disk ("Restore disk NAME"); a failure or a stop leaves none of them behind, and a
+    file (or symlink) that appeared under a disk's name meanwhile is never replaced.
     """
     target.mkdir(parents=True, exist_ok=True)
     done: list[tuple[Path, Path]] = []
     try:
         for name in names:
             ctx.check_cancelled()
-            final = (final_names or {}).get(name) or target / f"{name}.{fmt}"
+            final = target / f"{name}.{fmt}"
             partial = final.with_name(f".{final.name}.partial")
             step = f"Restore disk {name}"
             ctx.subtask(step, percent=0)
             repo.restore_disk(item_id, point_id, name, str(partial), fmt=fmt, progress=ctx.progress_for(step))
             done.append((partial, final))
             ctx.subtask(step, "Completed", 100)
-        out = {}
-        for (partial, final), name in zip(done, names):
-            os.replace(partial, final)
-            out[name] = str(final)
-        return out
+        published: list[Path] = []
+        try:
+            for partial, final in done:
+                _publish_new(partial, final, str(target))
+                published.append(final)
+        except BaseException:
+            for final in published:
+                final.unlink(missing_ok=True)
+            raise
+        return {name: str(final) for (_, final), name in zip(done, names)}
     except BaseException:
         for partial, _ in done:
             partial.unlink(missing_ok=True)
         raise
+
+
+def _publish_new(partial: Path, final: Path, shown: str) -> None:
+    """Rename ``partial`` to ``final`` unless ``final`` exists (a hard link fails on an existing name,
+    where a rename would replace it). Filesystems without hard links get a check, then a rename."""
+    from haven.services.points import refuse_existing, would_overwrite
+
+    try:
+        os.link(partial, final, follow_symlinks=False)
+    except FileExistsError:
+        raise would_overwrite(final, shown) from None
+    except OSError:  # no hard links here (EPERM, ENOTSUP, EXDEV)
+        refuse_existing(final.parent, [final.stem], final.suffix.lstrip("."), shown)
+        os.replace(partial, final)
+        return
+    partial.unlink()
 
 
 def run_restore_vm(plan: RestoreVmPlan, adapter, repo, ctx, staging_root: Path) -> dict:
@@ -181,7 +200,7 @@ def run_restore_vm(plan: RestoreVmPlan, adapter, repo, ctx, staging_root: Path) 
     import shutil
 
     from haven.hypervisor.errors import VmAlreadyExists, VmNotFound
-    from haven.services.points import RestoreTargetInvalid
+    from haven.services.points import refuse_existing
     from haven.services.restore import RestoreVmNameInUse, settle_folder_vm, write_vm_definition
 
     try:
@@ -196,9 +215,7 @@ def run_restore_vm(plan: RestoreVmPlan, adapter, repo, ctx, staging_root: Path) 
         staging = Path(adapter.root) / f".{plan.name}.restoring-{plan.point_id[:8]}"
     else:
         staging = staging_root / plan.name
-    for n in plan.disks:
-        if (staging / f"{n}.{plan.format}").exists():
-            raise RestoreTargetInvalid(target=str(staging), reason=f"{staging / f'{n}.{plan.format}'} already exists; a restore never overwrites files.")
+    refuse_existing(staging, plan.disks, plan.format)
     for note in plan.notes:
         ctx.warn(note)
     created_staging = not staging.exists()

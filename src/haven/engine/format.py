@@ -105,6 +105,8 @@ class DiskManifest:
         if len(table) % ID_LEN:
             raise ValueError("chunk table length is not a multiple of the id length")
         chunks = [table[i : i + ID_LEN] for i in range(0, len(table), ID_LEN)]
+        if not isinstance(d["name"], str) or not _ID.match(d["name"]):  # it names files on restore
+            raise ValueError(f"disk name {str(d['name'])[:100]!r} is not a valid disk name")
         disk = cls(d["name"], int(d["size"]), d["format"], int(d["chunk_size"]), chunks)
         expected = -(-disk.size // disk.chunk_size) if disk.chunk_size else 0
         if len(chunks) != expected:

@@ -63,6 +63,7 @@ def restore_disk(repo, item_id: str, point_id: str, disk_name: str, target_path,
     try:
         written, chunks = _write_raw(repo, disk, raw_path, item_id, point_id, progress)
         if fmt == "qcow2":
+            partial.unlink(missing_ok=True)  # a leftover or a planted symlink: qemu-img would write through it
             _convert_qcow2(raw_path, partial)
         os.replace(partial, target)
     except OSError as exc:
@@ -77,7 +78,8 @@ def restore_disk(repo, item_id: str, point_id: str, disk_name: str, target_path,
 
 def _write_raw(repo, disk: DiskManifest, path: Path, item_id: str, point_id: str, progress: Progress) -> tuple[int, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path.unlink(missing_ok=True)  # a leftover of an interrupted restore, or a planted symlink: never written through
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.ftruncate(fd, disk.size)
         todo = [(i, cid) for i, cid in enumerate(disk.chunks) if cid != ZERO_ID]

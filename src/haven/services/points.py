@@ -33,6 +33,19 @@ class RestoreTargetInvalid(UserError):
     recommendation = "Give an absolute path of a folder on the host (it is created if missing) that holds no files of the same names."
 
 
+def would_overwrite(out: Path, shown: str) -> RestoreTargetInvalid:
+    return RestoreTargetInvalid(target=shown, reason=f"{out} already exists; a restore never overwrites files.")
+
+
+def refuse_existing(folder: Path, names, fmt: str, shown: str | None = None) -> None:
+    """A restore never overwrites a file: refuse if ``folder`` holds NAME.FMT for any name (a
+    dangling symlink of that name counts too: it is never written through)."""
+    for name in names:
+        out = folder / f"{name}.{fmt}"
+        if os.path.lexists(out):
+            raise would_overwrite(out, shown or str(folder))
+
+
 class RestoreFormatInvalid(UserError):
     code = "UserErrorRestoreFormatInvalid"
     message = "Disk format {fmt!r} is not supported for restore."
@@ -81,17 +94,15 @@ class PointService:
                 self.core.agents.require_runs(host_row, JobType.RESTORE.value, "RestoreDisks")
             # a remote host's folders are checked by its agent; the server can only see its own
             local = host_row is None or not host_row.remote
-            target_path = _check_target(target, local=local)
+            target_path = check_target(target, self.core.settings.restore_roots, local=local)
             names = [d["name"] for d in point.disks]
             chosen = disks or names
             unknown = sorted(set(chosen) - set(names))
             if unknown:
                 raise UserError(f"Recovery point {point_id} has no disk(s) {', '.join(unknown)}; it has {', '.join(names)}.",
                                 "Pick disks from the recovery point's disk list (haven recoverypoint show).")
-            for name in chosen:
-                out = target_path / f"{name}.{fmt}"
-                if local and out.exists():
-                    raise RestoreTargetInvalid(target=target, reason=f"{out} already exists; a restore never overwrites files.")
+            if local:
+                refuse_existing(target_path, chosen, fmt, target)
             job = self.core.queue.enqueue(
                 s, type=JobType.RESTORE.value, operation="RestoreDisks",
                 params={"point_id": point.id, "target": str(target_path), "disks": chosen, "format": fmt},
@@ -101,7 +112,11 @@ class PointService:
             return self.core.jobs.view(job, s)
 
 
-def _check_target(target: str, local: bool = True) -> Path:
+def check_target(target: str, roots: tuple[Path, ...] = (), local: bool = True) -> Path:
+    """The restore target as a normalised absolute folder path, or ``RestoreTargetInvalid``.
+
+    With ``roots`` (the ``restore_roots`` setting) it must lie in one of them; on this server the
+    check follows symlinks, so a symlinked folder cannot lead out of them."""
     if not isinstance(target, str) or not target or "\x00" in target or len(target) > 4096:
         raise RestoreTargetInvalid(target=str(target)[:100], reason="it must be a non-empty path.")
     path = Path(target)
@@ -111,6 +126,11 @@ def _check_target(target: str, local: bool = True) -> Path:
         raise RestoreTargetInvalid(target=target, reason="'..' is not allowed in the path.")
     if local and path.exists() and not path.is_dir():
         raise RestoreTargetInvalid(target=target, reason="it exists and is not a folder.")
+    if roots:
+        real = Path(os.path.realpath(path)) if local else Path(os.path.normpath(path))
+        allowed = [Path(os.path.realpath(r)) if local else Path(os.path.normpath(r)) for r in roots]
+        if not any(real == r or r in real.parents for r in allowed):
+            raise RestoreTargetInvalid(target=target, reason=f"it is outside the folders restores may write to (restore_roots: {', '.join(map(str, roots))}).")
     return Path(os.path.normpath(path))
 
 

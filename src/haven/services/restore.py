@@ -34,6 +34,7 @@ from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
 from haven.errors import Conflict, NotFound, PreconditionFailed, UserError
 from haven.jobs.runner import JobContext
 from haven.services.auth import Caller
+from haven.services.points import check_target
 
 __all__ = [
     "RestoreService",
@@ -271,14 +272,6 @@ def nic_notes(vm: str | None, nics: list) -> list[str]:
 # ---------------------------------------------------------------------------------------------- the service
 
 
-def _check_target(target: str | None) -> Path | None:
-    if target is None:
-        return None
-    from haven.services.points import _check_target as check
-
-    return check(target)
-
-
 class RestoreService:
     def __init__(self, core):
         self.core = core
@@ -334,7 +327,7 @@ class RestoreService:
 
                 raise RestoreFormatInvalid(fmt=fmt)
             region = self._require_secondary(vault, item, point, vm) if use_secondary_region else vault.region
-            target_path = _check_target(target)
+            target_path = check_target(target, self.core.settings.restore_roots) if target is not None else None
             host_row = self.pick_host(s, region, host, s.get(VirtualMachine, item.vm_id))
             taken = s.scalar(select(VirtualMachine).where(VirtualMachine.host_id == host_row.id, VirtualMachine.name == target_vm_name,
                                                           VirtualMachine.power_state != "missing"))
@@ -398,20 +391,18 @@ class RestoreService:
                                 target: str, disks: list[str] | None = None, fmt: str = "raw") -> dict:
         with self.core.db.session() as s:
             vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
-            from haven.services.points import RestoreFormatInvalid, RestoreTargetInvalid, _check_target as check
+            from haven.services.points import RestoreFormatInvalid, refuse_existing
 
             if fmt not in ("raw", "qcow2"):
                 raise RestoreFormatInvalid(fmt=fmt)
-            target_path = check(target)
+            target_path = check_target(target, self.core.settings.restore_roots)
             names = [d["name"] for d in point.disks]
             chosen = list(disks) if disks else names
             unknown = sorted(set(chosen) - set(names))
             if unknown:
                 raise UserError(f"Recovery point {point_id} has no disk(s) {', '.join(unknown)}; it has {', '.join(names)}.",
                                 "Pick disks from the recovery point's disk list (haven recoverypoint show).")
-            for name in chosen:
-                if (target_path / f"{name}.{fmt}").exists():
-                    raise RestoreTargetInvalid(target=target, reason=f"{target_path / f'{name}.{fmt}'} already exists; a restore never overwrites files.")
+            refuse_existing(target_path, chosen, fmt, target)
             region = self._require_secondary(vault, item, point, vm)
             job = self.core.queue.enqueue(s, type=CROSS_REGION_RESTORE, operation="CrossRegionRestoreDisks",
                                           params={"point_id": point.id, "item_id": item.id, "target": str(target_path),
