@@ -84,12 +84,14 @@ class OfflineSnapshot(Snapshot):
         super().__init__(vm)
         self.power_state = "stopped"
         self._servers: list[QemuNbdServer] = []
-        self._scratch = tempfile.mkdtemp(prefix="haven-offline-")
+        self._scratch: str | None = None  # made only for disks served over NBD (raw ones are read directly)
 
     def add_disk(self, disk: DiskInfo) -> None:
         if disk.format == "raw":
             self.disks.append(FileDiskSource(disk.name, disk.path, "raw", size=disk.size))
             return
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="haven-offline-")
         sock = os.path.join(self._scratch, f"{disk.name}.sock")
         server = QemuNbdServer(disk.path, disk.format, sock, disk.name, vm=self.vm, disk=disk.name)
         self._servers.append(server)
@@ -100,7 +102,8 @@ class OfflineSnapshot(Snapshot):
             d.close()  # type: ignore[attr-defined]
         for s in self._servers:
             s.stop()
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def offline_snapshot(name: str, disks: list[DiskInfo], previous: str | None) -> OfflineSnapshot:
