@@ -6,7 +6,10 @@ For ``test_process_kill.py`` only; run as ``python -m tests.reliability._dying s
   ``HAVEN_DIE_HALF_WRITTEN=1`` and a folder vault, half-way through writing it;
 - ``HAVEN_DIE_RECORDING_POINT=1`` (server): inside the transaction that records the point, after
   the point row was sent to the database and before the commit;
-- ``HAVEN_DIE_BEFORE_REPORT=1`` (agent): with the backup stored, before it reports it done.
+- ``HAVEN_DIE_BEFORE_REPORT=1`` (agent): with the backup stored, before it reports it done;
+- ``HAVEN_PAUSE_RECORDING_POINT=FILE`` (server; it does not die): at the same place as
+  ``HAVEN_DIE_RECORDING_POINT``, writes FILE and waits until the test removes it, then commits —
+  so the test can kill the database under the open transaction.
 
 Before dying it writes what it was doing to ``$HAVEN_DIED_FILE``."""
 
@@ -16,6 +19,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from haven.agent.remote import RemoteAgent
@@ -56,11 +60,23 @@ def _dying_store(original):
     return store
 
 
+def _pause(flag: Path) -> None:
+    flag.write_text("recording")
+    for _ in range(1200):
+        if not flag.exists():
+            return
+        time.sleep(0.1)
+
+
 def _dying_finish(original):
     def finish(self, session, job_id, worker, result=None):
-        if _armed("HAVEN_DIE_RECORDING_POINT") and (result or {}).get("recovery_point_id"):
-            session.flush()
-            _die(phase="database commit", store=_stores["n"])
+        if (result or {}).get("recovery_point_id"):
+            if _armed("HAVEN_DIE_RECORDING_POINT"):
+                session.flush()
+                _die(phase="database commit", store=_stores["n"])
+            if os.environ.get("HAVEN_PAUSE_RECORDING_POINT"):
+                session.flush()
+                _pause(Path(os.environ.pop("HAVEN_PAUSE_RECORDING_POINT")))
         return original(self, session, job_id, worker, result)
 
     return finish

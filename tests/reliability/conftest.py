@@ -27,7 +27,7 @@ SIZES = {
     "bitrot_objects": (50, 1000),
     "concurrency_rounds": (5, 50),
     "disk_full_rounds": (10, 100),
-    "db_kill_points": (3, 12),
+    "db_kill_points": (1, 50),
     "server_kill_points": (4, 200),
 }
 

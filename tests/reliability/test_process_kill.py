@@ -227,3 +227,76 @@ def test_agent_killed_at_seeded_random_points(tmp_path):
             agent.stop()
         server.stop()
     report("agent_kill_points", **figures)
+
+
+def _kill_postgresql_under(api: ApiClient, server: HavenServer, pg, flag: Path, home: Path, when: str) -> dict:
+    """One round: a backup; PostgreSQL SIGKILLed (postmaster and every backend) ``when`` it is
+    "recording" (the server holds the point's transaction, rows flushed, not committed) or
+    "transferring" (data going to the vault, progress being written); PostgreSQL restarted. The job
+    ends either recorded with its data stored, or failed typed with no point; the server (never
+    restarted) goes on: the next backup records exactly one point, read-data verify clean."""
+    before = len(api.get(f"{V}/items/small/recovery-points"))
+    server.stop()
+    server.env["HAVEN_PAUSE_RECORDING_POINT"] = str(flag) if when == "recording" else ""
+    server.start()
+    api = ApiClient(server.url, server.token)
+    job_id = api.post(f"{V}/items/small/backup", {})["id"]
+    if when == "recording":
+        end = time.monotonic() + 120
+        while not flag.exists():
+            assert time.monotonic() < end and server.proc.poll() is None, "the backup never reached the database commit"
+            time.sleep(0.05)
+    else:
+        _wait_job(api, job_id, until=lambda j: any(t["name"] == "Transfer data to vault" and t.get("percent", 0) >= 20 for t in j["subtasks"]))
+    killed = pg.kill()
+    time.sleep(1)
+    pg.restart()
+    flag.unlink(missing_ok=True)  # the server goes on, on connections whose backends are gone
+    job = _wait_job(api, job_id, timeout=120)
+    points = api.get(f"{V}/items/small/recovery-points")
+    if job["status"] in ("Completed", "CompletedWithWarnings"):
+        assert when == "transferring" and len(points) == before + 1, (job, points)
+    else:
+        assert job["status"] == "Failed" and job["error"]["code"] in ("TransientErrorDatabaseUnavailable", "JobLeaseExpired"), job
+        assert len(points) == before, points
+    assert server.proc.poll() is None, "the server died with the database"
+    ok = _backup_then_verify(api, "small")
+    points = api.get(f"{V}/items/small/recovery-points")
+    assert ok["result"]["recovery_point_id"] in {p["id"] for p in points}
+    for p in points:
+        assert len(list((home / "storage").glob(f"*/*/points/*/{p['id']}"))) == 1, f"point {p['id']} has no manifest in storage"
+    return {"killed": killed, "outcome": job["status"] if job["status"] != "Failed" else job["error"]["code"]}
+
+
+def test_postgresql_killed_under_a_backup(tmp_path):
+    """PostgreSQL itself killed at seeded rounds, alternately while a point is being recorded and
+    while a backup transfers data (see ``_kill_postgresql_under``)."""
+    from tests.services.postgres import PostgresServer
+
+    pg = PostgresServer().start()
+    server = None
+    outcomes: dict[str, int] = {}
+    try:
+        home, server = _kill_world(tmp_path, "tests.reliability._dying", database_url=pg.create_database("haven"))
+        disk = make_folder_vm(home / "vms", "small", size=64 * MiB, data=os.urandom(4 * MiB)) / "vda.raw"
+        server.start()
+        api = ApiClient(server.url, server.token)
+        _first_vault(api)
+        api.post(f"{V}/items", {"vm": "small"})
+        rng, processes = random.Random(20261204), 0
+        rounds = 2 * size("db_kill_points")
+        for i in range(rounds):
+            with open(disk, "r+b") as fh:  # new data for every backup
+                fh.seek(rng.randrange(0, 32 * MiB))
+                fh.write(rng.randbytes(24 * MiB))
+            when = ("recording", "transferring")[i % 2]
+            r = _kill_postgresql_under(api, server, pg, tmp_path / "recording.flag", home, when)
+            processes += r["killed"]
+            key = f"{when}:{r['outcome']}"
+            outcomes[key] = outcomes.get(key, 0) + 1
+    finally:
+        if server is not None:
+            server.stop()
+        pg.stop()
+    report("postgresql_kill", rounds=rounds, processes_killed=processes, points_without_data=0, verify="clean",
+           outcomes=",".join(f"{k}:{v}" for k, v in sorted(outcomes.items())))

@@ -10,11 +10,21 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from tests.services._util import free_port, require
 
 __all__ = ["PostgresServer", "find_pg_bin"]
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def find_pg_bin() -> Path | None:
@@ -45,9 +55,38 @@ class PostgresServer:
         if self._as_root:
             shutil.chown(sock, "postgres", "postgres")
         self._run(self.bindir / "initdb", "-D", self.dir / "data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
-        opts = f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._run(self.bindir / "pg_ctl", "-D", self.dir / "data", "-l", self.dir / "log", "-w", "-o", opts, "start")
+        self._opts = f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        self._pg_ctl_start()
         return self
+
+    def _pg_ctl_start(self) -> None:
+        self._run(self.bindir / "pg_ctl", "-D", self.dir / "data", "-l", self.dir / "log", "-w", "-o", self._opts, "start")
+
+    def kill(self) -> int:
+        """SIGKILL the postmaster and every backend at once, as a crash would; returns how many died."""
+        import signal
+
+        postmaster = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        pids = [postmaster, *map(int, children)]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # Where nothing reaps them (a container's PID 1), the dead stay as zombies and PostgreSQL
+        # would take the stale postmaster.pid for a live server: remove it once they are all dead.
+        for pid in pids:
+            while _alive(pid):
+                time.sleep(0.05)
+        (self.dir / "data" / "postmaster.pid").unlink(missing_ok=True)
+        for stale in (self.dir / "sock").glob(f".s.PGSQL.{self.port}*"):  # its socket and the socket's lock file
+            stale.unlink()
+        return len(pids)
+
+    def restart(self) -> None:
+        """Start the cluster again after ``kill`` (PostgreSQL runs crash recovery)."""
+        self._pg_ctl_start()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from haven.api.schemas import ErrorBody
+from haven.db.session import database_error
 from haven.errors import HavenError, InternalError, UserError
 
 __all__ = ["install_error_handlers", "reject_nul_in_urls", "ERROR_RESPONSES", "RequestInvalid"]
@@ -78,6 +79,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        lost = database_error(exc)
+        if lost is not None:
+            return JSONResponse(lost.to_payload(), status_code=lost.http_status)
         return JSONResponse(InternalError().to_payload(), status_code=500)
 
 

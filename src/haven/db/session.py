@@ -9,9 +9,27 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "migrate", "Database"]
+from haven.errors import Transient
+
+__all__ = ["make_engine", "migrate", "Database", "DatabaseUnavailable", "database_error"]
+
+
+class DatabaseUnavailable(Transient):
+    code = "TransientErrorDatabaseUnavailable"
+    message = "The metadata database did not answer ({detail}); nothing of the interrupted operation was recorded."
+    recommendation = "Check that the database server (HAVEN_DATABASE_URL) is running and reachable, then run the operation again."
+
+
+def database_error(exc: BaseException) -> DatabaseUnavailable | None:
+    """The typed error for a lost or refused database connection, or None for anything else."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return None
+    orig = getattr(exc, "orig", None) or exc
+    first_line = (str(orig).strip().splitlines() or [""])[0][:200]
+    return DatabaseUnavailable(detail=f"{type(orig).__name__}: {first_line}")
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from haven.domain.enums import JobStatus
+from haven.db.session import database_error
 from haven.errors import HavenError, InternalError
 from haven.jobs.queue import Claimed, JobQueue, LeaseLost
 
@@ -196,9 +197,9 @@ class JobRunner:
                 return
             self.queue.fail(job.id, worker, e)
             self._report_failure(job.id)
-        except Exception as e:  # a bug: fail the job with the trace in the log, never leave it running
+        except Exception as e:  # a lost database, or a bug: fail the job (the trace in the log), never leave it running
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
-            self.queue.fail(job.id, worker, InternalError(f"{type(e).__name__}: {e}"))
+            self.queue.fail(job.id, worker, database_error(e) or InternalError(f"{type(e).__name__}: {e}"))
             self._report_failure(job.id)
         finally:
             ctx.committed = True  # stops the heartbeat loop
