@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from haven.engine import Extent, LocalBackend, LocalKeyWrapper, RawFileSource, Repository
+from haven.engine.allocator import keep_chunk_buffers
 
 KEK = LocalKeyWrapper(b"haven-benchmark-master-key-000000")
 
@@ -24,6 +25,7 @@ def main() -> None:
     ap.add_argument("--parent")
     ap.add_argument("--changed", type=Path)
     a = ap.parse_args()
+    keep_chunk_buffers()  # as haven serve and haven agent do
     backend = LocalBackend(a.repo)
     if a.cmd == "init":
         Repository.init(backend, KEK, {"name": "bench"})

@@ -70,7 +70,9 @@ def agent(
     """Run the host agent: report this host's VMs and run its backup and restore jobs. Ctrl-C stops it."""
     from haven.agent.remote import RemoteAgent
     from haven.config import default_home
+    from haven.engine.allocator import keep_chunk_buffers
 
+    keep_chunk_buffers()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     token = token_file.read_text().strip()
     runner = RemoteAgent(server, token, adapter, workers=workers, home=home or default_home())

@@ -26,9 +26,11 @@ def serve(
     from haven.agent.local import LocalAgent
     from haven.api.app import create_app
     from haven.config import load_settings
+    from haven.engine.allocator import keep_chunk_buffers
     from haven.jobs.scheduler import Scheduler
     from haven.services.core import Haven
 
+    keep_chunk_buffers()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = load_settings(home, **overrides)
