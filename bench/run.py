@@ -5,8 +5,10 @@
 Steps per tool and repetition (fresh repository each time): full backup of ``base.img``,
 incremental of ``next.img`` (1% rewritten; Haven gets the changed ranges as its dirty bitmap,
 restic and borg read the whole file as they do for any changed image), backup of ``clone.img``
-(2% changed) into the same repository, restore of the full backup. Each step runs as its own
-process; its wall time and peak RSS (``wait4``) are recorded. Prints medians and ratios and
+(2% changed) into the same repository, restore of the full backup. Before each restore the
+disk is flushed (``sync``, untimed); after it a timed ``sync`` gives ``restore_durable``: Haven
+fsyncs what it restores, restic and borg do not, so that column compares like with like. Each
+step runs as its own process; its wall time and peak RSS (``wait4``) are recorded. Prints medians and ratios and
 writes ``results.json`` into the work folder. Files come from the page cache for every tool.
 """
 
@@ -56,6 +58,14 @@ def timed_rss(cmd, cwd=None, env=None):
     return secs, rss, res.stdout.decode()
 
 
+def restore_step(r: dict, cmd: list[str], **kw) -> None:
+    """Time a restore (``r["restore"]``) and the restore plus the flush of what it wrote
+    (``r["restore_durable"]``), starting from a flushed disk."""
+    subprocess.run(["sync"], check=True)
+    r["restore"] = timed_rss(cmd, **kw)
+    r["restore_durable"] = (r["restore"][0] + timed(["sync"])[0], None, "")
+
+
 def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -74,7 +84,7 @@ def run_haven(wl: Path, work: Path) -> dict:
     size_incr = du(repo)
     r["clone"] = timed_rss(h + ["backup", str(repo), "vm2", "p1", str(wl / "clone.img")], cwd=ROOT)
     size_clone = du(repo)
-    r["restore"] = timed_rss(h + ["restore", str(repo), "vm1", "p1", str(out)], cwd=ROOT)
+    restore_step(r, h + ["restore", str(repo), "vm1", "p1", str(out)], cwd=ROOT)
     _check(out, wl / "base.img")
     return _result(r, size_full, size_incr, size_clone)
 
@@ -90,7 +100,7 @@ def run_restic(wl: Path, work: Path) -> dict:
     size_incr = du(repo)
     r["clone"] = timed_rss(base + ["backup", str(wl / "clone.img")])
     size_clone = du(repo)
-    r["restore"] = timed_rss(base + ["restore", snap, "--target", str(target)])
+    restore_step(r, base + ["restore", snap, "--target", str(target)])
     _check(target / str(wl / "base.img").lstrip("/"), wl / "base.img")
     return _result(r, size_full, size_incr, size_clone)
 
@@ -107,7 +117,7 @@ def run_borg(wl: Path, work: Path, compression: str) -> dict:
     r["clone"] = timed_rss(create + [f"{repo}::clone", str(wl / "clone.img")], env=env)
     size_clone = du(repo)
     target.mkdir()
-    r["restore"] = timed_rss(["borg", "extract", "--sparse", f"{repo}::full"], cwd=target, env=env)
+    restore_step(r, ["borg", "extract", "--sparse", f"{repo}::full"], cwd=target, env=env)
     _check(target / str(wl / "base.img").lstrip("/"), wl / "base.img")
     return _result(r, size_full, size_incr, size_clone)
 
@@ -124,7 +134,7 @@ def _check(restored: Path, original: Path) -> None:
 
 def _result(r: dict, size_full: int, size_incr: int, size_clone: int) -> dict:
     out = {step: v[0] for step, v in r.items()}
-    out.update({f"rss_{step}": v[1] for step, v in r.items()})
+    out.update({f"rss_{step}": v[1] for step, v in r.items() if v[1] is not None})
     out.update(repo_full=size_full, incr_growth=size_incr - size_full, clone_growth=size_clone - size_incr, repo_final=size_clone)
     return out
 
@@ -167,7 +177,7 @@ def main() -> None:
 def print_table(med: dict) -> None:
     MiB = 1 << 20
     rows = [("full backup s", "full", 1), ("incremental s", "incremental", 1), ("clone s", "clone", 1),
-            ("restore s", "restore", 1), ("repo after full MiB", "repo_full", MiB),
+            ("restore s", "restore", 1), ("restore + sync s", "restore_durable", 1), ("repo after full MiB", "repo_full", MiB),
             ("incremental growth MiB", "incr_growth", MiB), ("clone growth MiB", "clone_growth", MiB),
             ("peak RSS full MiB", "rss_full", MiB), ("peak RSS restore MiB", "rss_restore", MiB)]
     tools = list(med)
@@ -181,7 +191,7 @@ def print_table(med: dict) -> None:
         for t in tools:
             if t == "haven":
                 continue
-            parts = [f"{k} {med[t][k] / med['haven'][k]:.2f}x" for k in ("full", "incremental", "clone", "restore", "repo_full", "incr_growth")
+            parts = [f"{k} {med[t][k] / med['haven'][k]:.2f}x" for k in ("full", "incremental", "clone", "restore", "restore_durable", "repo_full", "incr_growth")
                      if k in med[t] and med["haven"].get(k)]
             print(f"  {t}: " + ", ".join(parts))
 
