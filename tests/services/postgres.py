@@ -18,13 +18,24 @@ from tests.services._util import free_port, require
 __all__ = ["PostgresServer", "find_pg_bin"]
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as dead)."""
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, parent pid, …), or None once gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+            return fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as dead)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """Read from /proc: a bare Debian has no procps (pgrep)."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and (_stat(p) or ["", ""])[1] == str(pid)]
 
 
 def find_pg_bin() -> Path | None:
@@ -67,8 +78,7 @@ class PostgresServer:
         import signal
 
         postmaster = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
-        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
-        pids = [postmaster, *map(int, children)]
+        pids = [postmaster, *_children(postmaster)]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -149,6 +149,7 @@ def restore_disks_into(repo, item_id: str, point_id: str, names: list[str], targ
     """
     target.mkdir(parents=True, exist_ok=True)
     done: list[tuple[Path, Path]] = []
+    published: list[Path] = []
     try:
         for name in names:
             ctx.check_cancelled()
@@ -159,33 +160,28 @@ def restore_disks_into(repo, item_id: str, point_id: str, names: list[str], targ
             repo.restore_disk(item_id, point_id, name, str(partial), fmt=fmt, progress=ctx.progress_for(step))
             done.append((partial, final))
             ctx.subtask(step, "Completed", 100)
-        published: list[Path] = []
-        try:
-            for partial, final in done:
-                _publish_new(partial, final, str(target))
-                published.append(final)
-        except BaseException:
-            for final in published:
-                final.unlink(missing_ok=True)
-            raise
+        for partial, final in done:
+            _publish_new(partial, final, str(target))
+            published.append(final)
         return {name: str(final) for (_, final), name in zip(done, names)}
     except BaseException:
-        for partial, _ in done:
-            partial.unlink(missing_ok=True)
+        for path in [partial for partial, _ in done] + published:
+            path.unlink(missing_ok=True)
         raise
 
 
 def _publish_new(partial: Path, final: Path, shown: str) -> None:
     """Rename ``partial`` to ``final`` unless ``final`` exists (a hard link fails on an existing name,
     where a rename would replace it). Filesystems without hard links get a check, then a rename."""
-    from haven.services.points import refuse_existing, would_overwrite
+    from haven.services.points import would_overwrite
 
     try:
         os.link(partial, final, follow_symlinks=False)
     except FileExistsError:
         raise would_overwrite(final, shown) from None
     except OSError:  # no hard links here (EPERM, ENOTSUP, EXDEV)
-        refuse_existing(final.parent, [final.stem], final.suffix.lstrip("."), shown)
+        if os.path.lexists(final):
+            raise would_overwrite(final, shown) from None
         os.replace(partial, final)
         return
     partial.unlink()

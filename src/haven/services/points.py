@@ -127,9 +127,9 @@ def check_target(target: str, roots: tuple[Path, ...] = (), local: bool = True) 
     if local and path.exists() and not path.is_dir():
         raise RestoreTargetInvalid(target=target, reason="it exists and is not a folder.")
     if roots:
-        real = Path(os.path.realpath(path)) if local else Path(os.path.normpath(path))
-        allowed = [Path(os.path.realpath(r)) if local else Path(os.path.normpath(r)) for r in roots]
-        if not any(real == r or r in real.parents for r in allowed):
+        canonical = os.path.realpath if local else os.path.normpath  # the server cannot see a remote host's symlinks
+        real = Path(canonical(path))
+        if not any(real == r or r in real.parents for r in map(Path, map(canonical, roots))):
             raise RestoreTargetInvalid(target=target, reason=f"it is outside the folders restores may write to (restore_roots: {', '.join(map(str, roots))}).")
     return Path(os.path.normpath(path))
 
