@@ -5,8 +5,9 @@
 Steps per tool and repetition (fresh repository each time): full backup of ``base.img``,
 incremental of ``next.img`` (1% rewritten; Haven gets the changed ranges as its dirty bitmap,
 restic and borg read the whole file as they do for any changed image), backup of ``clone.img``
-(2% changed) into the same repository, restore of the full backup. Before each restore the
-disk is flushed (``sync``, untimed); after it a timed ``sync`` gives ``restore_durable``: Haven
+(2% changed) into the same repository, restore of the full backup. Before every timed step the
+disk is flushed and left idle for a second (``settle``, untimed), so no step pays for the writeback
+or the discards of the one before. After a restore a timed ``sync`` gives ``restore_durable``: Haven
 fsyncs what it restores, restic and borg do not, so that column compares like with like. Each
 step runs as its own process; its wall time and peak RSS (``wait4``) are recorded. Prints medians and ratios and
 writes ``results.json`` into the work folder. Files come from the page cache for every tool.
@@ -41,8 +42,16 @@ def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> t
     return time.monotonic() - t0, res.stdout.decode()
 
 
+def settle() -> None:
+    """Flush the disk and leave it idle for a second (the mount may discard freed blocks)."""
+    subprocess.run(["sync"], check=True)
+    time.sleep(1)
+
+
 def timed_rss(cmd, cwd=None, env=None):
-    """Like ``timed`` but measures peak RSS through a wrapper (Popen reaps the child itself)."""
+    """Like ``timed`` but measures peak RSS through a wrapper (Popen reaps the child itself),
+    starting from a settled disk."""
+    settle()
     wrapper = [PY, "-c", (
         "import os,sys,subprocess,resource;"
         "p=subprocess.run(sys.argv[1:]);"
@@ -60,8 +69,7 @@ def timed_rss(cmd, cwd=None, env=None):
 
 def restore_step(r: dict, cmd: list[str], **kw) -> None:
     """Time a restore (``r["restore"]``) and the restore plus the flush of what it wrote
-    (``r["restore_durable"]``), starting from a flushed disk."""
-    subprocess.run(["sync"], check=True)
+    (``r["restore_durable"]``), starting from a settled disk."""
     r["restore"] = timed_rss(cmd, **kw)
     r["restore_durable"] = (r["restore"][0] + timed(["sync"])[0], None, "")
 
