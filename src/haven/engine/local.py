@@ -26,6 +26,16 @@ def _raise(exc: OSError, name: str, op: str) -> None:
     raise StorageRequestRejected(detail=detail) from exc
 
 
+def _drop_cached(fd: int) -> None:
+    """Let the kernel reuse a stored object's pages at once: a vault is written far more than it
+    is read, and a backup should not push the host's (and its VMs') useful pages out of the page cache.
+    Only a hint: a file system that does not take it loses nothing."""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+
+
 class LocalBackend(Backend):
     """Objects are files under ``root``; ``a/b/c`` is ``root/a/b/c``."""
 
@@ -77,6 +87,7 @@ class LocalBackend(Backend):
                     view = view[os.write(fd, view):]
                 if self._fsync:
                     os.fsync(fd)
+                    _drop_cached(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)

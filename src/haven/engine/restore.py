@@ -120,8 +120,11 @@ def _write_raw(repo, disk: DiskManifest, path: Path, item_id: str, point_id: str
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a restored range to disk now, so the closing fsync has little left to do and
-    decoding overlaps the disk's work (on Linux, DONTNEED starts writeback of dirty pages)."""
-    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    decoding overlaps the disk's work (on Linux, DONTNEED starts writeback of dirty pages). A hint only."""
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
 
 
 def _convert_qcow2(raw: Path, out: Path) -> None:
