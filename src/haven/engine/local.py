@@ -103,7 +103,9 @@ class LocalBackend(Backend):
         path = self._path(name)
         try:
             with open(path, "rb") as fh:
-                return fh.read()
+                data = fh.read()
+                _drop_cached(fh.fileno())
+                return data
         except FileNotFoundError as exc:
             raise StorageObjectNotFound(name=name) from exc
         except IsADirectoryError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 from haven.progress import NULL_PROGRESS, Progress
 
 from .codec import ZERO_ID
+from .diskwrite import DiskWriter
 from .errors import ChunkMissing, DiskNotFound, RestoreTargetFailed, StorageObjectNotFound, UserError
 from .format import DiskManifest
 
@@ -82,6 +83,7 @@ def _write_raw(repo, disk: DiskManifest, path: Path, item_id: str, point_id: str
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.ftruncate(fd, disk.size)
+        writer = DiskWriter(fd, disk.chunk_size)
         todo = [(i, cid) for i, cid in enumerate(disk.chunks) if cid != ZERO_ID]
         workers = repo.workers or os.cpu_count() or 2
         slots = threading.Semaphore(4 * workers)
@@ -94,8 +96,7 @@ def _write_raw(repo, disk: DiskManifest, path: Path, item_id: str, point_id: str
                 start, end = disk.chunk_range(i)
                 if len(data) != end - start:
                     raise ChunkMissing(chunk_id=cid.hex(), item_id=item_id, point_id=point_id)
-                os.pwrite(fd, data, start)
-                _start_writeback(fd, start, len(data))
+                writer.write(data, start)
                 with lock:
                     done[0] += len(data)
                     progress.update(done[0], disk.size, f"restore {disk.name}")
@@ -103,28 +104,22 @@ def _write_raw(repo, disk: DiskManifest, path: Path, item_id: str, point_id: str
             finally:
                 slots.release()
 
-        with ThreadPoolExecutor(workers + 2, thread_name_prefix="haven-restore") as pool:
-            futures = []
-            for i, cid in todo:
-                slots.acquire()
-                futures.append(pool.submit(one, i, cid))
-                if futures[-1].done() and futures[-1].exception():
-                    break
-            written = sum(f.result() for f in futures)
+        try:
+            with ThreadPoolExecutor(workers + 2, thread_name_prefix="haven-restore") as pool:
+                futures = []
+                for i, cid in todo:
+                    slots.acquire()
+                    futures.append(pool.submit(one, i, cid))
+                    if futures[-1].done() and futures[-1].exception():
+                        break
+                written = sum(f.result() for f in futures)
+        finally:
+            writer.close()
         os.fsync(fd)
     finally:
         os.close(fd)
     progress.update(disk.size, disk.size, f"restore {disk.name}")
     return written, len(todo)
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing a restored range to disk now, so the closing fsync has little left to do and
-    decoding overlaps the disk's work (on Linux, DONTNEED starts writeback of dirty pages). A hint only."""
-    try:
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
 
 
 def _convert_qcow2(raw: Path, out: Path) -> None:

@@ -1,0 +1,97 @@
+"""Restored images are written byte for byte, holes stay holes, whether the pieces go around the
+page cache (O_DIRECT) or through it; direct writes leave nothing in the cache; a short write fails."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from haven.engine import diskwrite
+from haven.engine.diskwrite import BLOCK, DiskWriter
+
+MiB = 1 << 20
+SIZE = 24 * MiB + 1234  # not a whole number of blocks: the last piece is unaligned
+
+
+def _pieces() -> list[tuple[int, bytes]]:
+    """Chunk-like pieces (every other MiB, so the rest are holes), one unaligned piece, the tail."""
+    rng = random.Random(7)
+    pieces = [(off, rng.randbytes(MiB)) for off in range(0, 22 * MiB, 2 * MiB)]
+    pieces.append((22 * MiB + 100, rng.randbytes(5000)))  # unaligned offset and length
+    pieces.append((24 * MiB, rng.randbytes(1234)))  # the image's last, partial block
+    return pieces
+
+
+def _write(path, pieces, direct: bool | None = None, monkeypatch=None) -> DiskWriter:
+    if direct is False:
+        monkeypatch.setattr(diskwrite, "_open_direct", lambda fd: None)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, SIZE)
+        writer = DiskWriter(fd, MiB)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda p: writer.write(p[1], p[0]), pieces))
+        writer.close()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return writer
+
+
+def _expected(pieces) -> bytes:
+    img = bytearray(SIZE)
+    for off, data in pieces:
+        img[off : off + len(data)] = data
+    return bytes(img)
+
+
+@pytest.mark.parametrize("direct", [None, False], ids=["direct-where-possible", "page-cache"])
+def test_pieces_land_byte_for_byte_and_holes_stay_holes(tmp_path, monkeypatch, direct):
+    pieces = _pieces()
+    path = tmp_path / "disk.img"
+    _write(path, pieces, direct, monkeypatch)
+    assert path.read_bytes() == _expected(pieces)
+    allocated = os.stat(path).st_blocks * 512
+    assert allocated < 14 * MiB  # 12 MiB of data written into a 24 MiB image
+
+
+def test_direct_writes_leave_the_page_cache_alone(tmp_path):
+    pieces = _pieces()[:4]
+    path = tmp_path / "disk.img"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, SIZE)
+        writer = DiskWriter(fd, MiB)
+        if not writer.direct:  # CI's /tmp is ext4; a developer's may be a file system without O_DIRECT
+            (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"{tmp_path} does not take O_DIRECT")
+        for off, data in pieces:
+            writer.write(data, off)
+        writer.close()
+    finally:
+        os.close(fd)
+    rd = os.open(path, os.O_RDONLY)
+    try:
+        for off, _ in pieces:
+            with pytest.raises(BlockingIOError):  # RWF_NOWAIT: the page is not in the cache
+                os.preadv(rd, [bytearray(BLOCK)], off, os.RWF_NOWAIT)
+    finally:
+        os.close(rd)
+
+
+def test_a_short_write_is_a_full_disk(tmp_path, monkeypatch):
+    path = tmp_path / "disk.img"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    monkeypatch.setattr(diskwrite, "_open_direct", lambda fd: None)
+    monkeypatch.setattr(diskwrite.os, "pwrite", lambda fd, data, off: 0)
+    try:
+        writer = DiskWriter(fd, MiB)
+        with pytest.raises(OSError) as caught:
+            writer.write(b"x" * 10000, 0)
+        assert caught.value.errno == errno.ENOSPC
+        writer.close()
+    finally:
+        os.close(fd)
