@@ -42,6 +42,11 @@ def _write(path, pieces, direct: bool | None = None, monkeypatch=None) -> DiskWr
     return writer
 
 
+def _no_direct(where) -> None:
+    """CI's /tmp is ext4; a developer's may be a file system without O_DIRECT."""
+    (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"{where} does not take O_DIRECT")
+
+
 def _expected(pieces) -> bytes:
     img = bytearray(SIZE)
     for off, data in pieces:
@@ -66,8 +71,8 @@ def test_direct_writes_leave_the_page_cache_alone(tmp_path):
     try:
         os.ftruncate(fd, SIZE)
         writer = DiskWriter(fd, MiB)
-        if not writer.direct:  # CI's /tmp is ext4; a developer's may be a file system without O_DIRECT
-            (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"{tmp_path} does not take O_DIRECT")
+        if not writer.direct:
+            _no_direct(tmp_path)
         for off, data in pieces:
             writer.write(data, off)
         writer.close()
@@ -95,3 +100,32 @@ def test_a_short_write_is_a_full_disk(tmp_path, monkeypatch):
         writer.close()
     finally:
         os.close(fd)
+
+
+def test_a_file_system_refusing_the_alignment_gets_the_page_cache(tmp_path, monkeypatch):
+    """A device with blocks larger than 4 KiB answers EINVAL: the writer falls back, nothing is lost."""
+    real_pwrite = os.pwrite
+    refused = []
+
+    def pwrite(fd, data, off):
+        if fd == writer_fds.get("direct"):
+            refused.append(off)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, off)
+
+    writer_fds: dict[str, int] = {}
+    real_open_direct = diskwrite._open_direct
+
+    def open_direct(fd):
+        writer_fds["direct"] = real_open_direct(fd)
+        return writer_fds["direct"]
+
+    monkeypatch.setattr(diskwrite, "_open_direct", open_direct)
+    monkeypatch.setattr(diskwrite.os, "pwrite", pwrite)
+    pieces = _pieces()
+    path = tmp_path / "disk.img"
+    writer = _write(path, pieces)
+    if writer_fds["direct"] is None:
+        _no_direct(tmp_path)
+    assert refused and not writer.direct
+    assert path.read_bytes() == _expected(pieces)

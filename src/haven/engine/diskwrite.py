@@ -12,6 +12,7 @@ Python has no aligned allocator, so each thread copies its piece into its own pa
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import threading
@@ -62,6 +63,7 @@ class DiskWriter:
     def __init__(self, fd: int, max_piece: int):
         self._fd = fd
         self._direct = _open_direct(fd)
+        self._use_direct = self._direct is not None
         self._max = -(-max_piece // BLOCK) * BLOCK
         self._local = threading.local()
         self._buffers: list[mmap.mmap] = []
@@ -69,7 +71,7 @@ class DiskWriter:
 
     @property
     def direct(self) -> bool:
-        return self._direct is not None
+        return self._use_direct
 
     def _buffer(self) -> mmap.mmap:
         buf = getattr(self._local, "buf", None)
@@ -83,18 +85,29 @@ class DiskWriter:
         """Write all of ``data`` at ``offset``; raises OSError (ENOSPC for a short write)."""
         view = memoryview(data)
         done = 0
-        if self._direct is not None and offset % BLOCK == 0 and len(view) <= self._max:
+        if self._use_direct and offset % BLOCK == 0 and len(view) <= self._max:
             aligned = len(view) - len(view) % BLOCK
             if aligned:
-                buf = self._buffer()
-                buf[:aligned] = view[:aligned]
-                done = _pwrite_all(self._direct, memoryview(buf)[:aligned], offset)
-                done -= done % BLOCK  # a partial block goes again through the page cache
+                done = self._write_direct(view[:aligned], offset)
         if done < len(view):
             rest = view[done:]
             if _pwrite_all(self._fd, rest, offset + done) != len(rest):
-                raise OSError(28, os.strerror(28))  # ENOSPC: the only way a file write falls short
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # the only way a file write falls short
             _start_writeback(self._fd, offset + done, len(rest))
+
+    def _write_direct(self, view: memoryview, offset: int) -> int:
+        """How much of ``view`` went straight to the device (in whole blocks); 0 if the file
+        system refuses the alignment (a larger block size), after which the page cache is used."""
+        buf = self._buffer()
+        buf[: len(view)] = view
+        try:
+            done = _pwrite_all(self._direct, memoryview(buf)[: len(view)], offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._use_direct = False
+            return 0
+        return done - done % BLOCK  # a partial block goes again through the page cache
 
     def close(self) -> None:
         if self._direct is not None:
