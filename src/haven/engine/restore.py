@@ -84,42 +84,48 @@ def _write_raw(repo, disk: DiskManifest, path: Path, item_id: str, point_id: str
     try:
         os.ftruncate(fd, disk.size)
         writer = DiskWriter(fd, disk.chunk_size)
-        todo = [(i, cid) for i, cid in enumerate(disk.chunks) if cid != ZERO_ID]
-        workers = repo.workers or os.cpu_count() or 2
-        slots = threading.Semaphore(4 * workers)
-        done = [0]
-        lock = threading.Lock()
-
-        def one(i: int, cid: bytes) -> int:
-            try:
-                data = fetch_chunk(repo, cid, item_id, point_id)
-                start, end = disk.chunk_range(i)
-                if len(data) != end - start:
-                    raise ChunkMissing(chunk_id=cid.hex(), item_id=item_id, point_id=point_id)
-                writer.write(data, start)
-                with lock:
-                    done[0] += len(data)
-                    progress.update(done[0], disk.size, f"restore {disk.name}")
-                return len(data)
-            finally:
-                slots.release()
-
         try:
-            with ThreadPoolExecutor(workers + 2, thread_name_prefix="haven-restore") as pool:
-                futures = []
-                for i, cid in todo:
-                    slots.acquire()
-                    futures.append(pool.submit(one, i, cid))
-                    if futures[-1].done() and futures[-1].exception():
-                        break
-                written = sum(f.result() for f in futures)
+            written, chunks = _copy_chunks(repo, disk, writer, item_id, point_id, progress)
         finally:
             writer.close()
         os.fsync(fd)
     finally:
         os.close(fd)
     progress.update(disk.size, disk.size, f"restore {disk.name}")
-    return written, len(todo)
+    return written, chunks
+
+
+def _copy_chunks(repo, disk: DiskManifest, writer: DiskWriter, item_id: str, point_id: str,
+                 progress: Progress) -> tuple[int, int]:
+    """Fetch, open and write every stored chunk of ``disk`` on worker threads (zero chunks stay holes)."""
+    todo = [(i, cid) for i, cid in enumerate(disk.chunks) if cid != ZERO_ID]
+    workers = repo.workers or os.cpu_count() or 2
+    slots = threading.Semaphore(4 * workers)
+    done = [0]
+    lock = threading.Lock()
+
+    def one(i: int, cid: bytes) -> int:
+        try:
+            data = fetch_chunk(repo, cid, item_id, point_id)
+            start, end = disk.chunk_range(i)
+            if len(data) != end - start:
+                raise ChunkMissing(chunk_id=cid.hex(), item_id=item_id, point_id=point_id)
+            writer.write(data, start)
+            with lock:
+                done[0] += len(data)
+                progress.update(done[0], disk.size, f"restore {disk.name}")
+            return len(data)
+        finally:
+            slots.release()
+
+    with ThreadPoolExecutor(workers + 2, thread_name_prefix="haven-restore") as pool:
+        futures = []
+        for i, cid in todo:
+            slots.acquire()
+            futures.append(pool.submit(one, i, cid))
+            if futures[-1].done() and futures[-1].exception():
+                break
+        return sum(f.result() for f in futures), len(todo)
 
 
 def _convert_qcow2(raw: Path, out: Path) -> None:
