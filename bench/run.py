@@ -10,7 +10,9 @@ disk is flushed and left idle for a second (``settle``, untimed), so no step pay
 or the discards of the one before. After a restore a timed ``sync`` gives ``restore_durable``: Haven
 fsyncs what it restores, restic and borg do not, so that column compares like with like. Each
 step runs as its own process; its wall time and peak RSS (``wait4``) are recorded. Prints medians and ratios and
-writes ``results.json`` into the work folder. Files come from the page cache for every tool.
+writes ``results.json`` into the work folder. The page cache is not dropped between tools; borg drops
+the pages of every file it reads (``posix_fadvise`` in its chunker), so the images are partly cold
+for the tool after it.
 """
 
 from __future__ import annotations
