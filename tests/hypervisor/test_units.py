@@ -4,6 +4,7 @@ folder definitions, errors. (qemu-img / qemu-nbd are used where present, no VM i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -191,6 +192,24 @@ def test_file_source_skips_holes(tmp_path):
         parts = list(pool.map(lambda o: src.read(o, 4096), [4 * MiB, 40 * MiB, 0, 5 * MiB - 4096]))
     assert parts == [b"a" * 4096, b"b" * 4096, bytes(4096), b"a" * 4096]
     src.close()
+
+
+def test_file_source_leaves_what_it_read_out_of_the_page_cache(tmp_path):
+    """A stopped VM's image read for a backup does not stay in the host's page cache."""
+    p = tmp_path / "d.raw"
+    p.write_bytes(os.urandom(4 * MiB))
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # only clean pages can leave the cache
+        os.preadv(fd, [bytearray(4096)], 0)  # now cached: a NOWAIT read succeeds
+        assert os.preadv(fd, [bytearray(4096)], 0, os.RWF_NOWAIT) == 4096
+        src = FileDiskSource("vda", p)
+        assert len(src.read(0, 2 * MiB)) == 2 * MiB
+        src.close()
+        with pytest.raises(BlockingIOError):  # the range read is no longer cached
+            os.preadv(fd, [bytearray(4096)], 0, os.RWF_NOWAIT)
+    finally:
+        os.close(fd)
 
 
 def test_merge_extents():

@@ -17,6 +17,8 @@ import mmap
 import os
 import threading
 
+from .pagecache import drop_pages
+
 __all__ = ["DiskWriter"]
 
 #: Alignment of offsets, lengths and buffers for O_DIRECT (covers 512-byte and 4 KiB devices).
@@ -46,15 +48,6 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> int:
             break
         done += n
     return done
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing a buffered range to disk now, so the closing fsync has little left to do
-    (on Linux, DONTNEED starts writeback of dirty pages). A hint only."""
-    try:
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
 
 
 class DiskWriter:
@@ -93,7 +86,7 @@ class DiskWriter:
             rest = view[done:]
             if _pwrite_all(self._fd, rest, offset + done) != len(rest):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # the only way a file write falls short
-            _start_writeback(self._fd, offset + done, len(rest))
+            drop_pages(self._fd, offset + done, len(rest))  # starts writeback now: the closing fsync waits less
 
     def _write_direct(self, view: memoryview, offset: int) -> int:
         """How much of ``view`` went straight to the device (in whole blocks); 0 if the file

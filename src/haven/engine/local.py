@@ -1,4 +1,7 @@
-"""A vault in a local folder: one file per object, written to a temporary name, fsynced, renamed."""
+"""A vault in a local folder: one file per object, written to a temporary name, fsynced, renamed.
+
+Objects leave the page cache once written or read: a vault is written far more than it is read, and
+a backup should not push the host's (and its VMs') useful pages out."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 
 from .backend import Backend, ObjectInfo, check_name
 from .errors import StorageObjectNotFound, StorageRequestRejected, StorageUnavailable
+from .pagecache import drop_pages
 
 __all__ = ["LocalBackend"]
 
@@ -24,16 +28,6 @@ def _raise(exc: OSError, name: str, op: str) -> None:
     if exc.errno in _TRANSIENT_ERRNOS:
         raise StorageUnavailable(detail=detail) from exc
     raise StorageRequestRejected(detail=detail) from exc
-
-
-def _drop_cached(fd: int) -> None:
-    """Let the kernel reuse a stored object's pages at once: a vault is written far more than it
-    is read, and a backup should not push the host's (and its VMs') useful pages out of the page cache.
-    Only a hint: a file system that does not take it loses nothing."""
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
 
 
 class LocalBackend(Backend):
@@ -87,7 +81,7 @@ class LocalBackend(Backend):
                     view = view[os.write(fd, view):]
                 if self._fsync:
                     os.fsync(fd)
-                    _drop_cached(fd)
+                    drop_pages(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
@@ -104,7 +98,7 @@ class LocalBackend(Backend):
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-                _drop_cached(fh.fileno())
+                drop_pages(fh.fileno())
                 return data
         except FileNotFoundError as exc:
             raise StorageObjectNotFound(name=name) from exc

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from haven.engine.pagecache import drop_pages
 from haven.engine.source import Extent
 from haven.hypervisor.errors import DiskInUse, NbdReadFailed, SnapshotFailed
 
@@ -51,7 +52,11 @@ def total_length(extents: list[Extent]) -> int:
 
 
 class FileDiskSource:
-    """A raw image file (or a block device), read with ``pread``; holes are skipped."""
+    """A raw image file (or a block device), read with ``pread``; holes are skipped.
+
+    Used for stopped VMs only, so what it reads is nobody's working set: each range read leaves
+    the page cache at once (as borg does), and backing up a large image does not evict the host's
+    running VMs' pages. Live VMs are read through QEMU (``NbdDiskSource``) and are not touched."""
 
     def __init__(self, name: str, path: str | os.PathLike, format: str = "raw", size: int | None = None):
         self.name, self.path, self.format = name, str(path), format
@@ -103,6 +108,7 @@ class FileDiskSource:
                 break
             parts.append(piece)
             got += len(piece)
+        drop_pages(self._fd, offset, got)
         with self._lock:
             self.bytes_read += length
         return b"".join(parts)
