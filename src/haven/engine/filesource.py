@@ -3,13 +3,39 @@ and a fallback for adapters that hand over a plain raw file)."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from .source import Extent
 
-__all__ = ["RawFileSource"]
+__all__ = ["RawFileSource", "scan_data_extents"]
+
+
+def scan_data_extents(fd: int, size: int) -> list[Extent]:
+    """The ranges of an open file (or block device) that hold data, by ``SEEK_DATA``/``SEEK_HOLE``;
+    all of it when the file system cannot tell."""
+    out: list[Extent] = []
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after pos
+                    break
+                raise
+            if start >= size:
+                break
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            out.append(Extent(start, end - start))
+            pos = end
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        return [Extent(0, size)] if size else []
+    return out
 
 
 class RawFileSource:
@@ -25,15 +51,7 @@ class RawFileSource:
         self._fd = os.open(self.path, os.O_RDONLY)
 
     def data_extents(self) -> Iterator[Extent]:
-        pos = 0
-        while pos < self.size:
-            try:
-                start = os.lseek(self._fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: no data after pos
-                return
-            end = os.lseek(self._fd, start, os.SEEK_HOLE)
-            yield Extent(start, end - start)
-            pos = end
+        return iter(scan_data_extents(self._fd, self.size))
 
     def changed_extents(self) -> Iterator[Extent] | None:
         return None if self._changed is None else iter(self._changed)

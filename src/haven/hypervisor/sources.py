@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import socket
@@ -19,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from haven.engine.filesource import scan_data_extents
 from haven.engine.pagecache import drop_pages
 from haven.engine.source import Extent
 from haven.hypervisor.errors import DiskInUse, NbdReadFailed, SnapshotFailed
@@ -70,30 +70,8 @@ class FileDiskSource:
     def data_extents(self) -> Iterator[Extent]:
         with self._lock:
             if self._extents is None:
-                self._extents = self._scan()
+                self._extents = scan_data_extents(self._fd, self.size)
         return iter(self._extents)
-
-    def _scan(self) -> list[Extent]:
-        out: list[Extent] = []
-        pos = 0
-        try:
-            while pos < self.size:
-                try:
-                    start = os.lseek(self._fd, pos, os.SEEK_DATA)
-                except OSError as exc:
-                    if exc.errno == errno.ENXIO:  # no data after pos
-                        break
-                    raise
-                if start >= self.size:
-                    break
-                end = min(os.lseek(self._fd, start, os.SEEK_HOLE), self.size)
-                out.append(Extent(start, end - start))
-                pos = end
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            return [Extent(0, self.size)] if self.size else []  # no hole support: all is data
-        return out
 
     def changed_extents(self) -> Iterator[Extent] | None:
         return None
