@@ -129,3 +129,34 @@ def test_a_file_system_refusing_the_alignment_gets_the_page_cache(tmp_path, monk
         _no_direct(tmp_path)
     assert refused and not writer.direct
     assert path.read_bytes() == _expected(pieces)
+
+
+def test_a_full_disk_on_the_direct_path_surfaces_as_itself(tmp_path, monkeypatch):
+    """ENOSPC from an O_DIRECT write reaches the caller, and closing the writer while that error
+    (whose traceback still views the aligned buffer) is alive does not replace it."""
+    real_pwrite = os.pwrite
+    direct: dict[str, int | None] = {}
+    real_open_direct = diskwrite._open_direct
+
+    def open_direct(fd):
+        direct["fd"] = real_open_direct(fd)
+        return direct["fd"]
+
+    def pwrite(fd, data, off):
+        if fd == direct.get("fd"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, off)
+
+    monkeypatch.setattr(diskwrite, "_open_direct", open_direct)
+    monkeypatch.setattr(diskwrite.os, "pwrite", pwrite)
+    fd = os.open(tmp_path / "disk.img", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        writer = DiskWriter(fd, MiB)
+        if not writer.direct:
+            _no_direct(tmp_path)
+        with pytest.raises(OSError) as caught:
+            writer.write(bytes(range(256)) * 4096, 0)
+        assert caught.value.errno == errno.ENOSPC
+        writer.close()  # with caught.value and its traceback still alive
+    finally:
+        os.close(fd)

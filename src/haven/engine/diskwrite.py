@@ -108,5 +108,8 @@ class DiskWriter:
             self._direct = None
         with self._lock:
             for buf in self._buffers:
-                buf.close()
+                try:
+                    buf.close()
+                except BufferError:  # still viewed from the traceback of an error in flight: freed with it
+                    pass
             self._buffers.clear()
