@@ -12,6 +12,7 @@ import pytest
 
 from haven.engine import diskwrite
 from haven.engine.diskwrite import BLOCK, DiskWriter
+from tests.services._util import require
 
 MiB = 1 << 20
 SIZE = 24 * MiB + 1234  # not a whole number of blocks: the last piece is unaligned
@@ -42,9 +43,31 @@ def _write(path, pieces, direct: bool | None = None, monkeypatch=None) -> DiskWr
     return writer
 
 
-def _no_direct(where) -> None:
+def _require_direct(ok: bool, where) -> None:
     """CI's /tmp is ext4; a developer's may be a file system without O_DIRECT."""
-    (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(f"{where} does not take O_DIRECT")
+    require(ok, f"O_DIRECT on {where}")
+
+
+def _fail_direct_writes(monkeypatch, code: int) -> tuple[dict[str, int | None], list[int]]:
+    """Make every write on the writer's O_DIRECT descriptor fail with ``code``; returns that
+    descriptor (once a writer is made) and the offsets refused."""
+    real_pwrite, real_open_direct = os.pwrite, diskwrite._open_direct
+    direct: dict[str, int | None] = {}
+    refused: list[int] = []
+
+    def open_direct(fd):
+        direct["fd"] = real_open_direct(fd)
+        return direct["fd"]
+
+    def pwrite(fd, data, off):
+        if fd == direct.get("fd"):
+            refused.append(off)
+            raise OSError(code, os.strerror(code))
+        return real_pwrite(fd, data, off)
+
+    monkeypatch.setattr(diskwrite, "_open_direct", open_direct)
+    monkeypatch.setattr(diskwrite.os, "pwrite", pwrite)
+    return direct, refused
 
 
 def _expected(pieces) -> bytes:
@@ -71,8 +94,7 @@ def test_direct_writes_leave_the_page_cache_alone(tmp_path):
     try:
         os.ftruncate(fd, SIZE)
         writer = DiskWriter(fd, MiB)
-        if not writer.direct:
-            _no_direct(tmp_path)
+        _require_direct(writer.direct, tmp_path)
         for off, data in pieces:
             writer.write(data, off)
         writer.close()
@@ -104,29 +126,11 @@ def test_a_short_write_is_a_full_disk(tmp_path, monkeypatch):
 
 def test_a_file_system_refusing_the_alignment_gets_the_page_cache(tmp_path, monkeypatch):
     """A device with blocks larger than 4 KiB answers EINVAL: the writer falls back, nothing is lost."""
-    real_pwrite = os.pwrite
-    refused = []
-
-    def pwrite(fd, data, off):
-        if fd == writer_fds.get("direct"):
-            refused.append(off)
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_pwrite(fd, data, off)
-
-    writer_fds: dict[str, int] = {}
-    real_open_direct = diskwrite._open_direct
-
-    def open_direct(fd):
-        writer_fds["direct"] = real_open_direct(fd)
-        return writer_fds["direct"]
-
-    monkeypatch.setattr(diskwrite, "_open_direct", open_direct)
-    monkeypatch.setattr(diskwrite.os, "pwrite", pwrite)
+    direct, refused = _fail_direct_writes(monkeypatch, errno.EINVAL)
     pieces = _pieces()
     path = tmp_path / "disk.img"
     writer = _write(path, pieces)
-    if writer_fds["direct"] is None:
-        _no_direct(tmp_path)
+    _require_direct(direct["fd"] is not None, tmp_path)
     assert refused and not writer.direct
     assert path.read_bytes() == _expected(pieces)
 
@@ -134,26 +138,11 @@ def test_a_file_system_refusing_the_alignment_gets_the_page_cache(tmp_path, monk
 def test_a_full_disk_on_the_direct_path_surfaces_as_itself(tmp_path, monkeypatch):
     """ENOSPC from an O_DIRECT write reaches the caller, and closing the writer while that error
     (whose traceback still views the aligned buffer) is alive does not replace it."""
-    real_pwrite = os.pwrite
-    direct: dict[str, int | None] = {}
-    real_open_direct = diskwrite._open_direct
-
-    def open_direct(fd):
-        direct["fd"] = real_open_direct(fd)
-        return direct["fd"]
-
-    def pwrite(fd, data, off):
-        if fd == direct.get("fd"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_pwrite(fd, data, off)
-
-    monkeypatch.setattr(diskwrite, "_open_direct", open_direct)
-    monkeypatch.setattr(diskwrite.os, "pwrite", pwrite)
+    _fail_direct_writes(monkeypatch, errno.ENOSPC)
     fd = os.open(tmp_path / "disk.img", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         writer = DiskWriter(fd, MiB)
-        if not writer.direct:
-            _no_direct(tmp_path)
+        _require_direct(writer.direct, tmp_path)
         with pytest.raises(OSError) as caught:
             writer.write(bytes(range(256)) * 4096, 0)
         assert caught.value.errno == errno.ENOSPC
