@@ -241,3 +241,77 @@ def test_share_own_host_none_leaves_the_servers_host_to_host_share(home, db_url,
     with pytest.raises(SettingInvalid) as e:
         load_settings(home, database_url=db_url)
     assert "share_own_host" in e.value.text and "'all' or 'none'" in e.value.text
+
+
+def test_migration_0005_keeps_what_existing_subscriptions_use_and_shares_no_idle_remote_host(db_url, clock):
+    """An existing deployment: the own host stays shared with every subscription, each host stays shared
+    with the subscriptions protecting its VMs; a remote host nobody protects is shared with none."""
+    from sqlalchemy import select
+
+    from haven.db.models import Host, HostShare, ProtectedItem, Region, Subscription, Vault, VirtualMachine
+    from haven.db.session import Database, migrate
+
+    db = Database(db_url, run_migrations=False)
+    try:
+        migrate(db.engine, "0004")
+        now = clock.now()
+        with db.session() as s:
+            s.add(Region(name="local", storage_url="file:///nowhere"))
+            s.flush()
+            subs = {n: Subscription(name=n, created_at=now) for n in ("alpha", "bravo")}
+            hosts = {"own": Host(name="own", region="local", adapter_url="folder:///vms", created_at=now),
+                     "used": Host(name="used", region="local", adapter_url="folder:///x", created_at=now, job_types=["Backup"]),
+                     "idle": Host(name="idle", region="local", adapter_url="folder:///y", created_at=now, job_types=[]),
+                     "imported": Host(name="imported", region="local", adapter_url="imported://imported", created_at=now)}
+            s.add_all(subs.values())
+            s.add_all(hosts.values())
+            s.flush()
+            vault = Vault(subscription_id=subs["bravo"].id, name="vb", name_key="vb", region="local", redundancy="LRS",
+                          storage_url="file:///nowhere/vb", created_at=now)
+            vms = [VirtualMachine(host_id=hosts[h].id, name=f"vm-{h}", last_seen=now) for h in ("used", "imported")]
+            s.add_all([vault, *vms])
+            s.flush()
+            s.add_all([ProtectedItem(vault_id=vault.id, vm_id=vm.id, state="ProtectionStopped", created_at=now) for vm in vms])
+        migrate(db.engine)
+        with db.session() as s:
+            names = {h.id: h.name for h in s.scalars(select(Host))} | {x.id: x.name for x in s.scalars(select(Subscription))}
+            shares = sorted((names[x.host_id], names[x.subscription_id]) for x in s.scalars(select(HostShare)))
+        assert shares == [("imported", "bravo"), ("own", "alpha"), ("own", "bravo"), ("used", "bravo")]
+    finally:
+        db.dispose()
+
+
+def test_host_share_unshare_and_list_through_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from haven.cli.main import app
+    from tests.services.haven_server import HavenServer
+
+    server = HavenServer(tmp_path / "srv").start()
+    try:
+        def run(*args, token=None, expect=0):
+            result = CliRunner().invoke(app, ["--server", server.url, "--token", token or server.token, "-o", "json", *args])
+            assert result.exit_code == expect, (args, result.exit_code, result.output)
+            return json.loads(result.stdout) if expect == 0 and result.stdout.strip() else result
+
+        run("subscription", "create", "--name", "prod")
+        run("subscription", "create", "--name", "dev")
+        own = [h for h in run("host", "list")]
+        assert len(own) == 1 and own[0]["agent"] == "server" and own[0]["shares"] == ["dev", "prod"]  # the own-host rule
+        added = run("host", "add", "--name", "far", "--region", "local", "--share", "prod", "--token-file", str(tmp_path / "far.token"))
+        assert added["shares"] == ["prod"] and "agent_token" not in added
+        assert run("host", "share", "--name", "far", "--subscription", "dev")["shares"] == ["dev", "prod"]
+        assert run("host", "unshare", "--name", "far", "-s", "dev")["shares"] == ["prod"]
+        table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "host", "list"])
+        assert table.exit_code == 0 and "shares" in table.stdout and "prod" in table.stdout
+        missing = run("host", "unshare", "--name", "far", "-s", "dev", expect=3)
+        assert "UserErrorHostNotShared" in missing.output and "haven host list" in missing.output
+
+        prod_owner = run("token", "create", "--name", "po", "--role", "Owner", "--subscription", "prod")["token"]
+        denied = run("host", "share", "--name", "far", "-s", "dev", token=prod_owner, expect=6)
+        assert "UserErrorAuthorizationFailed" in denied.output
+        dev_reader = run("token", "create", "--name", "dr", "--role", "Reader", "--subscription", "dev")["token"]
+        assert [h["name"] for h in run("host", "list", token=dev_reader)] == [own[0]["name"]]
+        assert [h["shares"] for h in run("host", "list", token=prod_owner) if h["name"] == "far"] == [["prod"]]
+    finally:
+        server.stop()
