@@ -315,3 +315,30 @@ def test_host_share_unshare_and_list_through_the_cli(tmp_path):
         assert [h["shares"] for h in run("host", "list", token=prod_owner) if h["name"] == "far"] == [["prod"]]
     finally:
         server.stop()
+
+
+def test_an_encrypted_vm_is_never_backed_up_with_another_subscriptions_keys(world, home):
+    """The VM's settings name alpha's key vault: bravo may not have the backup service read those keys."""
+    import os
+
+    from haven.keyvault.permissions import BACKUP_PRINCIPAL, BACKUP_TEMPLATE
+
+    core, root, client, t = world["core"], world["root"], world["client"], world["tokens"]
+    kv = core.keyvault
+    kv.create(root, A, "kv-alpha", "local", purge_protection=False)
+    kv.create_key(root, A, "kv-alpha", "enc-kek", "RSA")
+    kv.set_bek(root, A, "kv-alpha", "enc-bek", os.urandom(64), kek="enc-kek")
+    kv.set_policy(root, A, "kv-alpha", BACKUP_PRINCIPAL, template=BACKUP_TEMPLATE)
+    settings = {"method": "luks", "key_vault": "kv-alpha", "bek_secret": "enc-bek", "kek_key": "enc-kek"}
+    for vm, extra in (("enc-named", {"subscription": A}), ("enc-unnamed", {})):
+        folder = make_folder_vm(home / "vms", vm)
+        definition = json.loads((folder / "vm.json").read_text())
+        (folder / "vm.json").write_text(json.dumps({**definition, "encryption": {**settings, **extra}}))
+    register_local_host(core, home / "vms", name="server")
+    b = _as(t["b-operator"])
+    for vm in ("enc-named", "enc-unnamed"):
+        r = client.post(f"/api/v1/subscriptions/{B}/vaults/{VB}/items", headers=b, json={"vm": vm})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "UserErrorKeyVaultNotFound", r.text
+    assert client.get(f"/api/v1/subscriptions/{B}/vaults/{VB}/items", headers=b).json() == []
+    ok = client.post(f"/api/v1/subscriptions/{A}/vaults/{VA}/items", headers=_as(t["a-operator"]), json={"vm": "enc-unnamed"})
+    assert ok.status_code == 201, ok.text
