@@ -183,6 +183,10 @@ def test_only_a_global_owner_shares_and_unshares_hosts(world):
     # a subscription Owner cannot add a host to get it shared either: registering hosts is the global Owner's
     added = client.post("/api/v1/hosts", headers=_as(t["b-owner"]), json={"name": "sneaky", "region": "local", "shares": [B]})
     assert added.status_code == 403
+    # a share with a subscription that does not exist: nothing is registered
+    bad = client.post("/api/v1/hosts", headers=root, json={"name": "kvm-9", "region": "local", "shares": [A, "nobody"]})
+    assert bad.status_code == 404 and bad.json()["error"]["code"] == "UserErrorSubscriptionNotFound"
+    assert "kvm-9" not in {h["name"] for h in client.get("/api/v1/hosts", headers=root).json()}
 
 
 def test_unsharing_a_host_whose_vms_the_subscription_protects_is_refused_with_the_fix(world):
