@@ -11,7 +11,19 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["RegionConfig", "Settings", "load_settings", "default_home"]
+from haven.errors import UserError
+
+__all__ = ["RegionConfig", "Settings", "load_settings", "default_home", "SHARE_OWN_HOST", "SettingInvalid"]
+
+#: ``[server] share_own_host``: "all" shares the server's own host with every subscription (when either
+#: is created); "none" leaves it to 'haven host share' like any remote host.
+SHARE_OWN_HOST = ("all", "none")
+
+
+class SettingInvalid(UserError):
+    code = "UserErrorSettingInvalid"
+    message = "The setting {key} = {value!r} is invalid: it must be one of {allowed}."
+    recommendation = "Fix {key} in {where} and start the server again."
 
 
 def default_home() -> Path:
@@ -46,6 +58,8 @@ class Settings:
     max_backups_per_vault: int = 4
     #: Folders restores may write into (a target must be one of them or inside one); empty: any absolute folder.
     restore_roots: tuple[Path, ...] = ()
+    #: which subscriptions the server's own host is shared with when it registers or a subscription is created
+    share_own_host: str = "all"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -97,5 +111,10 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         restore_roots=tuple(Path(p) for p in (env["HAVEN_RESTORE_ROOTS"].split(os.pathsep) if env.get("HAVEN_RESTORE_ROOTS")
                                               else data.get("restore_roots", [])) if p),
     )
+    share_own_host = env.get("HAVEN_SHARE_OWN_HOST") or data.get("server", {}).get("share_own_host", "all")
+    if share_own_host not in SHARE_OWN_HOST:
+        raise SettingInvalid(key="[server] share_own_host", value=share_own_host, allowed=" or ".join(map(repr, SHARE_OWN_HOST)),
+                             where="HAVEN_SHARE_OWN_HOST" if env.get("HAVEN_SHARE_OWN_HOST") else str(cfg))
+    values["share_own_host"] = share_own_host
     values.update(overrides)
     return Settings(**values)

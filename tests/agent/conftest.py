@@ -41,5 +41,5 @@ def world(core: Haven, home: Path, owner_token: str):
     register_local_host(core, home / "vms")
     far_vms = home.parent / "far-vms"
     make_folder_vm(far_vms, "far-vm", size=8 << 20)
-    added = core.agents.add_host(root, "far", "local", f"folder://{far_vms}")
+    added = core.agents.add_host(root, "far", "local", f"folder://{far_vms}", shares=["prod"])
     return {"root": root, "far_vms": far_vms, "agent_token": added["agent_token"], "far_id": added["id"]}

@@ -49,7 +49,7 @@ def api(server):
 
 def _add_host(server, tmp_path) -> Path:
     token_file = tmp_path / "agent" / "token"
-    done = subprocess.run([sys.executable, "-m", "haven.cli.main", "-o", "json", "host", "add", "--name", "far", "--region", "local",
+    done = subprocess.run([sys.executable, "-m", "haven.cli.main", "-o", "json", "host", "add", "--name", "far", "--region", "local", "--share", "prod",
                            "--token-file", str(token_file)], env=server.cli_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert oct(token_file.stat().st_mode & 0o777) == "0o600" and "agent_token\"" not in done.stdout

@@ -25,10 +25,18 @@ def make_folder_vm(vms_root: Path, name: str, disks: int = 1, size: int = 4 << 2
     return folder
 
 
-def register_local_host(core: Haven, vms_root: Path, name: str = "host1", region: str = "local") -> str:
+def register_local_host(core: Haven, vms_root: Path, name: str = "host1", region: str = "local",
+                        share: list[str] | None = None) -> str:
+    """Register a host run by the server's own agent and report its VMs.
+
+    Such a host is shared with every subscription by default (``[server] share_own_host``); ``share``
+    also shares it with these subscriptions, as 'haven host share' would.
+    """
     from haven.agent.local import LocalAgent
 
     agent = LocalAgent(core, f"folder://{vms_root}", host_name=name, region=region)
     agent.register()
+    for sub in share or []:
+        core.inventory.share_host(None, name, sub)
     agent.refresh_inventory()
     return agent.host_id

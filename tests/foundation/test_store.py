@@ -87,7 +87,7 @@ def test_vm_must_be_in_the_vault_region_and_protected_once(core, owner, home):
     core.protection.enable(owner, "prod", "v1", "web1")
     with pytest.raises(VmAlreadyProtected):
         core.protection.enable(owner, "prod", "v2", "web1")
-    assert core.protection.check_vm(owner, "web1")["vault"] == "v1"
+    assert core.protection.check_vm(owner, "prod", "web1")["vault"] == "v1"
 
 
 def test_region_mismatch_is_refused_with_the_fix(core, owner, home, tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -227,6 +227,7 @@ class HostOut(BaseModel):
     last_seen: datetime | None
     agent: Literal["server", "remote"] = "server"
     agent_version: str | None = None
+    shares: list[str] = Field(default_factory=list, description="The subscriptions the host is shared with (those the caller sees).")
 
 
 class HostIn(Strict):
@@ -234,6 +235,8 @@ class HostIn(Strict):
     region: str = Field(min_length=1, max_length=64)
     adapter: str = Field(default="folder:///var/lib/haven/vms", min_length=1, max_length=1024,
                          description="The hypervisor adapter the agent will use on that host (it reports its own when it starts).")
+    shares: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=100,
+                              description="Subscriptions (names or ids) to share the host with; none: shared with none until 'haven host share'.")
 
 
 class HostAddedOut(HostOut):
@@ -298,6 +301,7 @@ class CheckVmOut(BaseModel):
     state: str | None = None
     vault: str | None
     vault_id: str | None = None
+    other_subscription: bool = Field(default=False, description="Protected by a vault of a subscription the caller has no role on (not named).")
 
 
 # ---- jobs ----

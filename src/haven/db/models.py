@@ -21,6 +21,7 @@ __all__ = [
     "Vault",
     "Policy",
     "Host",
+    "HostShare",
     "VirtualMachine",
     "ProtectedItem",
     "Job",
@@ -138,6 +139,17 @@ class Host(Base):
     def remote(self) -> bool:
         """Run by a ``haven agent`` of its own, not by the server's in-process agent."""
         return self.job_types is not None
+
+
+class HostShare(Base):
+    """A host shared with a subscription: the subscription sees and acts on the host's VMs, and only then."""
+
+    __tablename__ = "host_shares"
+    __table_args__ = (UniqueConstraint("host_id", "subscription_id"),)
+    id: Mapped[str] = _id()
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
 
 
 class VirtualMachine(Base):

@@ -60,14 +60,19 @@ class AgentService:
         self.core = core
 
     # ---- hosts ----
-    def add_host(self, caller: Caller, name: str, region: str, adapter_url: str) -> dict:
-        """Register a remote host; the answer carries its agent's credential, shown only this once."""
+    def add_host(self, caller: Caller, name: str, region: str, adapter_url: str, shares: list[str] | None = None) -> dict:
+        """Register a remote host, shared with ``shares`` only; the answer carries its agent's credential, shown only this once."""
+        caller.require_global(Role.OWNER)
         with self.core.db.session() as s:
             if s.query(Host).filter(Host.name == name).first() is not None:
                 raise HostExists(name=name)
+            for sub in shares or []:
+                self.core.subscriptions.find(s, sub)  # each exists, before anything is made
         view, token = self.core.inventory.register_host(caller, name, region, adapter_url)
         with self.core.db.session() as s:
             s.get(Host, view["id"]).job_types = []  # remote: it runs nothing until its agent says what it runs
+        for sub in shares or []:
+            view = self.core.inventory.share_host(caller, name, sub)
         return {**view, "agent": "remote", "agent_token": token}
 
     def rotate_token(self, caller: Caller, name: str) -> dict:

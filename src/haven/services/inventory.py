@@ -1,17 +1,29 @@
-"""Hosts (hypervisors whose agent registered in a region) and the VMs they report."""
+"""Hosts (hypervisors whose agent registered in a region), the VMs they report, and who sees them.
+
+Tenancy: a subscription sees and acts only on the VMs of hosts shared with it (``HostShare``).
+A global Owner shares and unshares hosts. The server's own host (run by the in-process agent) is
+shared with every subscription, when the host registers and when a subscription is created, unless
+``[server] share_own_host = "none"``; a remote host is shared only by 'haven host share'. A VM of a
+host not shared with the subscription answers exactly like a VM that does not exist.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from sqlalchemy import select
 
-from haven.db.models import Host, VirtualMachine
-from haven.domain.enums import Role
-from haven.errors import NotFound, UserError
+from haven.db.models import Host, HostShare, Job, ProtectedItem, Subscription, Vault, VirtualMachine
+from haven.domain.enums import JobStatus, ProtectionState, Role
+from haven.errors import Conflict, NotFound, UserError
 from haven.services.auth import Caller
 
-__all__ = ["InventoryService", "VmNotFound", "HostNotFound"]
+__all__ = ["InventoryService", "VmNotFound", "HostNotFound", "HostNotShared", "HostShareInUse", "HostShareBusy",
+           "Tenancy", "host_view", "vm_view"]
+
+#: whose hosts a lookup may reach: one subscription id, several, or None (every host: global callers only)
+Tenancy = str | Collection[str] | None
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -32,6 +44,26 @@ class HostNotFound(NotFound):
     code = "UserErrorHostNotFound"
     message = "Host {name!r} is not registered."
     recommendation = "Start 'haven agent' on the host so that it registers."
+
+
+class HostNotShared(NotFound):
+    code = "UserErrorHostNotShared"
+    message = "Host {host!r} is not shared with subscription {subscription!r}."
+    recommendation = "See each host's shares with 'haven host list'."
+
+
+class HostShareInUse(Conflict):
+    code = "UserErrorHostShareInUse"
+    message = "Subscription {subscription!r} protects VMs of host {host!r} ({vms}); unsharing the host would stop their backups."
+    recommendation = ("Stop their protection first (haven protection disable -s {subscription} --vault <vault> --vm <vm>; "
+                      "the backup data is kept), then run 'haven host unshare --name {host} --subscription {subscription}' again.")
+
+
+class HostShareBusy(Conflict):
+    code = "UserErrorHostShareBusy"
+    message = "Job {job_id} of subscription {subscription!r} is queued or running on host {host!r}."
+    recommendation = ("Wait for it to finish (haven job wait -s {subscription} --name {job_id}), "
+                      "then run 'haven host unshare --name {host} --subscription {subscription}' again.")
 
 
 class HostNameInvalid(UserError):
@@ -59,6 +91,9 @@ class InventoryService:
                 host = Host(name=name, region=region, adapter_url=adapter_url, created_at=now, last_seen=now)
                 s.add(host)
                 s.flush()
+                if caller is None and self.core.settings.share_own_host == "all":  # the server's own host
+                    for sub_id in s.scalars(select(Subscription.id)).all():
+                        s.add(HostShare(host_id=host.id, subscription_id=sub_id, created_at=now))
             else:
                 host.region, host.adapter_url, host.last_seen = region, adapter_url, now
             view = host_view(host)
@@ -86,12 +121,15 @@ class InventoryService:
                 gone.power_state = "missing"
             return len(vms)
 
-    def find_vm(self, s, name: str, host: str | None = None, region: str | None = None) -> VirtualMachine:
+    def find_vm(self, s, name: str, host: str | None = None, region: str | None = None, *, shared_with: Tenancy) -> VirtualMachine:
+        """The VM ``name`` among the hosts shared with ``shared_with`` (None: every host)."""
         q = select(VirtualMachine).join(Host).where(VirtualMachine.name == name)
         if host:
             q = q.where(Host.name == host)
         if region:
             q = q.where(Host.region == region)
+        if shared_with is not None:
+            q = q.where(Host.id.in_(_shared_host_ids(shared_with)))
         found = s.scalars(q).all()
         if not found:
             where = f" on host {host!r}" if host else (f" in region {region!r}" if region else "")
@@ -100,25 +138,103 @@ class InventoryService:
             raise VmNameAmbiguous(name=name, hosts=", ".join(sorted(v.host.name for v in found)))
         return found[0]
 
-    def list_vms(self, caller: Caller, region: str | None = None) -> list[dict]:
+    def is_shared(self, s, host_id: str, subscription_id: str) -> bool:
+        return s.scalar(select(HostShare.id).where(HostShare.host_id == host_id, HostShare.subscription_id == subscription_id)) is not None
+
+    def require_vm_shared(self, s, machine: VirtualMachine, subscription_id: str) -> None:
+        """A VM of a host no longer shared with the subscription answers like a VM that does not exist."""
+        if not self.is_shared(s, machine.host_id, subscription_id):
+            raise VmNotFound(name=machine.name, where="")
+
+    def list_vms(self, caller: Caller, region: str | None = None, subscription: str | None = None) -> list[dict]:
+        """The VMs of the hosts shared with the caller's subscriptions (or with ``subscription`` only)."""
         if not caller.roles:
             caller.require_global(Role.READER)
+        visible = caller.visible_subscriptions()
         with self.core.db.session() as s:
+            if subscription is not None:
+                visible = {self.core.subscriptions.get_visible(s, caller, subscription).id}
             q = select(VirtualMachine, Host).join(Host)
             if region:
                 q = q.where(Host.region == region)
+            if visible is not None:
+                q = q.where(Host.id.in_(_shared_host_ids(visible)))
             return [vm_view(vm, host) for vm, host in s.execute(q.order_by(VirtualMachine.name))]
 
     def list_hosts(self, caller: Caller) -> list[dict]:
         if not caller.roles:
             caller.require_global(Role.READER)
+        visible = caller.visible_subscriptions()
         with self.core.db.session() as s:
-            return [host_view(h) for h in s.scalars(select(Host).order_by(Host.name))]
+            q = select(Host).order_by(Host.name)
+            if visible is not None:
+                q = q.where(Host.id.in_(_shared_host_ids(visible)))
+            return [host_view(h, self._shares(s, h.id, visible)) for h in s.scalars(q)]
+
+    # ---- shares (a global Owner's) ----
+    def share_host(self, caller: Caller | None, host: str, subscription: str) -> dict:
+        """Share ``host`` with ``subscription`` (by name or id); sharing twice changes nothing."""
+        if caller is not None:
+            caller.require_global(Role.OWNER)
+        with self.core.db.session() as s:
+            row, sub = self._host(s, host), self.core.subscriptions.find(s, subscription)
+            if not self.is_shared(s, row.id, sub.id):
+                s.add(HostShare(host_id=row.id, subscription_id=sub.id, created_at=self.core.clock.now()))
+                s.flush()
+            return host_view(row, self._shares(s, row.id, None))
+
+    def unshare_host(self, caller: Caller, host: str, subscription: str) -> dict:
+        """Stop sharing ``host`` with ``subscription``: refused while the subscription protects VMs there or runs jobs there."""
+        caller.require_global(Role.OWNER)
+        with self.core.db.session() as s:
+            row, sub = self._host(s, host), self.core.subscriptions.find(s, subscription)
+            share = s.scalar(select(HostShare).where(HostShare.host_id == row.id, HostShare.subscription_id == sub.id))
+            if share is None:
+                raise HostNotShared(host=row.name, subscription=sub.name)
+            protected = s.scalars(
+                select(VirtualMachine.name).join(ProtectedItem, ProtectedItem.vm_id == VirtualMachine.id).join(Vault, Vault.id == ProtectedItem.vault_id)
+                .where(VirtualMachine.host_id == row.id, Vault.subscription_id == sub.id, ProtectedItem.state == ProtectionState.PROTECTED.value)
+                .order_by(VirtualMachine.name)).all()
+            if protected:
+                raise HostShareInUse(subscription=sub.name, host=row.name, vms=", ".join(protected))
+            busy = s.scalar(select(Job.id).where(Job.host_id == row.id, Job.subscription_id == sub.id,
+                                                 Job.status.in_((JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value, JobStatus.CANCELLING.value))))
+            if busy:
+                raise HostShareBusy(job_id=busy, subscription=sub.name, host=row.name)
+            s.delete(share)
+            s.flush()
+            return host_view(row, self._shares(s, row.id, None))
+
+    def share_own_hosts(self, s, subscription_id: str) -> None:
+        """A new subscription gets the server's own hosts, when ``[server] share_own_host = "all"``."""
+        if self.core.settings.share_own_host != "all":
+            return
+        now = self.core.clock.now()
+        for h in s.scalars(select(Host)).all():
+            if not h.remote and not h.adapter_url.startswith("imported:"):
+                s.add(HostShare(host_id=h.id, subscription_id=subscription_id, created_at=now))
+
+    def _host(self, s, name: str) -> Host:
+        row = s.scalar(select(Host).where(Host.name == name))
+        if row is None:
+            raise HostNotFound(name=name)
+        return row
+
+    @staticmethod
+    def _shares(s, host_id: str, visible: Collection[str] | None) -> list[str]:
+        """The names of the subscriptions the host is shared with, as far as the caller may see them."""
+        q = select(Subscription.id, Subscription.name).join(HostShare, HostShare.subscription_id == Subscription.id).where(HostShare.host_id == host_id)
+        return sorted(name for sid, name in s.execute(q) if visible is None or sid in visible)
 
 
-def host_view(h: Host) -> dict:
+def _shared_host_ids(shared_with: str | Collection[str]):
+    ids = [shared_with] if isinstance(shared_with, str) else list(shared_with)
+    return select(HostShare.host_id).where(HostShare.subscription_id.in_(ids))
+
+
+def host_view(h: Host, shares: list[str] | None = None) -> dict:
     return {"id": h.id, "name": h.name, "region": h.region, "adapter": h.adapter_url.split("://", 1)[0], "last_seen": h.last_seen,
-            "agent": "remote" if h.remote else "server", "agent_version": h.agent_version}
+            "agent": "remote" if h.remote else "server", "agent_version": h.agent_version, "shares": shares or []}
 
 
 def vm_view(vm: VirtualMachine, host: Host) -> dict:

@@ -606,6 +606,18 @@ class KeyVaultService:
             raise (missing or E.KeyVaultNotFound(name=name, subscription=subscription or "any"))
         return rows[0]
 
+    def _vm_key_vault(self, s, enc: dict, subscription: str | None) -> KeyVault:
+        """The key vault an encrypted VM's settings name, in the protecting vault's ``subscription`` only.
+
+        A subscription's backups never read (nor copy into its recovery points) another subscription's keys.
+        """
+        if subscription is None:
+            return self._system_vault(s, enc["subscription"], enc["key_vault"])
+        own = self.core.subscriptions.find(s, subscription)
+        if enc["subscription"] and enc["subscription"] not in (own.id, own.name):
+            raise E.KeyVaultNotFound(name=enc["key_vault"], subscription=enc["subscription"])
+        return self._system_vault(s, own.id, enc["key_vault"], missing=E.KeyVaultNotFound(name=enc["key_vault"], subscription=own.name))
+
     def check_backup_access(self, vm_encryption: dict | None, subscription: str | None = None) -> None:
         """Before enabling backup and before every backup of a VM: ``None`` when it may be backed up.
 
@@ -618,7 +630,7 @@ class KeyVaultService:
         if enc["kek"] is None:
             raise E.BekOnlyEncryption(vm=enc["vm"])
         with self.core.db.session() as s:
-            kv = self._system_vault(s, enc["subscription"] or subscription, enc["key_vault"])
+            kv = self._vm_key_vault(s, enc, subscription)
             self._check_backup_principal(s, kv)
             self._key_row(s, kv, *enc["kek"])
             for name, version in enc["beks"]:
@@ -640,7 +652,7 @@ class KeyVaultService:
             return None
         self.check_backup_access(vm_encryption, subscription)
         with self.core.db.session() as s:
-            kv = self._system_vault(s, enc["subscription"] or subscription, enc["key_vault"])
+            kv = self._vm_key_vault(s, enc, subscription)
             sub = s.get(Subscription, kv.subscription_id)
             kek_rows = self._versions(s, KvKey, kv, enc["kek"][0])
             bek_docs = [self._secret_doc(kv, self._versions(s, KvSecret, kv, n)) for n, _ in enc["beks"]]

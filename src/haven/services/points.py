@@ -89,7 +89,7 @@ class PointService:
                 raise PointSoftDeleted(vm=vm)
             if fmt not in ("raw", "qcow2"):
                 raise RestoreFormatInvalid(fmt=fmt)
-            host_row = self.core.restore.pick_host(s, vault.region, host, None) if host else None
+            host_row = self.core.restore.pick_host(s, vault.region, host, None, vault.subscription_id) if host else None
             if host_row is not None:
                 self.core.agents.require_runs(host_row, JobType.RESTORE.value, "RestoreDisks")
             # a remote host's folders are checked by its agent; the server can only see its own

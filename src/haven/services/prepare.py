@@ -75,7 +75,7 @@ class PrepareService:
         checks: list[dict] = []
         with self.core.db.session() as s:
             sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.READER)
-            machine = self.core.inventory.find_vm(s, vm, host)
+            machine = self.core.inventory.find_vm(s, vm, host, shared_with=sub.id)
             region, host_name = machine.host.region, machine.host.name
             remote = dict(machine.host.network or {}) if machine.host.remote else None
             info = dict(machine.info or {})

@@ -32,6 +32,14 @@ class VmAlreadyProtected(Conflict):
     recommendation = "Change its policy with 'haven item set-policy', or stop its protection in vault {vault!r} first."
 
 
+class VmProtectedElsewhere(Conflict):
+    """What a caller without a role on the protecting vault's subscription learns: no vault, no subscription."""
+
+    code = "UserErrorVmProtectedByAnotherSubscription"
+    message = "VM {vm!r} is already protected by another subscription's vault."
+    recommendation = "A VM is protected by one vault only: ask the administrator of the server which subscription protects it."
+
+
 class ItemSoftDeleted(Conflict):
     code = "UserErrorItemSoftDeleted"
     message = "The backup data of VM {vm!r} in vault {vault!r} is soft-deleted; protection cannot be enabled again until it is undeleted or purged."
@@ -92,7 +100,7 @@ class ProtectionService:
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.OPERATOR)
             pol = self.core.policies.find(s, vault, policy or "DefaultPolicy")
-            machine = self.core.inventory.find_vm(s, vm, host)
+            machine = self.core.inventory.find_vm(s, vm, host, shared_with=vault.subscription_id)
             if machine.host.region != vault.region:
                 raise VmRegionMismatch(vm=vm, vm_region=machine.host.region, vault=vault.name, vault_region=vault.region)
             self._check_disks(machine, include_disks, exclude_disks)
@@ -100,7 +108,10 @@ class ProtectionService:
             self.core.keyvault.check_backup_access((machine.info or {}).get("encryption"), vault.subscription_id)
             existing = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))
             if existing is not None:
-                owner = s.get(Vault, existing.vault_id).name
+                protecting = s.get(Vault, existing.vault_id)
+                if not caller.can(protecting.subscription_id, Role.READER):
+                    raise VmProtectedElsewhere(vm=vm)
+                owner = protecting.name
                 if existing.state == ProtectionState.SOFT_DELETED.value:
                     raise ItemSoftDeleted(vm=vm, vault=owner)
                 if existing.vault_id != vault.id or existing.state == ProtectionState.PROTECTED.value:
@@ -169,15 +180,21 @@ class ProtectionService:
                                       host_id=item.vm.host_id)
         return self.core.jobs.view(job)
 
-    def check_vm(self, caller: Caller, vm: str, host: str | None = None) -> dict:
-        """Which vault protects this VM, if any (``az backup protection check-vm``)."""
+    def check_vm(self, caller: Caller, subscription: str, vm: str, host: str | None = None) -> dict:
+        """Which vault protects this VM, if any (``az backup protection check-vm``), among the subscription's hosts.
+
+        A vault of a subscription the caller has no role on is not named.
+        """
         with self.core.db.session() as s:
-            machine = self.core.inventory.find_vm(s, vm, host)
+            sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.READER)
+            machine = self.core.inventory.find_vm(s, vm, host, shared_with=sub.id)
             item = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))
             if item is None:
                 return {"vm": vm, "protected": False, "vault": None}
             vault = s.get(Vault, item.vault_id)
-            caller.require(vault.subscription_id, Role.READER)
+            if not caller.can(vault.subscription_id, Role.READER):
+                return {"vm": vm, "protected": item.state == ProtectionState.PROTECTED.value, "state": item.state,
+                        "vault": None, "other_subscription": True}
             return {"vm": vm, "protected": item.state == ProtectionState.PROTECTED.value, "state": item.state,
                     "vault": vault.name, "vault_id": vault.id}
 

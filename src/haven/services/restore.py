@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from haven.agent.work import RestoreVmPlan, restore_disks_into, run_restore_vm
-from haven.db.models import Host, Job, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
+from haven.db.models import Host, HostShare, Job, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.db.types import new_id
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
 from haven.errors import Conflict, NotFound, PreconditionFailed, UserError
@@ -328,7 +328,7 @@ class RestoreService:
                 raise RestoreFormatInvalid(fmt=fmt)
             region = self._require_secondary(vault, item, point, vm) if use_secondary_region else vault.region
             target_path = check_target(target, self.core.settings.restore_roots) if target is not None else None
-            host_row = self.pick_host(s, region, host, s.get(VirtualMachine, item.vm_id))
+            host_row = self.pick_host(s, region, host, s.get(VirtualMachine, item.vm_id), vault.subscription_id)
             taken = s.scalar(select(VirtualMachine).where(VirtualMachine.host_id == host_row.id, VirtualMachine.name == target_vm_name,
                                                           VirtualMachine.power_state != "missing"))
             if taken is not None:
@@ -341,19 +341,22 @@ class RestoreService:
                                           host_id=host_row.id)
             return self.core.jobs.view(job, s)
 
-    def pick_host(self, s, region: str, host: str | None, original: VirtualMachine | None) -> Host:
+    def pick_host(self, s, region: str, host: str | None, original: VirtualMachine | None, subscription_id: str) -> Host:
+        """The host to restore to, among those shared with the subscription (another host answers as if it did not exist)."""
+        shared = self.core.inventory.is_shared
         if host:
             row = s.scalar(select(Host).where(Host.name == host))
-            if row is None:
+            if row is None or not shared(s, row.id, subscription_id):
                 raise RestoreHostInvalid(host=host, region=region, reason="no such host is registered.")
             if row.region != region:
                 raise RestoreHostInvalid(host=host, region=region, reason=f"it is in region {row.region!r}.")
             return row
         if original is not None:
             row = s.get(Host, original.host_id)
-            if row is not None and row.region == region and not row.adapter_url.startswith("imported:"):
+            if row is not None and row.region == region and not row.adapter_url.startswith("imported:") and shared(s, row.id, subscription_id):
                 return row
-        rows = [h for h in s.scalars(select(Host).where(Host.region == region).order_by(Host.name)) if not h.adapter_url.startswith("imported:")]
+        rows = [h for h in s.scalars(select(Host).where(Host.region == region).order_by(Host.name))
+                if not h.adapter_url.startswith("imported:") and shared(s, h.id, subscription_id)]
         if not rows:
             raise RestoreHostInvalid(host="(any)", region=region, reason="no host has registered there.")
         return rows[0]
@@ -364,6 +367,7 @@ class RestoreService:
         with self.core.db.session() as s:
             vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.CONTRIBUTOR)
             machine = s.get(VirtualMachine, item.vm_id)
+            self.core.inventory.require_vm_shared(s, machine, vault.subscription_id)
             if machine.power_state not in ("stopped", "shutoff", "unknown"):
                 raise ReplaceDisksVmRunning(vm=vm, state=machine.power_state)
             names = [d["name"] for d in point.disks]
@@ -537,7 +541,7 @@ class RestoreService:
                 if not manifests:
                     continue
                 latest = manifests[-1].meta or {}
-                machine = self._import_vm(s, vregion, latest, now)
+                machine = self._import_vm(s, vregion, latest, now, sub.id, vname)
                 if s.scalar(select(ProtectedItem.id).where(ProtectedItem.vm_id == machine.id)):
                     raise VaultImportConflict(vault=vname, reason=f"VM {machine.name!r} is already protected on this server.")
                 times = [_when(m.meta or {}, m.created) for m in manifests]
@@ -575,17 +579,31 @@ class RestoreService:
         except Exception:  # noqa: BLE001 - no readable copy: the vault is imported as LRS
             return None
 
-    def _import_vm(self, s, region: str, meta: dict, now: datetime) -> VirtualMachine:
+    def _import_vm(self, s, region: str, meta: dict, now: datetime, subscription_id: str, vault_name: str) -> VirtualMachine:
+        """The VM an imported item belongs to, among the hosts shared with the importing subscription.
+
+        When none matches, the VM is recorded (missing) on its old host if that host is shared with the
+        subscription, else on a host of imported VMs of the subscription's own: never on another tenant's host.
+        """
         name = meta.get("vm") or "unknown-vm"
-        found = s.scalars(select(VirtualMachine).join(Host).where(VirtualMachine.name == name, Host.region == region)).all()
+        found = s.scalars(select(VirtualMachine).join(Host).where(
+            VirtualMachine.name == name, Host.region == region,
+            Host.id.in_(select(HostShare.host_id).where(HostShare.subscription_id == subscription_id)))).all()
         if len(found) == 1:
             return found[0]
-        host_name = meta.get("host") or "imported"
-        host = s.scalar(select(Host).where(Host.name == host_name))
-        if host is None:
-            host = Host(name=host_name, region=region, adapter_url=f"imported://{host_name}", created_at=now, last_seen=None)
-            s.add(host)
-            s.flush()
+        host = None
+        for host_name in (meta.get("host") or "imported", f"imported-{subscription_id}"):
+            host = s.scalar(select(Host).where(Host.name == host_name))
+            if host is None:
+                host = Host(name=host_name, region=region, adapter_url=f"imported://{host_name}", created_at=now, last_seen=None)
+                s.add(host)
+                s.flush()
+                s.add(HostShare(host_id=host.id, subscription_id=subscription_id, created_at=now))
+                break
+            if self.core.inventory.is_shared(s, host.id, subscription_id):
+                break
+        else:
+            raise VaultImportConflict(vault=vault_name, reason=f"no host of the subscription can hold VM {name!r}.")
         machine = s.scalar(select(VirtualMachine).where(VirtualMachine.host_id == host.id, VirtualMachine.name == name))
         if machine is None:
             info = {"name": name, "uuid": meta.get("vm_uuid"), "power_state": "missing", "disks": meta.get("disks") or [],

@@ -68,6 +68,7 @@ class SubscriptionService:
             sub = Subscription(name=name, created_at=self.core.clock.now())
             s.add(sub)
             s.flush()
+            self.core.inventory.share_own_hosts(s, sub.id)
             return view(sub)
 
     def list(self, caller: Caller) -> list[dict]:

@@ -398,12 +398,9 @@ def _configure(request, core, caller, sub, vault, step, policy, errors=None, don
     vms = []
     if step == "vms":
         core.policies.show(caller, sub, vault, policy or "DefaultPolicy")  # the chosen policy exists
-        for vm in core.inventory.list_vms(caller, v["region"]):
-            try:
-                protected = core.protection.check_vm(caller, vm["name"], vm["host"])
-            except HavenError:
-                protected = {"protected": True, "vault": "another subscription", "state": "Protected"}
-            vms.append({**vm, "check": protected})
+        for vm in core.inventory.list_vms(caller, v["region"], subscription=sub):
+            vms.append({**vm, "check": _protection(core, caller, sub, vm)
+                        or {"protected": True, "vault": "another subscription", "state": "Protected"}})
     if step not in ("goal", "policy", "vms"):
         step = "goal"
     return _render(request, "configure.html", caller, status=status, sub=subscription, vault=v, step=step, policies=policies,
@@ -754,14 +751,20 @@ def readiness_page(request: Request, subscription: str = "", check: str = ""):
     chosen = next((x for x in subs if subscription in (x["name"], x["id"])), subs[0] if subs else None)
     rows = []
     for vm in vms:
-        try:
-            protected = core.protection.check_vm(caller, vm["name"], vm["host"])
-        except HavenError:
-            protected = None
+        protected = _protection(core, caller, chosen["name"], vm) if chosen else None
         report = _prepare_report(core, caller, chosen, vm) if check in ("all", vm["name"]) else None
         rows.append({**vm, "check": protected, "prepare": report})
     return _render(request, "readiness.html", caller, vms=rows, hosts=hosts, subs=subs, chosen=chosen, checked=check,
                    prepare_available=True)
+
+
+def _protection(core, caller: Caller, sub: str, vm: dict) -> dict | None:
+    """``check_vm`` of a VM listed on a page; another subscription's vault shows as just that (never named)."""
+    try:
+        check = core.protection.check_vm(caller, sub, vm["name"], vm["host"])
+    except HavenError:
+        return None
+    return {**check, "protected": True, "vault": "another subscription"} if check.get("other_subscription") else check
 
 
 def _prepare_report(core, caller: Caller, subscription: dict | None, vm: dict) -> dict | None:

@@ -83,7 +83,7 @@ class HeartbeatOut(BaseModel):
 @router.post("/hosts", response_model=HostAddedOut, status_code=status.HTTP_201_CREATED, tags=["inventory"])
 def add_host(body: HostIn, app=Depends(core), who=Depends(caller)):
     """Register a remote host; the answer holds its agent's credential, once."""
-    return app.agents.add_host(who, body.name, body.region, body.adapter)
+    return app.agents.add_host(who, body.name, body.region, body.adapter, body.shares)
 
 
 @router.post("/hosts/{host}/agent-token", response_model=HostAddedOut, tags=["inventory"])

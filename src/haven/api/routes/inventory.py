@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from haven.api.deps import caller, core
+from haven.api.routes.params import HostName, Sub
 from haven.api.schemas import HostOut, VmOut
 
 router = APIRouter(tags=["inventory"])
@@ -18,3 +19,15 @@ def list_hosts(app=Depends(core), who=Depends(caller)):
 @router.get("/vms", response_model=list[VmOut])
 def list_vms(region: Annotated[str | None, Query(min_length=1, max_length=64)] = None, app=Depends(core), who=Depends(caller)):
     return app.inventory.list_vms(who, region)
+
+
+@router.post("/hosts/{host}/shares/{subscription}", response_model=HostOut)
+def share_host(host: HostName, subscription: Sub, app=Depends(core), who=Depends(caller)):
+    """Share the host with the subscription: its Readers see the host's VMs, its Operators protect them (global Owner only)."""
+    return app.inventory.share_host(who, host, subscription)
+
+
+@router.delete("/hosts/{host}/shares/{subscription}", response_model=HostOut)
+def unshare_host(host: HostName, subscription: Sub, app=Depends(core), who=Depends(caller)):
+    """Stop sharing the host with the subscription; refused while the subscription protects VMs there (global Owner only)."""
+    return app.inventory.unshare_host(who, host, subscription)

@@ -10,3 +10,4 @@ PolicyName = Annotated[str, Path(min_length=1, max_length=150, examples=["Defaul
 VmName = Annotated[str, Path(min_length=1, max_length=128, description="The protected VM's name", examples=["sample-vm"])]
 Id = Annotated[str, Path(min_length=1, max_length=64)]
 RegionName = Annotated[str, Path(min_length=1, max_length=64, examples=["local"])]
+HostName = Annotated[str, Path(min_length=1, max_length=128, description="The host's name", examples=["host1"])]

@@ -52,8 +52,7 @@ def backup_now(subscription: Sub, vault: VaultName, vm: VmName, body: BackupNowI
 @router.get("/protection/check-vm", response_model=CheckVmOut, tags=["protection"])
 def check_vm(subscription: Sub, vm: Annotated[str, Query(min_length=1, max_length=128)],
              host: Annotated[str | None, Query(min_length=1, max_length=128)] = None, app=Depends(core), who=Depends(caller)):
-    app.subscriptions.show(who, subscription)
-    return app.protection.check_vm(who, vm, host)
+    return app.protection.check_vm(who, subscription, vm, host)
 
 
 @router.get(ITEMS + "/{vm}/recovery-points", response_model=list[PointOut], tags=["recovery points"])

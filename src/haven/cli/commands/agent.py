@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Annotated, Optional
+from urllib.parse import quote
 
 import typer
 
@@ -21,10 +22,15 @@ host = typer.Typer(help="Hypervisor hosts and their agents.", no_args_is_help=Tr
 def host_add(ctx: typer.Context, name: Annotated[str, typer.Option("--name", "-n", help="The host's name.")],
              region: Annotated[str, typer.Option("--region", help="The region the host is in.")],
              adapter: Annotated[str, typer.Option("--adapter", help="Adapter the agent will use there.")] = "folder:///var/lib/haven/vms",
-             token_file: Annotated[Optional[Path], typer.Option("--token-file", help="Write the agent's credential here (mode 0600) instead of printing it.")] = None):
-    """Register a remote host. Its agent's credential is shown (or written) once."""
+             token_file: Annotated[Optional[Path], typer.Option("--token-file", help="Write the agent's credential here (mode 0600) instead of printing it.")] = None,
+             share: Annotated[Optional[list[str]], typer.Option("--share", help="Share the host with this subscription (repeatable).")] = None):
+    """Register a remote host. Its agent's credential is shown (or written) once.
+
+    A remote host is shared with no subscription until --share here or 'haven host share'.
+    """
     st = state(ctx)
-    _show_with_secret(st, st.client.post("/hosts", {"name": name, "region": region, "adapter": adapter}), token_file)
+    body = {"name": name, "region": region, "adapter": adapter, "shares": share or []}
+    _show_with_secret(st, st.client.post("/hosts", body), token_file)
 
 
 @host.command("rotate-token")
@@ -41,7 +47,25 @@ def host_rotate_token(ctx: typer.Context, name: Annotated[str, typer.Option("--n
 def host_list(ctx: typer.Context):
     """Registered hosts: region, adapter, whether the server or a remote agent runs their jobs."""
     st = state(ctx)
-    st.show(st.client.get("/hosts"), ["name", "region", "adapter", "agent", "agent_version", "last_seen"])
+    st.show(st.client.get("/hosts"), ["name", "region", "adapter", "agent", "agent_version", "last_seen", "shares"])
+
+
+@host.command("share")
+@handled
+def host_share(ctx: typer.Context, name: Annotated[str, typer.Option("--name", "-n", help="The host's name.")],
+               subscription: Annotated[str, typer.Option("--subscription", "-s", help="Subscription name or id.")]):
+    """Share a host with a subscription: it then sees and protects the host's VMs (global Owner only)."""
+    st = state(ctx)
+    st.show(st.client.post(f"/hosts/{quote(name, safe='')}/shares/{quote(subscription, safe='')}"))
+
+
+@host.command("unshare")
+@handled
+def host_unshare(ctx: typer.Context, name: Annotated[str, typer.Option("--name", "-n", help="The host's name.")],
+                 subscription: Annotated[str, typer.Option("--subscription", "-s", help="Subscription name or id.")]):
+    """Stop sharing a host with a subscription (refused while the subscription protects VMs there)."""
+    st = state(ctx)
+    st.show(st.client.delete(f"/hosts/{quote(name, safe='')}/shares/{quote(subscription, safe='')}"))
 
 
 def _show_with_secret(st, answer: dict, token_file: Path | None) -> None:
