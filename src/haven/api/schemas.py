@@ -416,7 +416,7 @@ class GuardRequestOut(BaseModel):
 
 
 class GuardAuditOut(BaseModel):
-    id: str
+    id: int
     time: datetime
     event: str
     principal: str

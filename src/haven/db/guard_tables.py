@@ -83,7 +83,8 @@ class GuardRequest(Base):
 class GuardAuditEvent(Base):
     __tablename__ = "resource_guard_audit"
     __table_args__ = (Index("ix_resource_guard_audit_guard", "guard_id", "time"),)
-    id: Mapped[str] = _id()
+    #: a sequence: events of the same instant keep their order
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     time: Mapped[datetime]
     event: Mapped[str] = mapped_column(String(32))
     principal: Mapped[str] = mapped_column(String(128))

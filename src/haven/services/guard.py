@@ -380,7 +380,7 @@ class GuardService:
 
     def list_audit(self, caller: Caller, guard: str | None = None, vault: str | None = None) -> list[dict]:
         with self.core.db.session() as s:
-            q = select(GuardAuditEvent).order_by(GuardAuditEvent.time, GuardAuditEvent.id)
+            q = select(GuardAuditEvent).order_by(GuardAuditEvent.id)
             if guard:
                 q = q.where(GuardAuditEvent.guard_id == guard)
             if vault:

@@ -68,7 +68,7 @@ def upgrade() -> None:
     with op.batch_alter_table('resource_guard_requests', schema=None) as batch_op:
         batch_op.create_index('ix_resource_guard_requests_vault', ['vault_id', 'status'], unique=False)
     op.create_table('resource_guard_audit',
-    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('time', haven.db.types.UTCDateTime(), nullable=False),
     sa.Column('event', sa.String(length=32), nullable=False),
     sa.Column('principal', sa.String(length=128), nullable=False),
