@@ -8,7 +8,7 @@ from haven import __version__
 from haven.api import metrics
 from haven.api.errors import ERROR_RESPONSES, install_error_handlers, reject_nul_in_urls
 from haven.api.storage_endpoint import storage_router
-from haven.api.routes import account, agent, inventory, jobs, keyvault, prepare, protection, restore, vaults
+from haven.api.routes import account, agent, guard, inventory, jobs, keyvault, prepare, protection, restore, vaults
 from haven.services.core import Haven
 from haven.web import mount_dashboard
 
@@ -25,7 +25,7 @@ def create_app(core: Haven) -> FastAPI:
     install_error_handlers(app)
     reject_nul_in_urls(app)
     api = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
-    for module in (account, vaults, protection, jobs, inventory, agent, prepare, keyvault, restore):
+    for module in (account, vaults, protection, jobs, inventory, agent, prepare, keyvault, restore, guard):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(metrics.router)

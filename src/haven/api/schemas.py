@@ -110,6 +110,9 @@ class WhoAmI(BaseModel):
 
 
 # ---- vaults ----
+APPROVAL_FIELD = Field(default=None, min_length=1, max_length=64,
+                       description="On a vault under a resource guard: the id of the approved request for exactly this call.")
+
 class VaultIn(Strict):
     name: str = documented_pattern(VAULT_NAME, min_length=1, max_length=100)
     region: str = Field(min_length=1, max_length=64)
@@ -120,6 +123,7 @@ class BackupPropertiesIn(Strict):
     storage_redundancy: Literal["LRS", "GRS"] | None = None
     soft_delete_days: int | None = Field(default=None, ge=14, le=180)
     immutability: Literal["Disabled", "Enabled", "Locked"] | None = None
+    approval_id: str | None = APPROVAL_FIELD
 
 
 class VerifyIn(Strict):
@@ -169,6 +173,7 @@ class VaultOut(BaseModel):
     recovery_points: int
     policies: int
     stored_bytes: int
+    resource_guard: str | None = None
     created_at: datetime
 
 
@@ -199,6 +204,7 @@ class PolicyIn(Strict):
 class PolicyUpdate(Strict):
     schedule: ScheduleBody | None = None
     retention: RetentionBody | None = None
+    approval_id: str | None = APPROVAL_FIELD
 
 
 class PolicyOut(BaseModel):
@@ -262,14 +268,17 @@ class EnableProtectionIn(Strict):
     host: str | None = Field(default=None, min_length=1, max_length=128)
     include_disks: list[str] | None = Field(default=None, max_length=64)
     exclude_disks: list[str] | None = Field(default=None, max_length=64)
+    approval_id: str | None = APPROVAL_FIELD
 
 
 class SetPolicyIn(Strict):
     policy: str = Name
+    approval_id: str | None = APPROVAL_FIELD
 
 
 class DisableProtectionIn(Strict):
     delete_backup_data: bool = False
+    approval_id: str | None = APPROVAL_FIELD
 
 
 class BackupNowIn(Strict):
@@ -348,3 +357,77 @@ class RestoreDisksIn(Strict):
     format: Literal["raw", "qcow2"] = "raw"
     host: str | None = Field(default=None, min_length=1, max_length=128,
                              description="Host of the vault's region whose agent writes the disks (default: this server).")
+
+
+# ---- resource guards (multi-user authorization) ----
+class ResourceGuardIn(Strict):
+    name: str = Field(min_length=1, max_length=50)
+    approval_window_minutes: int | None = Field(default=None, description="How long a request may wait for approval, and an approval stays usable (5-1440; default 240).")
+
+
+class ResourceGuardOut(BaseModel):
+    id: str
+    name: str
+    subscription_id: str
+    approval_window_minutes: int
+    approver_role: str
+    approvers: list[str]
+    protected_vaults: int
+    protected_operations: list[str]
+    created_at: datetime
+
+
+class VaultGuardIn(Strict):
+    guard: str = Field(min_length=1, max_length=64, description="The guard's name (in guard_subscription) or id.")
+    guard_subscription: str | None = Field(default=None, min_length=1, max_length=64,
+                                           description="The guard's subscription (default: the vault's).")
+    approval_id: str | None = APPROVAL_FIELD
+
+
+class VaultGuardOut(BaseModel):
+    vault: str
+    vault_id: str
+    guarded: bool
+    guard_id: str | None
+    guard: str | None
+    guard_subscription_id: str | None
+    since: datetime | None
+    protected_operations: list[str]
+
+
+class GuardDecisionIn(Strict):
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+class GuardRequestOut(BaseModel):
+    id: str
+    guard_id: str
+    guard: str | None
+    vault_id: str
+    vault: str
+    subscription_id: str
+    operation: str
+    parameters: dict[str, Any]
+    parameters_digest: str
+    requester: str
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str | None
+    used_at: datetime | None
+
+
+class GuardAuditOut(BaseModel):
+    id: int
+    time: datetime
+    event: str
+    principal: str
+    guard_id: str | None
+    vault_id: str | None
+    vault: str | None
+    request_id: str | None
+    operation: str | None
+    code: str | None
+    detail: str | None

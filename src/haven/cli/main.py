@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from haven import __version__
-from haven.cli.commands import account, agent, keyvault, prepare, protection, server, vaults
+from haven.cli.commands import account, agent, guard, keyvault, prepare, protection, server, vaults
 from haven.cli.commands import restore as _restore_commands  # noqa: F401  (adds commands to existing groups)
 from haven.cli.state import State
 
@@ -49,6 +49,7 @@ app.add_typer(protection.restore, name="restore")
 app.add_typer(prepare.app, name="prepare")
 app.add_typer(keyvault.app, name="keyvault")
 app.add_typer(agent.host, name="host")
+app.add_typer(guard.resource_guard, name="resource-guard")
 app.command("serve")(server.serve)
 app.command("agent")(agent.agent)
 app.command("demo")(server.demo)

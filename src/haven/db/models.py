@@ -253,3 +253,4 @@ class Alert(Base):
     created_at: Mapped[datetime]
     delivered: Mapped[list[Any]] = mapped_column(JSON, default=list)
 import haven.keyvault.tables  # noqa: E402,F401  (the key vault tables join the metadata)
+import haven.db.guard_tables  # noqa: E402,F401  (multi-user authorization's tables join the metadata)

@@ -27,6 +27,7 @@ __all__ = [
     "TokenInvalid",
     "TokenExpired",
     "RoleTooLow",
+    "PrincipalNotOwned",
     "ALL_SUBSCRIPTIONS",
     "hash_secret",
 ]
@@ -69,6 +70,13 @@ class OwnRoleChange(Conflict):
     code = "UserErrorCannotChangeOwnRole"
     message = "A principal cannot change its own role assignments (that could lock the last Owner out)."
     recommendation = "Ask another Owner to change the role, or create the token for another principal (--principal)."
+
+
+class PrincipalNotOwned(Forbidden):
+    code = "UserErrorPrincipalNotOwned"
+    message = ("A token for principal {principal!r} would act with everything it holds, and it {what}. "
+               "Only a global Owner may create tokens for it.")
+    recommendation = "Create the token for a principal of your own (--principal NEW-NAME), or ask a global Owner."
 
 
 class InvalidRole(UserError):
@@ -179,6 +187,8 @@ class AuthService:
             assignment = s.scalar(select(RoleAssignment).where(RoleAssignment.principal_id == principal.id, RoleAssignment.scope == scope))
             if caller is not None and principal.id == caller.principal_id and (assignment is None or assignment.role != wanted.value):
                 raise OwnRoleChange()
+            if caller is not None and principal.id != caller.principal_id:
+                self._check_may_act_for(s, caller, principal)
             if assignment is None:
                 s.add(RoleAssignment(principal_id=principal.id, scope=scope, role=wanted.value))
             else:
@@ -190,6 +200,23 @@ class AuthService:
             s.flush()
             return {"id": token.id, "name": name, "principal": pname, "role": wanted.value,
                     "scope": scope, "expires_at": token.expires_at, "token": secret}
+
+    @staticmethod
+    def _check_may_act_for(s, caller: Caller, principal: Principal) -> None:
+        """A token acts with every role its principal holds: minting one for an existing principal needs
+        ownership of all of them (its subscriptions, and the guards it approves for)."""
+        from haven.db.guard_tables import GuardApprover, ResourceGuard
+
+        if caller.roles.get(ALL_SUBSCRIPTIONS) is Role.OWNER:
+            return
+        scopes = set(s.scalars(select(RoleAssignment.scope).where(RoleAssignment.principal_id == principal.id)))
+        scopes |= {f"guard:{sub}" for sub in s.scalars(select(ResourceGuard.subscription_id).join(
+            GuardApprover, GuardApprover.guard_id == ResourceGuard.id).where(GuardApprover.principal_id == principal.id))}
+        foreign = sorted(x for x in scopes if not caller.can(x.removeprefix("guard:"), Role.OWNER) or x == ALL_SUBSCRIPTIONS)
+        if principal.kind != PrincipalKind.USER.value or foreign:
+            what = (f"is a {principal.kind} principal" if principal.kind != PrincipalKind.USER.value
+                    else f"holds roles in {len(foreign)} scope(s) that {caller.name!r} does not own")
+            raise PrincipalNotOwned(principal=principal.name, what=what)
 
     def list_tokens(self, caller: Caller) -> list[dict]:
         caller.require_global(Role.OWNER)

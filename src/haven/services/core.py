@@ -15,6 +15,7 @@ from haven.jobs.queue import JobQueue
 from haven.services.agents import AgentService
 from haven.services.alerts import AlertService
 from haven.services.auth import AuthService
+from haven.services.guard import GuardService
 from haven.services.inventory import InventoryService
 from haven.services.jobs import JobService
 from haven.services.keyvault import KeyVaultService
@@ -64,6 +65,7 @@ class Haven:
         self.subscriptions = SubscriptionService(self)
         self.regions = RegionService(self)
         self.vaults = VaultService(self)
+        self.guard = GuardService(self)
         self.policies = PolicyService(self)
         self.inventory = InventoryService(self)
         self.protection = ProtectionService(self)

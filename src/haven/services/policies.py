@@ -94,12 +94,14 @@ class PolicyService:
             s.flush()
             return self.view(s, policy)
 
-    def update(self, caller: Caller, subscription: str, vault_name: str, name: str, schedule: dict | None, retention: dict | None) -> dict:
+    def update(self, caller: Caller, subscription: str, vault_name: str, name: str, schedule: dict | None, retention: dict | None,
+               approval_id: str | None = None) -> dict:
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.CONTRIBUTOR)
             policy = self.find(s, vault, name)
             sched, ret = parse_policy(schedule or policy.schedule, retention or policy.retention)
             self.core.protection.check_retention_change(s, vault, policy, ret)
+            self.core.guard.check_policy_update(s, caller, vault, policy, sched.to_dict(), ret.to_dict(), approval_id)
             policy.schedule, policy.retention = sched.to_dict(), ret.to_dict()
             return self.view(s, policy)
 

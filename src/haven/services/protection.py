@@ -95,7 +95,8 @@ class ProtectionService:
 
     # ---- use cases ----
     def enable(self, caller: Caller, subscription: str, vault_name: str, vm: str, policy: str | None = None,
-               host: str | None = None, include_disks: list[str] | None = None, exclude_disks: list[str] | None = None) -> dict:
+               host: str | None = None, include_disks: list[str] | None = None, exclude_disks: list[str] | None = None,
+               approval_id: str | None = None) -> dict:
         now = self.core.clock.now()
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.OPERATOR)
@@ -116,6 +117,7 @@ class ProtectionService:
                     raise ItemSoftDeleted(vm=vm, vault=owner)
                 if existing.vault_id != vault.id or existing.state == ProtectionState.PROTECTED.value:
                     raise VmAlreadyProtected(vm=vm, vault=owner)
+            self.core.guard.check_resume(s, caller, vault, existing, pol, approval_id)
             item = existing or ProtectedItem(vault_id=vault.id, vm_id=machine.id, created_at=now)
             item.policy_id, item.state = pol.id, ProtectionState.PROTECTED.value
             item.include_disks, item.exclude_disks = include_disks or None, exclude_disks or None
@@ -126,18 +128,22 @@ class ProtectionService:
             job.status, job.started_at, job.ended_at = JobStatus.COMPLETED.value, now, now
             return self.view(s, item)
 
-    def set_policy(self, caller: Caller, subscription: str, vault_name: str, vm: str, policy: str) -> dict:
+    def set_policy(self, caller: Caller, subscription: str, vault_name: str, vm: str, policy: str, approval_id: str | None = None) -> dict:
         with self.core.db.session() as s:
             vault, item = self.find_item(s, caller, subscription, vault_name, vm, Role.CONTRIBUTOR)
-            item.policy_id = self.core.policies.find(s, vault, policy).id
+            new_policy = self.core.policies.find(s, vault, policy)
+            self.core.guard.check_item_policy(s, caller, vault, item, new_policy, approval_id)
+            item.policy_id = new_policy.id
             return self.view(s, item)
 
-    def disable(self, caller: Caller, subscription: str, vault_name: str, vm: str, delete_backup_data: bool) -> dict:
+    def disable(self, caller: Caller, subscription: str, vault_name: str, vm: str, delete_backup_data: bool,
+                approval_id: str | None = None) -> dict:
         now = self.core.clock.now()
         with self.core.db.session() as s:
             vault, item = self.find_item(s, caller, subscription, vault_name, vm, Role.CONTRIBUTOR)
             if delete_backup_data:
                 self.core.support.check_deletion_allowed(vault)
+                self.core.guard.check_stop_protection(s, caller, vault, item, delete_backup_data, approval_id)
                 item.state, item.deleted_at = ProtectionState.SOFT_DELETED.value, now
             else:
                 item.state = ProtectionState.PROTECTION_STOPPED.value

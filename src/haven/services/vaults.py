@@ -106,20 +106,26 @@ class VaultService:
             s.delete(vault)
 
     def set_properties(self, caller: Caller, subscription: str, name: str, redundancy: str | None = None,
-                       soft_delete_days: int | None = None, immutability: str | None = None) -> dict:
+                       soft_delete_days: int | None = None, immutability: str | None = None,
+                       approval_id: str | None = None) -> dict:
         """Storage redundancy (until items are protected), soft-delete period, immutability."""
         with self.core.db.session() as s:
             vault = self.find(s, caller, subscription, name, Role.CONTRIBUTOR)
+            wanted = None
             if redundancy is not None:
                 wanted = self._redundancy(redundancy, self.core.regions.require(vault.region))
                 protected, _ = self._counts(s, vault.id, include_stopped=True)
                 check_redundancy_change(vault.name, Redundancy(vault.redundancy), wanted, protected)
-                vault.redundancy = wanted.value
             if immutability is not None:
                 check_immutability_change(vault.name, Immutability(vault.immutability), Immutability(immutability))
+            if soft_delete_days is not None:
+                check_soft_delete_change(vault.name, Immutability(immutability or vault.immutability), vault.soft_delete_days, soft_delete_days)
+            self.core.guard.check_properties(s, caller, vault, redundancy, soft_delete_days, immutability, approval_id)
+            if wanted is not None:
+                vault.redundancy = wanted.value
+            if immutability is not None:
                 vault.immutability = immutability
             if soft_delete_days is not None:
-                check_soft_delete_change(vault.name, Immutability(vault.immutability), vault.soft_delete_days, soft_delete_days)
                 vault.soft_delete_days = soft_delete_days
             return self.view(s, vault)
 
@@ -195,5 +201,6 @@ class VaultService:
             "recovery_points": points,
             "policies": int(policies or 0),
             "stored_bytes": int(stored or 0),
+            "resource_guard": self.core.guard.guard_of(s, vault.id),
             "created_at": vault.created_at,
         }

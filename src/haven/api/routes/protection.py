@@ -16,7 +16,8 @@ ITEMS = "/vaults/{vault}/items"
 
 @router.post(ITEMS, response_model=ItemOut, status_code=status.HTTP_201_CREATED, tags=["protection"])
 def enable_protection(subscription: Sub, vault: VaultName, body: EnableProtectionIn, app=Depends(core), who=Depends(caller)):
-    return app.protection.enable(who, subscription, vault, body.vm, body.policy, body.host, body.include_disks, body.exclude_disks)
+    return app.protection.enable(who, subscription, vault, body.vm, body.policy, body.host, body.include_disks, body.exclude_disks,
+                                 body.approval_id)
 
 
 @router.get(ITEMS, response_model=list[ItemOut], tags=["protection"])
@@ -31,12 +32,12 @@ def show_item(subscription: Sub, vault: VaultName, vm: VmName, app=Depends(core)
 
 @router.put(ITEMS + "/{vm}/policy", response_model=ItemOut, tags=["protection"])
 def set_item_policy(subscription: Sub, vault: VaultName, vm: VmName, body: SetPolicyIn, app=Depends(core), who=Depends(caller)):
-    return app.protection.set_policy(who, subscription, vault, vm, body.policy)
+    return app.protection.set_policy(who, subscription, vault, vm, body.policy, body.approval_id)
 
 
 @router.post(ITEMS + "/{vm}/disable", response_model=ItemOut, tags=["protection"])
 def disable_protection(subscription: Sub, vault: VaultName, vm: VmName, body: DisableProtectionIn, app=Depends(core), who=Depends(caller)):
-    return app.protection.disable(who, subscription, vault, vm, body.delete_backup_data)
+    return app.protection.disable(who, subscription, vault, vm, body.delete_backup_data, body.approval_id)
 
 
 @router.post(ITEMS + "/{vm}/undelete", response_model=ItemOut, tags=["protection"])

@@ -32,7 +32,8 @@ def delete_vault(subscription: Sub, vault: VaultName, app=Depends(core), who=Dep
 
 @router.patch("/{vault}/backup-properties", response_model=VaultOut, tags=["vaults"])
 def set_backup_properties(subscription: Sub, vault: VaultName, body: BackupPropertiesIn, app=Depends(core), who=Depends(caller)):
-    return app.vaults.set_properties(who, subscription, vault, body.storage_redundancy, body.soft_delete_days, body.immutability)
+    return app.vaults.set_properties(who, subscription, vault, body.storage_redundancy, body.soft_delete_days, body.immutability,
+                                   body.approval_id)
 
 
 @router.post("/{vault}/verify", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["vaults"])
@@ -84,7 +85,7 @@ def show_policy(subscription: Sub, vault: VaultName, policy: PolicyName, app=Dep
 def set_policy(subscription: Sub, vault: VaultName, policy: PolicyName, body: PolicyUpdate, app=Depends(core), who=Depends(caller)):
     sched = body.schedule.model_dump() if body.schedule else None
     ret = body.retention.model_dump() if body.retention else None
-    return app.policies.update(who, subscription, vault, policy, sched, ret)
+    return app.policies.update(who, subscription, vault, policy, sched, ret, body.approval_id)
 
 
 @router.delete("/{vault}/policies/{policy}", status_code=status.HTTP_204_NO_CONTENT, tags=["policies"])

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from haven.cli.commands.guard import ApprovalOpt
 from haven.cli.output import err_console
 from haven.cli.state import SubOpt, VaultOpt, VmOpt, handled, state
 from haven.errors import UserError
@@ -41,9 +42,11 @@ def enable_for_vm(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt
                   policy_name: Annotated[Optional[str], typer.Option("--policy-name", "-p")] = None,
                   host: Annotated[Optional[str], typer.Option("--host")] = None,
                   include_disks: Annotated[Optional[list[str]], typer.Option("--include-disks")] = None,
-                  exclude_disks: Annotated[Optional[list[str]], typer.Option("--exclude-disks")] = None):
+                  exclude_disks: Annotated[Optional[list[str]], typer.Option("--exclude-disks")] = None,
+                  approval: ApprovalOpt = None):
     st = state(ctx)
-    body = {"vm": vm, "policy": policy_name, "host": host, "include_disks": include_disks, "exclude_disks": exclude_disks}
+    body = {"vm": vm, "policy": policy_name, "host": host, "include_disks": include_disks, "exclude_disks": exclude_disks,
+            "approval_id": approval}
     st.show(st.client.post(_items(subscription, vault_name), {k: v for k, v in body.items() if v}), None)
 
 
@@ -51,11 +54,12 @@ def enable_for_vm(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt
 @handled
 def disable(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt,
             delete_backup_data: Annotated[bool, typer.Option("--delete-backup-data")] = False,
-            yes: Annotated[bool, typer.Option("--yes", "-y")] = False):
+            yes: Annotated[bool, typer.Option("--yes", "-y")] = False, approval: ApprovalOpt = None):
     if delete_backup_data and not yes:
         typer.confirm(f"Stop protection of {vm!r} and delete its backup data (soft delete)?", abort=True)
     st = state(ctx)
-    st.show(st.client.post(f"{_items(subscription, vault_name)}/{vm}/disable", {"delete_backup_data": delete_backup_data}))
+    body = {"delete_backup_data": delete_backup_data} | ({"approval_id": approval} if approval else {})
+    st.show(st.client.post(f"{_items(subscription, vault_name)}/{vm}/disable", body))
 
 
 @protection.command("undelete")
@@ -104,9 +108,10 @@ def item_show(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm
 @item.command("set-policy")
 @handled
 def item_set_policy(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt,
-                    policy_name: Annotated[str, typer.Option("--policy-name", "-p")]):
+                    policy_name: Annotated[str, typer.Option("--policy-name", "-p")], approval: ApprovalOpt = None):
     st = state(ctx)
-    st.show(st.client.put(f"{_items(subscription, vault_name)}/{vm}/policy", {"policy": policy_name}))
+    body = {"policy": policy_name} | ({"approval_id": approval} if approval else {})
+    st.show(st.client.put(f"{_items(subscription, vault_name)}/{vm}/policy", body))
 
 
 @job.command("list")

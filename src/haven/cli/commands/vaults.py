@@ -6,12 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from haven.cli.commands.guard import ApprovalOpt, vault_guard
 from haven.cli.state import SubOpt, VaultOpt, handled, state
 from haven.errors import UserError
 
 vault = typer.Typer(help="Backup vaults.", no_args_is_help=True)
 backup_properties = typer.Typer(help="Storage redundancy of a vault.", no_args_is_help=True)
 vault.add_typer(backup_properties, name="backup-properties")
+vault.add_typer(vault_guard, name="resource-guard")
 policy = typer.Typer(help="Backup policies: schedule and retention.", no_args_is_help=True)
 
 VAULT_COLUMNS = ["name", "region", "storage_redundancy", "protected_items", "recovery_points", "stored_bytes"]
@@ -58,9 +60,10 @@ def vault_delete(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, 
 def backup_properties_set(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
                           redundancy: Annotated[Optional[str], typer.Option("--backup-storage-redundancy", help="LRS or GRS")] = None,
                           soft_delete_days: Annotated[Optional[int], typer.Option("--soft-delete-duration", help="Days (14-180).")] = None,
-                          immutability: Annotated[Optional[str], typer.Option("--immutability-state", help="Disabled, Enabled or Locked (irreversible).")] = None):
+                          immutability: Annotated[Optional[str], typer.Option("--immutability-state", help="Disabled, Enabled or Locked (irreversible).")] = None,
+                          approval: ApprovalOpt = None):
     st = state(ctx)
-    body = {"storage_redundancy": redundancy, "soft_delete_days": soft_delete_days, "immutability": immutability}
+    body = {"storage_redundancy": redundancy, "soft_delete_days": soft_delete_days, "immutability": immutability, "approval_id": approval}
     st.show(st.client.patch(f"/subscriptions/{subscription}/vaults/{name}/backup-properties", {k: v for k, v in body.items() if v is not None}))
 
 
@@ -165,10 +168,13 @@ def policy_create(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt
 @handled
 def policy_set(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, name: Annotated[str, typer.Option("--name", "-n")],
                policy_json: PolicyJson = None, frequency: Freq = None, times: Times = None, weekdays: Days = None, timezone: Tz = None,
-               daily: Daily = None, weekly: Weekly = None, monthly: Monthly = None, yearly: Yearly = None):
+               daily: Daily = None, weekly: Weekly = None, monthly: Monthly = None, yearly: Yearly = None,
+               approval: ApprovalOpt = None):
     st = state(ctx)
     body = _policy_body(policy_json, frequency, times, weekdays, timezone, daily, weekly, monthly, yearly)
     body.pop("name", None)
+    if approval:
+        body["approval_id"] = approval
     st.show(st.client.put(f"/subscriptions/{subscription}/vaults/{vault_name}/policies/{name}", body))
 
 
