@@ -31,9 +31,10 @@ from haven.agent.work import RestoreVmPlan, restore_disks_into, run_restore_vm
 from haven.db.models import Host, Job, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.db.types import new_id
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
-from haven.errors import Conflict, NotFound, PreconditionFailed, UserError
+from haven.errors import Conflict, HavenError, NotFound, PreconditionFailed, UserError
 from haven.jobs.runner import JobContext
 from haven.services.auth import Caller
+from haven.services.execution import lock_item_for_point, withdraw_point
 from haven.services.points import check_target
 
 __all__ = [
@@ -760,11 +761,17 @@ class ReplaceDisksHandler(_Base):
                     "trigger": "before-replace-disks", "replaced_by_point": point_id}
             summary = repo.backup(item_id, undo_id, list(snap.disks), meta, parent_point_id=latest,
                                   progress=ctx.progress_for(self.BACKUP_STEP), cancel=ctx.cancel)
-        with self.core.db.session() as s:
-            s.add(RecoveryPoint(id=undo_id, item_id=item_id, vault_id=vault.id, job_id=ctx.job.id, time=started,
-                                consistency="CrashConsistent", size_bytes=sum(d["size"] for d in meta["disks"]),
-                                stored_bytes=summary.bytes_new, disks=meta["disks"],
-                                expires_at=started + timedelta(days=retention_days) if retention_days else None))
+        try:
+            with self.core.db.session() as s:  # a restore may run on stopped protection, never on deleted data
+                lock_item_for_point(s, item_id, ctx.job.id, vm_name,
+                                    (ProtectionState.PROTECTED.value, ProtectionState.PROTECTION_STOPPED.value))
+                s.add(RecoveryPoint(id=undo_id, item_id=item_id, vault_id=vault.id, job_id=ctx.job.id, time=started,
+                                    consistency="CrashConsistent", size_bytes=sum(d["size"] for d in meta["disks"]),
+                                    stored_bytes=summary.bytes_new, disks=meta["disks"],
+                                    expires_at=started + timedelta(days=retention_days) if retention_days else None))
+        except HavenError:
+            withdraw_point(repo, item_id, undo_id)  # nothing is replaced without its undo point
+            raise
         ctx.subtask(self.BACKUP_STEP, "Completed", 100, recovery_point=undo_id)
         try:
             self.core.replication.after_backup(vault.id, item_id, undo_id)
