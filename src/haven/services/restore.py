@@ -35,7 +35,7 @@ from haven.errors import Conflict, HavenError, NotFound, PreconditionFailed, Use
 from haven.jobs.runner import JobContext
 from haven.services.auth import Caller
 from haven.services.execution import lock_item_for_point, withdraw_point
-from haven.services.points import check_target
+from haven.services.points import check_target, refuse_corrupt
 
 __all__ = [
     "RestoreService",
@@ -307,12 +307,15 @@ class RestoreService:
             raise PointNotReplicated(point=point.id, vm=vm, region=region.paired_region)
         return region.paired_region
 
-    def _find(self, s, caller, subscription, vault_name, vm, point_id, role):
+    def _find(self, s, caller, subscription, vault_name, vm, point_id, role, secondary: bool = False):
+        """The point to restore; ``secondary``: read from the paired region's copy, which the primary's damage does not touch."""
         vault, item, point = self.core.points.find(s, caller, subscription, vault_name, vm, point_id, role)
         if item.state == ProtectionState.SOFT_DELETED.value:
             from haven.services.points import PointSoftDeleted
 
             raise PointSoftDeleted(vm=vm)
+        if not secondary:
+            refuse_corrupt(vault, point, vm)
         return vault, item, point
 
     # ---- restore-vm ----
@@ -320,7 +323,7 @@ class RestoreService:
                    host: str | None = None, target: str | None = None, fmt: str = "raw",
                    use_secondary_region: bool = False) -> dict:
         with self.core.db.session() as s:
-            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR, use_secondary_region)
             if not isinstance(target_vm_name, str) or not _VM_NAME.match(target_vm_name):
                 raise RestoreVmNameInvalid(name=target_vm_name)
             if fmt not in ("raw", "qcow2"):
@@ -391,7 +394,7 @@ class RestoreService:
     def restore_disks_secondary(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str,
                                 target: str, disks: list[str] | None = None, fmt: str = "raw") -> dict:
         with self.core.db.session() as s:
-            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR, secondary=True)
             from haven.services.points import RestoreFormatInvalid, refuse_existing
 
             if fmt not in ("raw", "qcow2"):
@@ -434,7 +437,7 @@ class RestoreService:
         if not isinstance(hours, (int, float)) or not (0.0001 <= hours <= MAX_MOUNT_HOURS):
             raise MountDurationInvalid(hours=hours, max=int(MAX_MOUNT_HOURS))
         with self.core.db.session() as s:
-            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR, use_secondary_region)
             names = [d["name"] for d in point.disks]
             chosen = list(disks) if disks else names
             unknown = sorted(set(chosen) - set(names))
