@@ -68,3 +68,4 @@ class Consistency(StrEnum):
 class PointState(StrEnum):
     AVAILABLE = "Available"
     SOFT_DELETED = "SoftDeleted"
+    CORRUPT = "Corrupt"  # the last vault verify found data it needs missing or damaged; a later clean verify clears it

@@ -15,6 +15,7 @@ __all__ = [
     "StorageObjectNotFound",
     "StorageAccessDenied",
     "StorageRequestRejected",
+    "StorageVaultFull",
     "ChunkCorrupt",
     "ChunkMissing",
     "ObjectCorrupt",
@@ -72,6 +73,16 @@ class StorageRequestRejected(PreconditionFailed):
     code = "StorageErrorRequestRejected"
     message = "The storage endpoint rejected the request permanently ({detail})."
     recommendation = "Check the storage endpoint's configuration (container or bucket name, permissions, quota)."
+
+
+class StorageVaultFull(PreconditionFailed):
+    """No space or quota left where the vault is stored: retrying cannot help until space is made."""
+
+    code = "StorageErrorVaultFull"
+    message = "The vault's storage is full: nothing more can be written there ({detail})."
+    recommendation = ("Make room where the vault is stored: free space on that disk, grow the disk or its quota, or move the "
+                      "vault to larger storage; shorter retention (haven policy set) lets garbage collection reclaim expired "
+                      "points. Then run the backup again; what was already stored is intact.")
 
 
 # ---- integrity ----

@@ -22,7 +22,14 @@ import blake3
 import httpx
 
 from .backend import Backend, ObjectInfo, check_name
-from .errors import StorageAccessDenied, StorageObjectNotFound, StorageRequestRejected, StorageTimeout, StorageUnavailable
+from .errors import (
+    StorageAccessDenied,
+    StorageObjectNotFound,
+    StorageRequestRejected,
+    StorageTimeout,
+    StorageUnavailable,
+    StorageVaultFull,
+)
 
 __all__ = ["HttpBackend", "API_PREFIX", "CHECKSUM_HEADER"]
 
@@ -60,7 +67,10 @@ class HttpBackend(Backend):
             raise StorageUnavailable(detail=f"{method} {name}: {exc}") from exc
         if resp.status_code < 400:
             return resp
-        detail = f"{method} {name}: HTTP {resp.status_code} {_error_text(resp)}"
+        code = _error_text(resp)
+        detail = f"{method} {name}: HTTP {resp.status_code} {code}"
+        if code == StorageVaultFull.code:  # the server's disk is full: say so, never "unreachable"
+            raise StorageVaultFull(detail=detail)
         if resp.status_code == 404 and method in ("GET", "HEAD") and path.startswith("/objects/"):
             raise StorageObjectNotFound(name=name)
         if resp.status_code in (401, 403, 407):

@@ -13,18 +13,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .backend import Backend, ObjectInfo, check_name
-from .errors import StorageObjectNotFound, StorageRequestRejected, StorageUnavailable
+from .errors import StorageObjectNotFound, StorageRequestRejected, StorageUnavailable, StorageVaultFull
 from .pagecache import drop_pages
 
 __all__ = ["LocalBackend"]
 
 _TMP_SUFFIX = ".tmp-"
-#: errno values that may pass (disk momentarily full, interrupted, I/O hiccup on a network mount).
-_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.ENOSPC, errno.ETIMEDOUT, errno.EBUSY}
+#: errno values that may pass (interrupted, I/O hiccup on a network mount).
+_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.ETIMEDOUT, errno.EBUSY}
+#: no space or quota left: only someone making room helps, never a retry.
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _raise(exc: OSError, name: str, op: str) -> None:
     detail = f"{op} {name}: {exc.strerror or exc}"
+    if exc.errno in _FULL_ERRNOS:
+        raise StorageVaultFull(detail=detail) from exc
     if exc.errno in _TRANSIENT_ERRNOS:
         raise StorageUnavailable(detail=detail) from exc
     raise StorageRequestRejected(detail=detail) from exc

@@ -16,12 +16,22 @@ from botocore.exceptions import (
 from haven.errors import HavenError
 
 from .backend import Backend, ObjectInfo, check_name
-from .errors import StorageAccessDenied, StorageObjectNotFound, StorageRequestRejected, StorageTimeout, StorageUnavailable
+from .errors import (
+    StorageAccessDenied,
+    StorageObjectNotFound,
+    StorageRequestRejected,
+    StorageTimeout,
+    StorageUnavailable,
+    StorageVaultFull,
+)
 
 __all__ = ["S3Backend"]
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "401", "ExpiredToken", "InvalidToken"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+#: out of space or over quota: Ceph RGW's QuotaExceeded (403), MinIO's XMinioStorageFull (507) and bucket quota,
+#: and HTTP 507 Insufficient Storage from anything else
+_FULL = {"QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "InsufficientStorage", "507"}
 _TRANSIENT = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed", "500", "502", "503", "504"}
 
 
@@ -34,6 +44,8 @@ def _convert(exc: Exception, op: str, name: str) -> Exception:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _MISSING and op in ("load", "exists"):
             return StorageObjectNotFound(name=name)
+        if code in _FULL or status == 507:
+            return StorageVaultFull(detail=detail)
         if code in _DENIED or status in (401, 403):
             return StorageAccessDenied(detail=detail)
         if code in _TRANSIENT or status >= 500 or status in (408, 429):

@@ -16,13 +16,30 @@ from sqlalchemy import select
 from haven.agent.work import BackupOutcome, BackupPlan, RestorePlan, consistency_label, run_backup, run_restore_disks
 from haven.db.models import Host, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.db.types import new_id
-from haven.domain.enums import Consistency, JobType
-from haven.errors import HavenError
+from haven.domain.enums import Consistency, JobType, ProtectionState
+from haven.errors import Conflict, HavenError
 from haven.jobs.runner import JobContext
 
-__all__ = ["BackupHandler", "RestoreHandler", "handlers"]
+__all__ = ["BackupHandler", "RestoreHandler", "handlers", "ItemNoLongerProtected", "lock_item_for_point", "withdraw_point"]
 
 log = logging.getLogger(__name__)
+
+
+class ItemNoLongerProtected(Conflict):
+    code = "UserErrorItemNoLongerProtected"
+    message = "Item {vm!r} is {state} now: its protection was stopped or its data deleted while job {job_id} ran, so no recovery point was recorded."
+    recommendation = "Resume protection (haven protection enable-for-vm --vm {vm}; undelete the item first if its data was deleted), then run the backup again."
+
+
+def lock_item_for_point(s, item_id: str, job_id: str, vm: str, allowed: tuple[str, ...]) -> ProtectedItem:
+    """The item a point is about to be recorded on, locked until the transaction ends, if its state still allows it.
+
+    Called in the transaction that inserts the point: a stop of protection that commits first is seen here,
+    one that comes later waits for this transaction (and then finds the job finished)."""
+    row = s.get(ProtectedItem, item_id, with_for_update=True, populate_existing=True)
+    if row is None or row.state not in allowed:
+        raise ItemNoLongerProtected(vm=vm, state=row.state if row is not None else "deleted", job_id=job_id)
+    return row
 
 class BackupHandler:
     """Plan on the server, run on the VM's host (``haven.agent.work.run_backup``), record on the server."""
@@ -47,6 +64,8 @@ class BackupHandler:
         with self.core.db.session() as s:
             item = s.get(ProtectedItem, item_id)
             vm, vault = s.get(VirtualMachine, item.vm_id), s.get(Vault, item.vault_id)
+            if item.state != ProtectionState.PROTECTED.value:
+                raise ItemNoLongerProtected(vm=vm.name, state=item.state, job_id=job_id)
             host = s.get(Host, vm.host_id)
             parent = s.scalar(select(RecoveryPoint).where(RecoveryPoint.item_id == item.id).order_by(RecoveryPoint.time.desc()).limit(1))
             include = self._disks(vm.info or {}, item.include_disks, item.exclude_disks)
@@ -75,18 +94,20 @@ class BackupHandler:
         consistency = Consistency(consistency_label(outcome.consistency))
         with self.core.db.session() as s:
             item = s.get(ProtectedItem, plan.item_id)
-            vm_id, policy = item.vm_id, s.get(Policy, item.policy_id) if item.policy_id else None
+            vm_id = item.vm_id if item is not None else None  # a purged item: ``write`` refuses the point
+            policy = s.get(Policy, item.policy_id) if item is not None and item.policy_id else None
             expires = retain_until or _expiry(policy, started)
-        self._record_extension_state(vm_id, outcome.extension)
+        if vm_id is not None:
+            self._record_extension_state(vm_id, outcome.extension)
 
         def write(s) -> dict:
+            row = lock_item_for_point(s, plan.item_id, job.id, plan.vm, (ProtectionState.PROTECTED.value,))
             s.add(RecoveryPoint(
                 id=plan.point_id, item_id=plan.item_id, vault_id=plan.vault_id, job_id=job.id, time=started,
                 consistency=consistency.value, size_bytes=sum(d["size"] for d in outcome.disks),
                 stored_bytes=outcome.bytes_new, disks=outcome.disks, expires_at=expires, retain_until=retain_until,
                 checkpoint=outcome.checkpoint,
             ))
-            row = s.get(ProtectedItem, plan.item_id)
             row.last_backup_time, row.last_success_time, row.checkpoint = started, started, outcome.checkpoint
             row.last_backup_status = "CompletedWithWarnings" if outcome.warned else "Completed"
             return {"recovery_point_id": plan.point_id, "consistency": consistency.value, "bytes_read": outcome.bytes_read,
@@ -95,7 +116,7 @@ class BackupHandler:
         try:
             commit(write)
         except HavenError:
-            _forget_point(repo, plan.item_id, plan.point_id)
+            withdraw_point(repo, plan.item_id, plan.point_id)
             raise
         if background:
             threading.Thread(target=self._after, args=(plan,), daemon=True, name=f"after-{plan.point_id[:8]}").start()
@@ -143,12 +164,13 @@ def _expiry(policy: Policy | None, when: datetime) -> datetime | None:
     return when + timedelta(days=days) if days else None
 
 
-def _forget_point(repo, item_id: str, point_id: str) -> None:
-    """The job lost its lease after the manifest was written: withdraw the point from storage too."""
+def withdraw_point(repo, item_id: str, point_id: str) -> None:
+    """The point's manifest is written but the point could not be recorded (lease lost, item no longer
+    protected): withdraw it from storage too."""
     try:
         repo.delete_point(item_id, point_id)
     except Exception:  # GC finds it later; never hide the original error
-        log.exception("could not withdraw point %s after a lost lease", point_id)
+        log.exception("could not withdraw point %s that was not recorded", point_id)
 
 
 class RestoreHandler:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from haven.db.models import Policy, ProtectedItem, RecoveryPoint, Vault
-from haven.domain.enums import ProtectionState
+from haven.domain.enums import PointState, ProtectionState
 from haven.domain.retention import PointRef
 from haven.domain.retention import select as retention_select
 from haven.domain.schedule import Retention, Schedule
@@ -42,12 +42,21 @@ class Lifecycle:
             retention = Retention.from_dict(policy.retention)
             tz = Schedule.from_dict(policy.schedule).timezone
             points = s.scalars(select(RecoveryPoint).where(RecoveryPoint.item_id == item_id)).all()
-            decision = retention_select([PointRef(p.id, p.time, p.retain_until) for p in points], retention, now, tz)
+            # A Corrupt point never holds a tier in place of a restorable one: the restorable points are decided
+            # without it; it is kept (it may heal) only as long as the rule over all points would keep it.
+            corrupt = {p.id for p in points if p.state == PointState.CORRUPT.value}
+            refs = [PointRef(p.id, p.time, p.retain_until) for p in points]
+            decision = retention_select([r for r in refs if r.id not in corrupt], retention, now, tz)
+            expiries, expire = dict(decision.expiry), list(decision.expire)
+            if corrupt:
+                overall = retention_select(refs, retention, now, tz)
+                expiries.update({pid: e for pid, e in overall.expiry.items() if pid in corrupt})
+                expire += [pid for pid in overall.expire if pid in corrupt]
             by_id = {p.id: p for p in points}
-            for pid, expiry in decision.expiry.items():
+            for pid, expiry in expiries.items():
                 if pid in by_id:
                     by_id[pid].expires_at = expiry
-            expired = [by_id[pid] for pid in decision.expire if pid in by_id]
+            expired = [by_id[pid] for pid in expire if pid in by_id]
             vault = s.get(Vault, item.vault_id)
             gone = self._delete_rows(s, expired)
         self._delete_manifests(vault, item_id, gone)
@@ -120,9 +129,31 @@ class Lifecycle:
         result["chunk_points"] = {c: [list(x) for x in pts] for c, pts in report.chunk_points.items()}
         if not report.ok:
             ctx.warn(f"Verify found {len(report.missing)} missing and {len(report.corrupt)} corrupt object(s); "
-                     f"{len(report.affected)} recovery point(s) affected; bad objects were quarantined and the next "
-                     "backup that meets them stores them again.")
-        ctx.commit(lambda s: result)
+                     f"{len(report.affected)} recovery point(s) affected and marked Corrupt; bad objects were quarantined "
+                     "and the next backup that meets them stores them again.")
+        damaged = {point for _, point in report.affected}
+
+        def record(s) -> dict:
+            result["points_marked_corrupt"], result["points_healed"] = self._mark_points(s, set(names), damaged)
+            return result
+
+        ctx.commit(record)
+
+    @staticmethod
+    def _mark_points(s, checked: set[str], damaged: set[str]) -> tuple[list[str], list[str]]:
+        """Points this verify found damaged become Corrupt; Corrupt points it found whole are Available again.
+
+        Every verify checks every point's structure, and a chunk found bad is quarantined (so missing from
+        then on): a point that is not affected has all its chunks, none of them known bad."""
+        marked, healed = [], []
+        for row in s.scalars(select(RecoveryPoint).where(RecoveryPoint.id.in_(checked))):
+            if row.id in damaged and row.state == PointState.AVAILABLE.value:
+                row.state = PointState.CORRUPT.value
+                marked.append(row.id)
+            elif row.id not in damaged and row.state == PointState.CORRUPT.value:
+                row.state = PointState.AVAILABLE.value
+                healed.append(row.id)
+        return sorted(marked), sorted(healed)
 
     # ---- helpers ----
     @staticmethod

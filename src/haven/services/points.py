@@ -8,11 +8,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from haven.db.models import RecoveryPoint
-from haven.domain.enums import JobType, ProtectionState, Role
+from haven.domain.enums import JobType, PointState, ProtectionState, Role
 from haven.errors import Conflict, NotFound, UserError
 from haven.services.auth import Caller
 
-__all__ = ["PointService", "PointNotFound"]
+__all__ = ["PointService", "PointNotFound", "PointCorrupt", "refuse_corrupt"]
 
 
 class PointNotFound(NotFound):
@@ -25,6 +25,20 @@ class PointSoftDeleted(Conflict):
     code = "UserErrorRecoveryPointSoftDeleted"
     message = "The backup data of {vm!r} is soft-deleted; its recovery points cannot be restored until it is undeleted."
     recommendation = "Undelete it first: haven protection undelete --vm {vm}."
+
+
+class PointCorrupt(Conflict):
+    code = "UserErrorRecoveryPointCorrupt"
+    message = "Recovery point {point!r} of VM {vm!r} is Corrupt: the last verify of vault {vault!r} found data it needs missing or damaged, so a restore from it would fail."
+    recommendation = ("Restore another point (haven recoverypoint list --vault {vault} --vm {vm}), or heal this one: back up the VM "
+                      "(the backup stores damaged data again while the VM still holds it), then run "
+                      "'haven vault verify --name {vault} --read-data'; a point found whole is Available again.")
+
+
+def refuse_corrupt(vault, point: RecoveryPoint, vm: str) -> None:
+    """A restore from the vault's own storage starts only from a point the last verify did not find damaged."""
+    if point.state == PointState.CORRUPT.value:
+        raise PointCorrupt(point=point.id, vm=vm, vault=vault.name)
 
 
 class RestoreTargetInvalid(UserError):
@@ -87,6 +101,7 @@ class PointService:
             vault, item, point = self.find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
             if item.state == ProtectionState.SOFT_DELETED.value:
                 raise PointSoftDeleted(vm=vm)
+            refuse_corrupt(vault, point, vm)
             if fmt not in ("raw", "qcow2"):
                 raise RestoreFormatInvalid(fmt=fmt)
             host_row = self.core.restore.pick_host(s, vault.region, host, None, vault.subscription_id) if host else None

@@ -64,6 +64,12 @@ class BackupAlreadyRunning(Conflict):
     recommendation = "Wait for job {job_id} to finish (haven job wait --name {job_id}), then try again."
 
 
+class StopProtectionBusy(Conflict):
+    code = "UserErrorStopProtectionJobInProgress"
+    message = "Protection of {vm!r} cannot be stopped{how} while its {operation} job {job_id} is {status}."
+    recommendation = "Wait for job {job_id} to finish (haven job wait --name {job_id}) or stop it (haven job stop --name {job_id}), then stop protection again."
+
+
 class DiskSelectionInvalid(UserError):
     code = "UserErrorDiskSelectionInvalid"
     message = "The disk selection is invalid: {reason}"
@@ -141,6 +147,7 @@ class ProtectionService:
         now = self.core.clock.now()
         with self.core.db.session() as s:
             vault, item = self.find_item(s, caller, subscription, vault_name, vm, Role.CONTRIBUTOR)
+            self._refuse_while_busy(s, item, vm, delete_backup_data)
             if delete_backup_data:
                 self.core.support.check_deletion_allowed(vault)
                 self.core.guard.check_stop_protection(s, caller, vault, item, delete_backup_data, approval_id)
@@ -219,6 +226,18 @@ class ProtectionService:
         self.core.support.check_retention_change(vault, policy, retention)
 
     # ---- helpers ----
+    @staticmethod
+    def _refuse_while_busy(s, item: ProtectedItem, vm: str, delete_backup_data: bool) -> None:
+        """A job of the item in flight would record a point on stopped protection (a backup) or read
+        data being deleted (any job): stop protection only once none is queued or running."""
+        busy = select(Job).where(Job.item_id == item.id, Job.status.in_(_ACTIVE_JOB)).order_by(Job.created_at).limit(1)
+        if not delete_backup_data:
+            busy = busy.where(Job.type == JobType.BACKUP.value)
+        job = s.scalar(busy)
+        if job is not None:
+            raise StopProtectionBusy(vm=vm, how=" with its backup data deleted" if delete_backup_data else "",
+                                     operation=job.operation, job_id=job.id, status=job.status)
+
     @staticmethod
     def _check_disks(machine: VirtualMachine, include: list[str] | None, exclude: list[str] | None) -> None:
         names = {d.get("name") for d in (machine.info or {}).get("disks", [])}

@@ -31,10 +31,11 @@ from haven.agent.work import RestoreVmPlan, restore_disks_into, run_restore_vm
 from haven.db.models import Host, HostShare, Job, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.db.types import new_id
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
-from haven.errors import Conflict, NotFound, PreconditionFailed, UserError
+from haven.errors import Conflict, HavenError, NotFound, PreconditionFailed, UserError
 from haven.jobs.runner import JobContext
 from haven.services.auth import Caller
-from haven.services.points import check_target
+from haven.services.execution import lock_item_for_point, withdraw_point
+from haven.services.points import check_target, refuse_corrupt
 
 __all__ = [
     "RestoreService",
@@ -306,12 +307,15 @@ class RestoreService:
             raise PointNotReplicated(point=point.id, vm=vm, region=region.paired_region)
         return region.paired_region
 
-    def _find(self, s, caller, subscription, vault_name, vm, point_id, role):
+    def _find(self, s, caller, subscription, vault_name, vm, point_id, role, secondary: bool = False):
+        """The point to restore; ``secondary``: read from the paired region's copy, which the primary's damage does not touch."""
         vault, item, point = self.core.points.find(s, caller, subscription, vault_name, vm, point_id, role)
         if item.state == ProtectionState.SOFT_DELETED.value:
             from haven.services.points import PointSoftDeleted
 
             raise PointSoftDeleted(vm=vm)
+        if not secondary:
+            refuse_corrupt(vault, point, vm)
         return vault, item, point
 
     # ---- restore-vm ----
@@ -319,7 +323,7 @@ class RestoreService:
                    host: str | None = None, target: str | None = None, fmt: str = "raw",
                    use_secondary_region: bool = False) -> dict:
         with self.core.db.session() as s:
-            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR, use_secondary_region)
             if not isinstance(target_vm_name, str) or not _VM_NAME.match(target_vm_name):
                 raise RestoreVmNameInvalid(name=target_vm_name)
             if fmt not in ("raw", "qcow2"):
@@ -394,7 +398,7 @@ class RestoreService:
     def restore_disks_secondary(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str,
                                 target: str, disks: list[str] | None = None, fmt: str = "raw") -> dict:
         with self.core.db.session() as s:
-            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR, secondary=True)
             from haven.services.points import RestoreFormatInvalid, refuse_existing
 
             if fmt not in ("raw", "qcow2"):
@@ -437,7 +441,7 @@ class RestoreService:
         if not isinstance(hours, (int, float)) or not (0.0001 <= hours <= MAX_MOUNT_HOURS):
             raise MountDurationInvalid(hours=hours, max=int(MAX_MOUNT_HOURS))
         with self.core.db.session() as s:
-            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR)
+            vault, item, point = self._find(s, caller, subscription, vault_name, vm, point_id, Role.OPERATOR, use_secondary_region)
             names = [d["name"] for d in point.disks]
             chosen = list(disks) if disks else names
             unknown = sorted(set(chosen) - set(names))
@@ -778,11 +782,17 @@ class ReplaceDisksHandler(_Base):
                     "trigger": "before-replace-disks", "replaced_by_point": point_id}
             summary = repo.backup(item_id, undo_id, list(snap.disks), meta, parent_point_id=latest,
                                   progress=ctx.progress_for(self.BACKUP_STEP), cancel=ctx.cancel)
-        with self.core.db.session() as s:
-            s.add(RecoveryPoint(id=undo_id, item_id=item_id, vault_id=vault.id, job_id=ctx.job.id, time=started,
-                                consistency="CrashConsistent", size_bytes=sum(d["size"] for d in meta["disks"]),
-                                stored_bytes=summary.bytes_new, disks=meta["disks"],
-                                expires_at=started + timedelta(days=retention_days) if retention_days else None))
+        try:
+            with self.core.db.session() as s:  # a restore may run on stopped protection, never on deleted data
+                lock_item_for_point(s, item_id, ctx.job.id, vm_name,
+                                    (ProtectionState.PROTECTED.value, ProtectionState.PROTECTION_STOPPED.value))
+                s.add(RecoveryPoint(id=undo_id, item_id=item_id, vault_id=vault.id, job_id=ctx.job.id, time=started,
+                                    consistency="CrashConsistent", size_bytes=sum(d["size"] for d in meta["disks"]),
+                                    stored_bytes=summary.bytes_new, disks=meta["disks"],
+                                    expires_at=started + timedelta(days=retention_days) if retention_days else None))
+        except HavenError:
+            withdraw_point(repo, item_id, undo_id)  # nothing is replaced without its undo point
+            raise
         ctx.subtask(self.BACKUP_STEP, "Completed", 100, recovery_point=undo_id)
         try:
             self.core.replication.after_backup(vault.id, item_id, undo_id)

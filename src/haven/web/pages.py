@@ -487,6 +487,7 @@ def _item(request: Request, core, caller: Caller, sub: str, vault: str, vm: str,
     days: dict[str, list] = {}
     for p in points:
         days.setdefault(_dt(p["time"])[:10], []).append(p)
+    default_point = next((p["id"] for p in points if p["state"] != "Corrupt"), None)  # never preselect a damaged point
     jobs = core.jobs.list(caller, sub, vault, vm=vm, limit=10)
     policies = core.policies.list(caller, sub, vault)
     region = next((r for r in core.regions.list() if r["name"] == v["region"]), {"paired_region": None})
@@ -504,7 +505,7 @@ def _item(request: Request, core, caller: Caller, sub: str, vault: str, vm: str,
     needed = {"replace": Role.CONTRIBUTOR}
     top = [e for k, e in (errors or {}).items() if not points or not caller.can(v["subscription_id"], needed.get(k, Role.OPERATOR))]
     return _render(request, "item.html", caller, status=status, sub=subscription, vault=v, item=item, points=points, days=days,
-                   jobs=jobs, policies=policies, base=_vault_url(subscription["name"], v["name"]), secondary=secondary,
+                   default_point=default_point, jobs=jobs, policies=policies, base=_vault_url(subscription["name"], v["name"]), secondary=secondary,
                    machine=machine, hosts=hosts, mounts=mounts, errors=errors or {}, form=form or {}, option=chosen,
                    top_errors=top)
 

@@ -20,7 +20,7 @@ restore = typer.Typer(help="Restore disks and VMs.", no_args_is_help=True)
 
 ITEM_COLUMNS = ["vm", "host", "policy", "protection_state", "last_backup_status", "last_backup_time", "latest_consistency"]
 JOB_COLUMNS = ["id", "operation", "status", "vm", "created_at", "duration_seconds"]
-POINT_COLUMNS = ["id", "time", "consistency", "size_bytes", "stored_bytes", "expires_at"]
+POINT_COLUMNS = ["id", "time", "state", "consistency", "size_bytes", "stored_bytes", "expires_at"]
 FINISHED = {"Completed", "CompletedWithWarnings", "Failed", "Cancelled"}
 
 
