@@ -56,6 +56,10 @@ class Settings:
     job_workers: int = 2
     max_backups_per_host: int = 2
     max_backups_per_vault: int = 4
+    #: Garbage collection of each vault: every ``gc_interval_hours``, and ``gc_delay_minutes`` after
+    #: retention or a user deleted points or a backup failed (its chunks are reclaimed then).
+    gc_interval_hours: float = 24.0
+    gc_delay_minutes: float = 5.0
     #: Folders restores may write into (a target must be one of them or inside one); empty: any absolute folder.
     restore_roots: tuple[Path, ...] = ()
     #: which subscriptions the server's own host is shared with when it registers or a subscription is created
@@ -108,6 +112,8 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         job_workers=int(data.get("job_workers", 2)),
         max_backups_per_host=int(data.get("max_backups_per_host", 2)),
         max_backups_per_vault=int(data.get("max_backups_per_vault", 4)),
+        gc_interval_hours=float(data.get("gc_interval_hours", 24.0)),
+        gc_delay_minutes=float(data.get("gc_delay_minutes", 5.0)),
         restore_roots=tuple(Path(p) for p in (env["HAVEN_RESTORE_ROOTS"].split(os.pathsep) if env.get("HAVEN_RESTORE_ROOTS")
                                               else data.get("restore_roots", [])) if p),
     )

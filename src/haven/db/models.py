@@ -102,6 +102,9 @@ class Vault(Base):
     alert_webhook: Mapped[str | None] = mapped_column(Text)
     alert_email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime]
+    #: garbage collection: when it last completed, and when deletions (or a failed backup) asked for it
+    gc_last_at: Mapped[datetime | None]
+    gc_requested_at: Mapped[datetime | None]
     policies: Mapped[list["Policy"]] = relationship(back_populates="vault", cascade="all, delete-orphan")
 
 
@@ -193,7 +196,13 @@ class Job(Base):
     a job whose lease ran out is retried or failed by the reaper, never left in progress."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_vault_created", "vault_id", "created_at"),
+        Index("ix_jobs_vault_status_created", "vault_id", "status", "created_at"),
+        Index("ix_jobs_item_status", "item_id", "status"),
+        Index("ix_jobs_host_status", "host_id", "status"),
+    )
     id: Mapped[str] = _id()
     subscription_id: Mapped[str | None] = mapped_column(ForeignKey("subscriptions.id"))
     vault_id: Mapped[str | None] = mapped_column(ForeignKey("vaults.id", ondelete="SET NULL"))
@@ -222,6 +231,10 @@ class Job(Base):
 
 class RecoveryPoint(Base):
     __tablename__ = "recovery_points"
+    __table_args__ = (
+        Index("ix_recovery_points_item_time", "item_id", "time"),
+        Index("ix_recovery_points_vault", "vault_id"),
+    )
     id: Mapped[str] = _id()
     item_id: Mapped[str] = mapped_column(ForeignKey("protected_items.id"))
     vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id"))

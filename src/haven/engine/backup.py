@@ -4,9 +4,12 @@ The calling thread walks each disk chunk by chunk and reads only what it must (d
 and with a parent and a changed-block map only changed chunks). Chunks go to a bounded
 pipeline (``pipeline.ChunkWriter``): worker threads hash, compress, encrypt and verify them,
 upload threads store the new ones. The point's manifest is written only after a listing of the
-vault confirms that every chunk it references is stored (lost writes are re-read from the
-source and stored again); then the manifest is read back. Any failure or a cancel leaves no
-recovery point behind (chunks already stored are collected by GC later).
+vault confirms that every chunk it references is stored (lost writes, and chunks a concurrent GC
+swept, are re-read from the source and stored again); then the manifest is read back. Any failure
+or a cancel leaves no recovery point behind; the chunks it stored are handed to GC as orphans.
+
+The backup's lock is shared (``locks.py``): it never waits for a GC to start. Only the short
+commit step (confirm listing + manifest) excludes a GC's sweep: see ``gc.py`` for the argument.
 """
 
 from __future__ import annotations
@@ -83,14 +86,19 @@ def run_backup(repo, item_id: str, point_id: str, disks: list[DiskSource], meta:
     names = [check_id(d.name, "Disk name") for d in disks]
     if len(set(names)) != len(names):
         raise UserError(f"Disk names must be unique within a point: {names}")
-    lock = Lock(repo.backend, repo.clock, "backup").acquire(conflicts=("gc",))
+    lock = Lock(repo.backend, repo.clock, "backup").acquire()
+    orphans: set[bytes] = set()
     try:
-        return _run_locked(repo, item_id, point_id, disks, meta, parent_point_id, progress, cancel, lock, started)
-    finally:
-        lock.release()
+        summary = _run_locked(repo, item_id, point_id, disks, meta, parent_point_id, progress, cancel, lock, started, orphans)
+    except BaseException:
+        lock.abandon(orphans)
+        raise
+    lock.release()
+    return summary
 
 
-def _run_locked(repo, item_id, point_id, disks, meta, parent_point_id, progress, cancel, lock, started) -> BackupSummary:
+def _run_locked(repo, item_id, point_id, disks, meta, parent_point_id, progress, cancel, lock, started,
+                orphans: set[bytes]) -> BackupSummary:
     from .errors import RecoveryPointExists
 
     if repo.point_exists(item_id, point_id):
@@ -107,9 +115,14 @@ def _run_locked(repo, item_id, point_id, disks, meta, parent_point_id, progress,
             manifests.append(_backup_disk(repo, writer, src, parent_disk, summary, progress, base, total, cancel, lock))
             base += src.size
         writer.drain()
+        # commit step: announce it, then wait until no GC sweeps; from here to the manifest no
+        # sweep starts, and the confirm listing below sees every chunk a sweep removed
+        lock.set_phase("commit")
+        lock.wait_while_sweeping()
         summary.chunks_repaired = _confirm_chunks(repo, writer, disks, manifests)
     finally:
         writer.close()
+        orphans |= writer.stored_ids
     summary.bytes_new, summary.bytes_new_plain, summary.chunks_new = writer.bytes_stored, writer.bytes_plain, writer.chunks_stored
     for d in summary.disks:
         d.chunks_new = writer.new_by_disk.get(d.name, 0)

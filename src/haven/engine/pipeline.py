@@ -30,6 +30,8 @@ class ChunkWriter:
         self.codec, self.backend = repo.codec, repo.backend
         self.known = known
         self.claimed: set[bytes] = set()
+        #: ids this writer stored (a failed backup hands them to GC as orphans)
+        self.stored_ids: set[bytes] = set()
         self._lock = threading.Lock()
         n = compute_workers or getattr(repo, "workers", 0) or os.cpu_count() or 2
         u = upload_workers or getattr(repo, "upload_workers", 0) or UPLOAD_WORKERS
@@ -111,6 +113,7 @@ class ChunkWriter:
                     self.bytes_stored += len(sealed)
                     self.bytes_plain += plain
                     self.chunks_stored += 1
+                    self.stored_ids.add(cid)
                     self.new_by_disk[disk] = self.new_by_disk.get(disk, 0) + 1
         except BaseException as exc:
             self._fail(exc)
@@ -130,6 +133,8 @@ class ChunkWriter:
         if self.codec.chunk_id(data) != cid:
             raise SourceReadFailed(disk=src.name, offset=start, detail="the disk changed while it was being backed up")
         self.backend.store(chunk_name(cid), self.seal_verified(cid, data))
+        with self._lock:
+            self.stored_ids.add(cid)
 
     # -- ending --
     def drain(self) -> None:

@@ -269,15 +269,26 @@ class Repository:
         return run_verify(self, read_data, subset, progress, quarantine)
 
     def gc(self, grace: timedelta = timedelta(hours=24), progress: Progress = NULL_PROGRESS, dry_run: bool = False,
-           expected_points: set[tuple[str, str]] | None = None):
-        """Delete chunks no recovery point references; see ``gc.run_gc``.
+           expected_points: set[tuple[str, str]] | None = None, cache=None, clock_skew: timedelta | None = None):
+        """Delete chunks no recovery point references, next to running backups; see ``gc.run_gc``.
 
         ``expected_points``: the (item, point) pairs an independent record (the metadata store) says
         exist. GC deletes nothing unless the storage listing shows every one of them.
+        ``cache``: a ``gccache.ChunkListCache`` (a run then reads only manifests new since the last).
         """
-        from .gc import run_gc
+        from .gc import DEFAULT_CLOCK_SKEW, run_gc
 
-        return run_gc(self, grace, progress, dry_run, expected_points)
+        return run_gc(self, grace, progress, dry_run, expected_points, cache,
+                      DEFAULT_CLOCK_SKEW if clock_skew is None else clock_skew)
+
+    def gc_cache(self, folder) -> "Any":
+        """The chunk-list cache of this vault in ``folder`` (a file named by the vault's uuid)."""
+        from pathlib import Path
+
+        from .gccache import SqliteChunkListCache
+
+        return SqliteChunkListCache(Path(folder) / f"gc-{self.config['vault_uuid']}.sqlite", self.keys.mac,
+                                    self.config["vault_uuid"])
 
 
 def _canonical(params: dict[str, Any]) -> bytes:

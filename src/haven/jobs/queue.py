@@ -9,6 +9,10 @@ A claimed job carries a lease (``lease_owner``, ``lease_expires_at``) that its w
 heartbeat. ``reap_expired`` finds jobs whose lease ran out (worker died or hung): they go back to
 the queue while attempts remain, otherwise they fail with ``JobLeaseExpired``. Nothing stays
 "in progress" forever.
+
+A job that fails with a transient error (storage or network trouble, a busy vault) while attempts
+remain goes back to the queue too, to be claimed again after a backoff (``retry_delay``): a
+scheduled backup gets several attempts inside its window instead of waiting a day.
 """
 
 from __future__ import annotations
@@ -23,9 +27,24 @@ from haven.clock import Clock
 from haven.db.models import Job
 from haven.db.session import Database
 from haven.domain.enums import JobStatus
+from haven.engine.errors import RepositoryLocked
 from haven.errors import Conflict, HavenError, NotFound
 
-__all__ = ["JobQueue", "LeaseLost", "JobNotFound", "JobNotCancellable", "Claimed"]
+__all__ = ["JobQueue", "LeaseLost", "JobNotFound", "JobNotCancellable", "Claimed", "retryable", "retry_delay"]
+
+#: The first retry waits this long; each further one four times as long, up to ``RETRY_MAX``.
+RETRY_FIRST = timedelta(minutes=1)
+RETRY_MAX = timedelta(minutes=30)
+
+
+def retryable(error: HavenError) -> bool:
+    """May a new attempt succeed? Transient failures and a vault that is busy for now."""
+    return error.transient or isinstance(error, RepositoryLocked)
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """The wait before attempt ``attempt + 1`` (attempts count from 1)."""
+    return min(RETRY_MAX, RETRY_FIRST * 4 ** max(0, attempt - 1))
 
 
 class JobNotFound(NotFound):
@@ -201,16 +220,25 @@ class JobQueue:
         job.lease_owner = job.lease_expires_at = None
         return status
 
-    def fail(self, job_id: str, worker: str, error: HavenError, cancelled: bool = False) -> None:
+    def fail(self, job_id: str, worker: str, error: HavenError, cancelled: bool = False) -> bool:
+        """End the worker's attempt. True if the job was queued again for a later attempt (a
+        retryable error with attempts left), False if it failed or was cancelled for good."""
         now = self.clock.now()
         with self.db.session() as s:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.lease_owner != worker:
-                return  # the reaper already took it; it decides the outcome
+                return False  # the reaper already took it; it decides the outcome
+            job.lease_owner = job.lease_expires_at = None
+            if not cancelled and not job.cancel_requested and retryable(error) and job.attempts < job.max_attempts:
+                when = now + retry_delay(job.attempts)
+                job.status, job.not_before = JobStatus.QUEUED.value, when
+                job.warnings = [*job.warnings, f"Attempt {job.attempts} of {job.max_attempts} failed ({error.code}: "
+                                               f"{error.text}); retrying at {when.isoformat()}."]
+                return True
             job.status = (JobStatus.CANCELLED if cancelled else JobStatus.FAILED).value
             job.ended_at = now
             job.error_code, job.error_message, job.error_recommendation = error.code, error.text, error.fix
-            job.lease_owner = job.lease_expires_at = None
+            return False
 
     # ---- users -----------------------------------------------------------------------------
 

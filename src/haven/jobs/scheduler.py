@@ -6,15 +6,19 @@ slot per item is made up — and the item's ``last_slot`` moves to it with a con
 same transaction as the job, so a slot never runs twice, even with several servers on one database.
 Skipped slots raise a "missed backup window" alert. The tick also applies retention, purges
 soft-deleted data whose time is up, and raises alerts for items without a recent good backup.
+
+Garbage collection is not part of every tick: a vault is collected when its own schedule says so
+(``gc_interval_hours`` after its last run, or ``gc_delay_minutes`` after deletions or a failed
+backup asked for it). GC runs next to backups (``engine/gc.py``), so it never makes one fail.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from haven.db.models import Policy, ProtectedItem, Vault
 from haven.domain.enums import ProtectionState
@@ -31,6 +35,7 @@ class Scheduler:
         self.core, self.interval = core, interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._gc_backoff: dict[str, tuple[datetime, float]] = {}  # vault -> (next try, last wait in s)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="scheduler")
@@ -58,17 +63,31 @@ class Scheduler:
         overdue = self.core.alerts.check_overdue_items()
         return {"enqueued": enqueued, "expired": expired, "purged": purged, "collected": collected, "overdue": overdue}
 
-    def _collect_garbage(self) -> dict[str, int]:
-        """GC every vault once a tick: it deletes only chunks unreferenced for longer than its grace period,
-        never while a backup holds the vault's lock, and nothing when a listing fails."""
-        deleted: dict[str, int] = {}
+    def gc_due_vaults(self) -> list[str]:
+        """Vaults whose GC is due: never run, the interval passed, or requested and the delay passed."""
+        settings, now = self.core.settings, self.core.clock.now()
+        last = now - timedelta(hours=settings.gc_interval_hours)
+        asked = now - timedelta(minutes=settings.gc_delay_minutes)
         with self.core.db.session() as s:
-            vault_ids = list(s.scalars(select(Vault.id)))
-        for vault_id in vault_ids:
+            return list(s.scalars(select(Vault.id).where(or_(
+                Vault.gc_last_at.is_(None), Vault.gc_last_at <= last, Vault.gc_requested_at <= asked))))
+
+    def _collect_garbage(self) -> dict[str, int]:
+        """GC the vaults whose GC is due. One that fails (another GC runs, storage trouble) stays due
+        and is tried again after a backoff (one tick, doubling up to ``gc_delay_minutes``)."""
+        deleted: dict[str, int] = {}
+        now = self.core.clock.now()
+        for vault_id in self.gc_due_vaults():
+            retry_at, wait = self._gc_backoff.get(vault_id, (now, 0.0))
+            if now < retry_at:
+                continue
             try:
                 deleted[vault_id] = self.core.lifecycle.collect_garbage(vault_id).chunks_deleted
-            except HavenError as e:  # busy (a backup runs) or storage trouble: next tick
-                log.info("GC of vault %s skipped: %s", vault_id, e)
+                self._gc_backoff.pop(vault_id, None)
+            except HavenError as e:
+                wait = min(max(self.interval, 2 * wait), 60 * self.core.settings.gc_delay_minutes)
+                self._gc_backoff[vault_id] = (now + timedelta(seconds=wait), wait)
+                log.info("GC of vault %s did not run (next try in %.0f s): %s", vault_id, wait, e)
         return deleted
 
     # ---- schedules ----

@@ -154,6 +154,11 @@ class BackupHandler:
             row = s.get(ProtectedItem, item_id)
             if row is not None:
                 row.last_backup_status = "Cancelled" if cancelled else "Failed"
+                vault_id = row.vault_id
+            else:
+                vault_id = None
+        if vault_id:  # its chunks are orphans now: reclaim their space soon
+            self.core.lifecycle.request_gc(vault_id)
 
 
 def _expiry(policy: Policy | None, when: datetime) -> datetime | None:

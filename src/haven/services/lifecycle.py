@@ -4,6 +4,8 @@ Order of deletion, chosen to fail safe: a point's database row goes first (so no
 restore from it), then its manifest in storage; a manifest left behind by a failed storage delete
 only keeps chunks alive, it never loses data. Garbage collection runs after, in the engine, which
 never removes a chunk a running backup may still reference and deletes nothing when a listing fails.
+It runs on its own schedule (``jobs.scheduler``): daily, and soon after points were deleted or a
+backup failed (``request_gc``), with its chunk-list cache under ``$HAVEN_HOME/cache``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from haven.db.models import Policy, ProtectedItem, RecoveryPoint, Vault
 from haven.domain.enums import PointState, ProtectionState
@@ -23,7 +25,8 @@ __all__ = ["Lifecycle"]
 
 log = logging.getLogger(__name__)
 
-GC_GRACE = timedelta(hours=1)
+#: No grace beyond the engine's writer-lock rule: a failed backup's chunks free their space at once.
+GC_GRACE = timedelta(0)
 
 
 class Lifecycle:
@@ -97,7 +100,23 @@ class Lifecycle:
             vault = s.get(Vault, vault_id)
             expected = {(item_id, point_id) for point_id, item_id in
                         s.execute(select(RecoveryPoint.id, RecoveryPoint.item_id).where(RecoveryPoint.vault_id == vault_id))}
-        return self.core.storage.open(vault).gc(grace=GC_GRACE, expected_points=expected)
+        started = self.core.clock.now()
+        repo = self.core.storage.open(vault)
+        cache = repo.gc_cache(self.core.settings.home / "cache")
+        try:
+            report = repo.gc(grace=GC_GRACE, expected_points=expected, cache=cache)
+        finally:
+            cache.close()
+        with self.core.db.session() as s:
+            s.execute(update(Vault).where(Vault.id == vault_id).values(gc_last_at=started))
+            s.execute(update(Vault).where(Vault.id == vault_id, Vault.gc_requested_at <= started).values(gc_requested_at=None))
+        return report
+
+    def request_gc(self, vault_id: str) -> None:
+        """Ask for a GC of the vault soon (points were deleted, or a backup failed and left chunks)."""
+        with self.core.db.session() as s:
+            s.execute(update(Vault).where(Vault.id == vault_id, Vault.gc_requested_at.is_(None))
+                      .values(gc_requested_at=self.core.clock.now()))
 
     # ---- verify ----
     def request_verify(self, caller, subscription: str, vault_name: str, read_data: bool, subset: str | None) -> dict:
@@ -166,6 +185,7 @@ class Lifecycle:
     def _delete_manifests(self, vault: Vault, item_id: str, point_ids: list[str]) -> None:
         if not point_ids:
             return
+        self.request_gc(vault.id)
         repo = self.core.storage.open(vault)
         for pid in point_ids:
             try:

@@ -13,6 +13,9 @@ from haven.services.auth import Caller
 
 __all__ = ["ProtectionService", "ItemNotFound"]
 
+#: Attempts a scheduled backup gets (retries wait 1 and then 4 minutes: ``jobs.queue.retry_delay``).
+SCHEDULED_BACKUP_ATTEMPTS = 3
+
 
 class ItemNotFound(NotFound):
     code = "UserErrorProtectedItemNotFound"
@@ -188,9 +191,11 @@ class ProtectionService:
             raise BackupAlreadyRunning(vm=item.vm.name, job_id=running)
         params = {"retain_until": retain_until.isoformat() if retain_until else None, "trigger": trigger,
                   "slot": slot.isoformat() if slot else None}
+        # a scheduled backup that meets a transient failure is tried again within its window
+        attempts = SCHEDULED_BACKUP_ATTEMPTS if trigger == "scheduled" else 1
         job = self.core.queue.enqueue(s, type=JobType.BACKUP.value, operation="Backup", params=params,
                                       subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id,
-                                      host_id=item.vm.host_id)
+                                      host_id=item.vm.host_id, max_attempts=attempts)
         return self.core.jobs.view(job)
 
     def check_vm(self, caller: Caller, subscription: str, vm: str, host: str | None = None) -> dict:
