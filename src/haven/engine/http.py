@@ -21,7 +21,7 @@ from typing import Any
 import blake3
 import httpx
 
-from .backend import Backend, ObjectInfo, check_name
+from .backend import Backend, ObjectInfo, check_name, check_prefix
 from .errors import StorageAccessDenied, StorageObjectNotFound, StorageRequestRejected, StorageTimeout, StorageUnavailable
 
 __all__ = ["HttpBackend", "API_PREFIX", "CHECKSUM_HEADER"]
@@ -91,7 +91,7 @@ class HttpBackend(Backend):
             return False
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        resp = self._request("GET", "/objects", prefix, params={"prefix": prefix})
+        resp = self._request("GET", "/objects", prefix, params={"prefix": check_prefix(prefix)})
         try:
             return iter([ObjectInfo(o["name"], int(o["size"])) for o in resp.json()["objects"]])
         except (ValueError, KeyError, TypeError) as exc:
