@@ -6,6 +6,7 @@ server's master key (``$HAVEN_HOME/master.key``, made on first start, readable b
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 from haven.errors import PreconditionFailed
 
 __all__ = ["StorageService", "load_or_create_master_key", "MasterKeyMissing"]
+
+log = logging.getLogger(__name__)
 
 
 class MasterKeyMissing(PreconditionFailed):
@@ -103,9 +106,15 @@ class StorageService:
         return self.kek()
 
     def open(self, vault, kek=None):
+        """The vault's repository. A vault of the first key format (its wrapped data key names no
+        vault) is rewrapped to the bound format here, on its first open by this server."""
         from haven.engine import Repository
 
-        return Repository.open(self.backend(vault.storage_url), kek or self.kek_for(vault), clock=self.core.clock)
+        kek = kek or self.kek_for(vault)
+        repo = Repository.open(self.backend(vault.storage_url), kek, clock=self.core.clock)
+        if repo.migrate_key(kek):
+            log.info("vault %s: data key rewrapped bound to the vault (key format %s)", vault.id, repo.config["key"]["format"])
+        return repo
 
     def rewrap(self, vault, new_kek) -> str:
         """Re-seal the vault's data key under ``new_kek``: no data object is rewritten. Returns the new KEK id."""
