@@ -24,7 +24,7 @@ from haven.engine.grant import GrantedBackend, GrantMode, StorageGrant
 from haven.errors import Forbidden, NotFound, Unauthenticated
 
 __all__ = ["StorageCapabilities", "CAPABILITY_PREFIX", "PROBE_TTL", "CapabilityInvalid", "CapabilityExpired",
-           "StorageUserRefused", "CapabilityRequired", "VaultNotServed"]
+           "StorageUserRefused", "CapabilityRequired", "CapabilityOtherVault", "VaultNotServed"]
 
 CAPABILITY_PREFIX = "hvcap1."
 PROBE_TTL = timedelta(hours=1)
@@ -54,6 +54,12 @@ class CapabilityRequired(Forbidden):
     code = "UserErrorStorageCapabilityRequired"
     message = "Host agent {principal!r} presented its own token; the storage endpoint takes only a job's capability."
     recommendation = "Upgrade the agent: it must use the capability its job claim answers with (storage.capability)."
+
+
+class CapabilityOtherVault(Forbidden):
+    code = "UserErrorStorageCapabilityOtherVault"
+    message = "This storage capability opens only the vault of its job, not vault {vault_id!r}."
+    recommendation = "Nothing was read or changed. Use the capability on the vault its job names."
 
 
 class VaultNotServed(NotFound):
@@ -88,7 +94,7 @@ class StorageCapabilities:
             raise StorageUserRefused(principal=caller.name)
         claims = self._verify(token)
         if claims.get("v") != vault_id:
-            raise VaultNotServed(vault_id=vault_id)
+            raise CapabilityOtherVault(vault_id=vault_id)
         grant = self._job_grant(claims) if claims.get("k") == "job" else self._probe_grant(claims)
         return GrantedBackend(self._folder(vault_id), grant, self.core.clock)
 
