@@ -1,7 +1,9 @@
 """Client of Haven's own storage endpoint (``haven+https://host:port/<vault-id>``).
 
 The server side is ``haven.api.storage_endpoint``. Wire protocol (all under
-``/storage/v1/vaults/<vault-id>``, ``Authorization: Bearer <token>``):
+``/storage/v1/vaults/<vault-id>``, ``Authorization: Bearer <token>``; Haven's own server takes
+only a job's storage capability there and refuses what the job may not do, see
+``haven.engine.grant``):
 
 ``PUT    /objects/<name>``   body = object bytes, header ``X-Haven-Blake3`` = hex BLAKE3 of the body → 204
 ``GET    /objects/<name>``   → 200 bytes | 404
