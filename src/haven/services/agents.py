@@ -5,9 +5,9 @@ With it the agent may only touch its own host: report its VMs, claim the jobs qu
 their leases, report progress, ask the server for the data key of the vault a claimed job writes
 to (only that vault's own key, read by the server from the vault's ``config``), and complete or
 fail those jobs. Its token opens no vault: each claim of a job on a folder vault answers with a
-storage capability for that job alone (``services.capabilities``). The server plans each job when it is claimed and
-records its outcome when the agent completes it, in the transaction that checks the agent still
-holds the lease, after confirming the point's manifest is in the vault's storage.
+storage capability for that job alone (``services.capabilities``). The server plans each job when
+it is claimed and records its outcome when the agent completes it, in the transaction that checks
+the agent still holds the lease, after confirming the point's manifest is in the vault's storage.
 """
 
 from __future__ import annotations
