@@ -5,7 +5,9 @@ adapter sees, claims the jobs queued for its host, carries them out (``haven.age
 the data going straight to the vault's storage (the server's storage endpoint for folder vaults),
 renews each job's lease and reports progress while it works, then completes or fails the job.
 It never holds a vault's key-encryption key: the server unwraps the vault's data key for a job the
-agent holds the lease of, and the key lives only in the agent's memory for that job.
+agent holds the lease of, and the key lives only in the agent's memory for that job. Its own token
+opens no vault on the storage endpoint: it uses the capability each job claim answers with (and,
+for its connectivity probe, the probe-only capability ``/agent/storage-targets`` hands out).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value, "RestoreVm")
 
 
 class ServerKeyWrapper:
-    """A ``KeyWrapper`` whose unwrap asks the server, for one job whose lease this agent holds."""
+    """A ``KeyWrapper`` that asks the server for the data key of one job's vault (whose lease this agent
+    holds). The server answers only for the key wrapped in that vault's own ``config``, checked against
+    its binding, so ``Repository.open`` takes the answer as the data key (``unwrap_data_key``)."""
 
     def __init__(self, api: ApiClient, job_id: str, worker: str, key_id: str):
         self.api, self.job_id, self.worker, self.key_id = api, job_id, worker, key_id
@@ -42,6 +46,9 @@ class ServerKeyWrapper:
         raise InternalError("A host agent never wraps vault keys; vaults are made on the server.")
 
     def unwrap(self, wrapped: bytes) -> bytes:
+        return self.unwrap_data_key(wrapped)
+
+    def unwrap_data_key(self, wrapped: bytes) -> bytes:
         answer = self.api.post(f"/agent/jobs/{self.job_id}/unwrap",
                                {"worker": self.worker, "wrapped": base64.b64encode(wrapped).decode()})
         return base64.b64decode(answer["key"])
@@ -216,11 +223,12 @@ class RemoteAgent:
         return Repository.open(backend, ServerKeyWrapper(self.api, job["id"], worker, job["storage"]["kek_id"]))
 
     def _storage_location(self, storage: dict) -> tuple[str, dict]:
-        """URL and backend options of a vault's storage: the server's endpoint, or the storage itself."""
+        """URL and backend options of a vault's storage: the server's endpoint with the capability the
+        server gave for it (a job's, or a probe's), or the storage itself."""
         if storage["kind"] == "endpoint":
             scheme = "haven+https" if self.server.startswith("https:") else "haven+http"
             return (f"{scheme}://{self.server.split('://', 1)[1]}/{storage['vault_id']}",
-                    {**self.backend_options.get("haven", {}), "token": self.token})
+                    {**self.backend_options.get("haven", {}), "token": storage.get("capability") or ""})
         return storage["url"], dict(self.backend_options.get(storage["url"].split("://", 1)[0], {}))
 
     def check_network(self, timeout: float = 10.0) -> dict[str, dict]:

@@ -29,7 +29,7 @@ def create_app(core: Haven) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(metrics.router)
-    app.include_router(storage_router(core.storage.endpoint_backend), include_in_schema=False)
+    app.include_router(storage_router(core.capabilities.resolve), include_in_schema=False)
     mount_dashboard(app)
 
     @app.get("/healthz", tags=["health"])

@@ -2,9 +2,15 @@
 
 ``storage_router(resolve)`` returns a FastAPI ``APIRouter``; mount it on the app as is (its
 paths start with ``/storage/v1/vaults/{vault_id}``). ``resolve(token, vault_id)`` authenticates
-the bearer token and returns the ``Backend`` (normally a ``LocalBackend``) that this token may
-use for that vault; it raises ``Unauthenticated`` / ``Forbidden`` / ``NotFound`` otherwise.
-The wire protocol is documented in ``haven.engine.http`` (the client).
+the bearer token and returns the ``Backend`` that this token may use for that vault; it raises
+``Unauthenticated`` / ``Forbidden`` / ``NotFound`` otherwise. Haven's own resolver
+(``services.capabilities``) answers a job's capability with a ``GrantedBackend``, which decides
+what may be written or deleted. The wire protocol is documented in ``haven.engine.http``.
+
+Every request is resolved (authenticated and authorized) before its body is read; a PUT whose
+``Content-Length`` is above the cap is refused unread, and a body without one is capped while it
+streams in (``StorageObjectTooLarge``, 413). Names and listing prefixes pass ``check_name`` /
+``check_prefix`` here and again in the backend.
 """
 
 from __future__ import annotations
@@ -16,15 +22,41 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from haven.engine.backend import Backend, check_name
+from haven.engine.backend import Backend, check_name, check_prefix
 from haven.engine.errors import StorageObjectNotFound, StorageUnavailable
+from haven.engine.grant import GrantedBackend
 from haven.engine.http import API_PREFIX, CHECKSUM_HEADER
-from haven.errors import HavenError, Unauthenticated
+from haven.errors import HavenError, Unauthenticated, UserError
 
-__all__ = ["storage_router", "Resolver"]
+__all__ = ["storage_router", "Resolver", "StorageObjectTooLarge", "MAX_OBJECT"]
 
 Resolver = Callable[[str, str], Backend]
 MAX_OBJECT = 256 << 20
+
+
+class StorageObjectTooLarge(UserError):
+    code = "UserErrorStorageObjectTooLarge"
+    message = "The object {name!r} is larger than the {limit} bytes this storage endpoint takes for it{size}."
+    recommendation = "Nothing was stored. Send objects within the limit (a Haven agent's chunks and manifests always are; check the agent's version)."
+    #: answered as 413 Content Too Large (the category's 400 otherwise); the client treats it as permanent
+    status = 413
+
+
+async def _body(request: Request, name: str, limit: int) -> bytes:
+    """The request body, refused before reading when its Content-Length is above ``limit`` and cut off
+    as soon as a streamed (chunked) body passes it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise UserError(f"The Content-Length {declared[:32]!r} is not a number.", "Send a valid Content-Length header.")
+        if int(declared) > limit:
+            raise StorageObjectTooLarge(name=name, limit=limit, size=f" (it declares {int(declared)})")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise StorageObjectTooLarge(name=name, limit=limit, size="")
+    return bytes(body)
 
 
 def _token(request: Request) -> str:
@@ -36,7 +68,8 @@ def _token(request: Request) -> str:
 
 
 def _error(exc: HavenError) -> JSONResponse:
-    return JSONResponse(exc.to_payload(), status_code=exc.http_status)
+    status = StorageObjectTooLarge.status if isinstance(exc, StorageObjectTooLarge) else exc.http_status
+    return JSONResponse(exc.to_payload(), status_code=status)
 
 
 def storage_router(resolve: Resolver) -> APIRouter:
@@ -57,10 +90,10 @@ def storage_router(resolve: Resolver) -> APIRouter:
         async def run():
             backend = await backend_for(request, vault_id)
             check_name(name)
-            body = await request.body()
+            # what a capability may write is known from the name alone: refuse before reading the body
+            limit = await run_in_threadpool(backend.store_limit, name) if isinstance(backend, GrantedBackend) else MAX_OBJECT
+            body = await _body(request, name, min(limit, MAX_OBJECT))
             want = request.headers.get(CHECKSUM_HEADER)
-            if len(body) > MAX_OBJECT:
-                raise StorageUnavailable(detail="object too large")
             if want and blake3.blake3(body).hexdigest() != want:
                 raise StorageUnavailable(detail=f"body of {name} does not match its checksum")
             await run_in_threadpool(backend.store, name, body)
@@ -100,6 +133,7 @@ def storage_router(resolve: Resolver) -> APIRouter:
     async def list_objects(vault_id: str, request: Request, prefix: str = "") -> Response:
         async def run():
             backend = await backend_for(request, vault_id)
+            check_prefix(prefix)
             objs = await run_in_threadpool(lambda: [{"name": o.name, "size": o.size} for o in backend.list(prefix)])
             return JSONResponse({"objects": objs})
 

@@ -17,7 +17,7 @@ from azure.storage.blob import ContainerClient
 
 from haven.errors import HavenError
 
-from .backend import Backend, ObjectInfo, check_name
+from .backend import Backend, ObjectInfo, check_name, check_prefix
 from .errors import StorageAccessDenied, StorageObjectNotFound, StorageRequestRejected, StorageTimeout, StorageUnavailable
 
 __all__ = ["AzureBackend"]
@@ -96,6 +96,7 @@ class AzureBackend(Backend):
             raise _convert(exc, "exists", name) from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
         try:
             strip = len(self._prefix)
             found = [ObjectInfo(b.name[strip:], b.size) for b in self._client.list_blobs(name_starts_with=self._prefix + prefix)]

@@ -21,7 +21,7 @@ from haven.errors import HavenError
 
 from .errors import InvalidObjectName, StorageObjectNotFound
 
-__all__ = ["Backend", "ObjectInfo", "WrappingBackend", "check_name"]
+__all__ = ["Backend", "ObjectInfo", "WrappingBackend", "check_name", "check_prefix"]
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -32,6 +32,24 @@ def check_name(name: str) -> str:
     if not name or any(not _SEGMENT.match(p) or p in (".", "..") for p in parts):
         raise InvalidObjectName(what="Object name", name=name)
     return name
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it may start a listing, else raise ``InvalidObjectName``.
+
+    The empty prefix lists the whole vault. Otherwise a prefix is an object name, or an object
+    name's folder with its trailing ``/`` (``points/``), or the start of a last segment
+    (``points/vm1/p``); never ``..``, ``.``, an empty segment or a leading ``/``.
+    """
+    if prefix == "":
+        return prefix
+    if not isinstance(prefix, str) or len(prefix) > 1024:
+        raise InvalidObjectName(what="Listing prefix", name=str(prefix)[:100])
+    body = prefix[:-1] if prefix.endswith("/") else prefix
+    parts = body.split("/")
+    if not body or any(not _SEGMENT.match(p) or p in (".", "..") for p in parts):
+        raise InvalidObjectName(what="Listing prefix", name=prefix)
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)

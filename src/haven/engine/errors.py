@@ -21,6 +21,7 @@ __all__ = [
     "ObjectCorrupt",
     "ReadBackMismatch",
     "RepositoryKeyMismatch",
+    "DataKeyBindingMismatch",
     "RepositoryAlreadyInitialised",
     "RepositoryNotInitialised",
     "RepositoryFormatUnsupported",
@@ -119,6 +120,12 @@ class RepositoryKeyMismatch(PreconditionFailed):
     code = "UserErrorRepositoryKeyMismatch"
     message = "The vault's data key cannot be unwrapped with key {key_id!r} (the vault was sealed with {expected!r})."
     recommendation = "Use the key-encryption key the vault was created with; a vault never opens with another key."
+
+
+class DataKeyBindingMismatch(PreconditionFailed):
+    code = "UserErrorDataKeyNotOfThisVault"
+    message = "The wrapped data key is bound to {found}, not to vault {expected} version {version}: it was not unwrapped."
+    recommendation = "A vault opens only with its own config; restore the vault's config object from a replica (GRS) or a copy if it was replaced."
 
 
 class RepositoryAlreadyInitialised(Conflict):

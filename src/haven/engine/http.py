@@ -1,7 +1,9 @@
 """Client of Haven's own storage endpoint (``haven+https://host:port/<vault-id>``).
 
 The server side is ``haven.api.storage_endpoint``. Wire protocol (all under
-``/storage/v1/vaults/<vault-id>``, ``Authorization: Bearer <token>``):
+``/storage/v1/vaults/<vault-id>``, ``Authorization: Bearer <token>``; Haven's own server takes
+only a job's storage capability there and refuses what the job may not do, see
+``haven.engine.grant``):
 
 ``PUT    /objects/<name>``   body = object bytes, header ``X-Haven-Blake3`` = hex BLAKE3 of the body → 204
 ``GET    /objects/<name>``   → 200 bytes | 404
@@ -21,7 +23,7 @@ from typing import Any
 import blake3
 import httpx
 
-from .backend import Backend, ObjectInfo, check_name
+from .backend import Backend, ObjectInfo, check_name, check_prefix
 from .errors import (
     StorageAccessDenied,
     StorageObjectNotFound,
@@ -101,7 +103,7 @@ class HttpBackend(Backend):
             return False
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        resp = self._request("GET", "/objects", prefix, params={"prefix": prefix})
+        resp = self._request("GET", "/objects", prefix, params={"prefix": check_prefix(prefix)})
         try:
             return iter([ObjectInfo(o["name"], int(o["size"])) for o in resp.json()["objects"]])
         except (ValueError, KeyError, TypeError) as exc:

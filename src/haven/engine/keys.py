@@ -3,11 +3,20 @@
 A vault has one random 32-byte *data key*. It never leaves the process unwrapped; the vault's
 ``config`` object holds it wrapped by a key-encryption key (``KeyWrapper``). From the data key,
 BLAKE3's key-derivation mode derives the AES-256-GCM key and the BLAKE3 chunk-id key.
+
+What the KEK wraps is not the bare data key but a *bound* payload (``KeyBinding``): the data key
+with the vault's storage id (``vault_uuid`` in ``config``) and the wrapping's version. Several
+vaults share one KEK (the server's master key), so an unwrap must say which vault it is for:
+a wrapped key copied into another vault's ``config`` fails with ``DataKeyBindingMismatch``. The
+binding lives inside the KEK's ciphertext, so it works for every KEK kind (AES-GCM here, RSA-OAEP
+and AES key wrap in a key vault or an HSM). Vaults made before this carry a bare wrapped key
+(``config["key"]`` without ``format``); the server rewraps them on first open.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -15,7 +24,9 @@ import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["KeyWrapper", "LocalKeyWrapper", "DataKeys", "UnwrapFailed"]
+from .errors import DataKeyBindingMismatch
+
+__all__ = ["KeyWrapper", "LocalKeyWrapper", "DataKeys", "UnwrapFailed", "KeyBinding", "BOUND_KEY_FORMAT"]
 
 _CTX_KEK = "haven 2024-01 local key-encryption key"
 _CTX_KEK_ID = "haven 2024-01 local key-encryption key id"
@@ -23,6 +34,9 @@ _CTX_ENC = "haven 2024-01 vault object encryption key"
 _CTX_ID = "haven 2024-01 vault chunk id key"
 _CTX_MAC = "haven 2024-01 vault config mac key"
 _WRAP_AAD = b"haven-data-key-v1"
+_BOUND_MAGIC = b"HVDK2"
+#: ``config["key"]["format"]`` of a bound wrapping (absent: the bare data key of the first format).
+BOUND_KEY_FORMAT = 2
 
 
 class UnwrapFailed(Exception):
@@ -88,3 +102,31 @@ class DataKeys:
     @staticmethod
     def new_data_key() -> bytes:
         return os.urandom(32)
+
+
+@dataclass(frozen=True)
+class KeyBinding:
+    """What a wrapped data key is bound to: the vault (its storage-level ``vault_uuid``) and the
+    version of the wrapping (1 at creation, +1 at every rewrap)."""
+
+    vault_uuid: str
+    version: int
+
+    def bind(self, data_key: bytes) -> bytes:
+        """The payload a KEK wraps: magic, version, vault id, data key."""
+        ident = self.vault_uuid.encode()
+        if len(data_key) != 32 or not 0 < len(ident) < 256:
+            raise ValueError("a data key is 32 bytes and a vault id 1-255 bytes")
+        return _BOUND_MAGIC + struct.pack(">IB", self.version, len(ident)) + ident + data_key
+
+    def unbind(self, payload: bytes) -> bytes:
+        """The data key inside ``payload``; ``DataKeyBindingMismatch`` unless it is bound to this vault and version."""
+        head = len(_BOUND_MAGIC) + 5
+        if len(payload) < head or payload[: len(_BOUND_MAGIC)] != _BOUND_MAGIC:
+            raise DataKeyBindingMismatch(found="no vault (an unbound key)", expected=self.vault_uuid, version=self.version)
+        version, n = struct.unpack(">IB", payload[len(_BOUND_MAGIC) : head])
+        ident, key = payload[head : head + n], payload[head + n :]
+        if ident != self.vault_uuid.encode() or version != self.version or len(key) != 32:
+            found = f"vault {ident.decode(errors='replace')} version {version}"
+            raise DataKeyBindingMismatch(found=found, expected=self.vault_uuid, version=self.version)
+        return key

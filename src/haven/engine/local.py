@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from .backend import Backend, ObjectInfo, check_name
-from .errors import StorageObjectNotFound, StorageRequestRejected, StorageUnavailable, StorageVaultFull
+from .backend import Backend, ObjectInfo, check_name, check_prefix
+from .errors import InvalidObjectName, StorageObjectNotFound, StorageRequestRejected, StorageUnavailable, StorageVaultFull
 from .pagecache import drop_pages
 
 __all__ = ["LocalBackend"]
@@ -51,7 +51,18 @@ class LocalBackend(Backend):
             _raise(exc, str(self.root), "mkdir")
 
     def _path(self, name: str) -> Path:
-        return self.root / check_name(name)
+        return self._inside(self.root / check_name(name), name)
+
+    def _inside(self, path: Path, name: str) -> Path:
+        """``path`` if, with every symlink resolved, it is still under the (resolved) root.
+
+        ``check_name`` already refuses ``..`` and absolute names; this is the second wall, for a
+        symlink planted in the vault folder or a check that a future change weakens."""
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise InvalidObjectName(what="Object name", name=name)
+        return path
 
     def _ensure_dir(self, folder: Path) -> None:
         if folder in self._made:
@@ -117,8 +128,8 @@ class LocalBackend(Backend):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the folder the prefix names, then filter by the rest of the prefix.
-        folder, _, _ = prefix.rpartition("/")
-        start = self.root / folder if folder else self.root
+        folder, _, _ = check_prefix(prefix).rpartition("/")
+        start = self._inside(self.root / folder, prefix) if folder else self.root
         found: list[ObjectInfo] = []
         try:
             if not self.root.is_dir():

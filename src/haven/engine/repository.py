@@ -43,9 +43,9 @@ from .format import (
     point_name,
     points_prefix,
 )
-from .keys import DataKeys, KeyWrapper, UnwrapFailed
+from .keys import BOUND_KEY_FORMAT, DataKeys, KeyBinding, KeyWrapper, UnwrapFailed
 
-__all__ = ["Repository"]
+__all__ = ["Repository", "unwrap_config_key", "parse_config"]
 
 T = TypeVar("T")
 #: How many times an object that fails authentication is re-read before it is declared corrupt
@@ -97,7 +97,7 @@ class Repository:
             "compression": "zstd",
             "cipher": "aes-256-gcm",
         }
-        config = {**params, "mac": keys.mac(_canonical(params)), "key": _wrap(kek, data_key)}
+        config = {**params, "mac": keys.mac(_canonical(params)), "key": _wrap(kek, data_key, KeyBinding(params["vault_uuid"], 1))}
         repo = cls(backend, keys, config, clock)
         repo.store_sealed(VAULT_INFO, DOMAIN_META, VAULT_INFO.encode(), json.dumps(vault_info).encode())
         backend.store(CONFIG, json.dumps(config, indent=1).encode())
@@ -111,32 +111,29 @@ class Repository:
             raw = backend.load(CONFIG)
         except StorageObjectNotFound:
             raise RepositoryNotInitialised(location=backend.location) from None
-        try:
-            config = json.loads(raw)
-            params = {k: v for k, v in config.items() if k not in ("mac", "key")}
-            wrapped = base64.b64decode(config["key"]["wrapped"])
-        except (ValueError, KeyError, TypeError):
-            raise ObjectCorrupt(name=CONFIG) from None
-        if params.get("format") != FORMAT_NAME or params.get("version") != FORMAT_VERSION:
-            raise RepositoryFormatUnsupported(version=params.get("version"))
-        expected = config["key"].get("kek_id", "?")
-        try:
-            data_key = kek.unwrap(wrapped)
-        except HavenError:
-            raise
-        except (UnwrapFailed, ValueError, TypeError):
-            raise RepositoryKeyMismatch(key_id=kek.key_id, expected=expected) from None
-        keys = DataKeys.derive(data_key)
-        if not hmac.compare_digest(keys.mac(_canonical(params)), str(config.get("mac", ""))):
-            raise ObjectCorrupt(name=CONFIG)
+        config = parse_config(raw)
+        keys = DataKeys.derive(unwrap_config_key(kek, config))
         return cls(backend, keys, config, clock)
+
+    @property
+    def key_is_bound(self) -> bool:
+        """False for a vault of the first format, whose wrapped data key names no vault (``migrate_key`` fixes it)."""
+        return self.config["key"].get("format") == BOUND_KEY_FORMAT
+
+    def migrate_key(self, kek: KeyWrapper) -> bool:
+        """Rewrap a first-format (unbound) data key as a bound one under the same KEK; True if it did."""
+        if self.key_is_bound:
+            return False
+        self.rewrap(kek, kek)
+        return True
 
     def rewrap(self, new_kek: KeyWrapper, old_kek: KeyWrapper) -> None:
         """Re-seal the data key under ``new_kek`` (key rotation); data and ids are unchanged."""
-        data_key = old_kek.unwrap(base64.b64decode(self.config["key"]["wrapped"]))
+        data_key = unwrap_config_key(old_kek, self.config)
         if DataKeys.derive(data_key) != self.keys:
             raise RepositoryKeyMismatch(key_id=old_kek.key_id, expected=self.config["key"].get("kek_id"))
-        self.config = {**self.config, "key": _wrap(new_kek, data_key)}
+        version = int(self.config["key"].get("version", 0)) + 1 if self.key_is_bound else 1
+        self.config = {**self.config, "key": _wrap(new_kek, data_key, KeyBinding(self.config["vault_uuid"], version))}
         self.backend.store(CONFIG, json.dumps(self.config, indent=1).encode())
 
     @property
@@ -295,7 +292,54 @@ def _canonical(params: dict[str, Any]) -> bytes:
     return json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _wrap(kek: KeyWrapper, data_key: bytes) -> dict[str, str]:
-    return {"kek_id": kek.key_id, "wrapped": base64.b64encode(kek.wrap(data_key)).decode()}
+def _wrap(kek: KeyWrapper, data_key: bytes, binding: KeyBinding) -> dict[str, Any]:
+    wrapped = kek.wrap(binding.bind(data_key))
+    return {"kek_id": kek.key_id, "wrapped": base64.b64encode(wrapped).decode(), "format": BOUND_KEY_FORMAT,
+            "version": binding.version}
+
+
+def parse_config(raw: bytes) -> dict[str, Any]:
+    """The vault's ``config`` document, checked for shape and format version (not yet authenticated)."""
+    try:
+        config = json.loads(raw)
+        params = {k: v for k, v in config.items() if k not in ("mac", "key")}
+        base64.b64decode(config["key"]["wrapped"], validate=True)
+        str(config["vault_uuid"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ObjectCorrupt(name=CONFIG) from None
+    if params.get("format") != FORMAT_NAME or params.get("version") != FORMAT_VERSION:
+        raise RepositoryFormatUnsupported(version=params.get("version"))
+    return config
+
+
+def unwrap_config_key(kek: KeyWrapper, config: dict[str, Any]) -> bytes:
+    """The vault's data key from its parsed ``config``: unwrapped by ``kek``, checked to be bound to
+    this vault (``DataKeyBindingMismatch`` otherwise) and to authenticate the config (its MAC).
+
+    A KEK that answers for a vault rather than unwrapping (a host agent's ``ServerKeyWrapper``, whose
+    server checks the binding) offers ``unwrap_data_key(wrapped)`` and is used through it."""
+    key = config["key"]
+    wrapped = base64.b64decode(key["wrapped"])
+    expected = key.get("kek_id", "?")
+    try:
+        served = getattr(kek, "unwrap_data_key", None)
+        if served is not None:
+            data_key = served(wrapped)
+        elif key.get("format") == BOUND_KEY_FORMAT:
+            data_key = KeyBinding(str(config["vault_uuid"]), int(key.get("version", 0))).unbind(kek.unwrap(wrapped))
+        elif "format" in key:
+            raise RepositoryFormatUnsupported(version=f"{config.get('version')} (key format {key.get('format')})")
+        else:  # the first format: the bare data key
+            data_key = kek.unwrap(wrapped)
+    except HavenError:
+        raise
+    except (UnwrapFailed, ValueError, TypeError):
+        raise RepositoryKeyMismatch(key_id=kek.key_id, expected=expected) from None
+    if len(data_key) != 32:
+        raise RepositoryKeyMismatch(key_id=kek.key_id, expected=expected)
+    params = {k: v for k, v in config.items() if k not in ("mac", "key")}
+    if not hmac.compare_digest(DataKeys.derive(data_key).mac(_canonical(params)), str(config.get("mac", ""))):
+        raise ObjectCorrupt(name=CONFIG)
+    return data_key
 
 

@@ -15,7 +15,7 @@ from botocore.exceptions import (
 
 from haven.errors import HavenError
 
-from .backend import Backend, ObjectInfo, check_name
+from .backend import Backend, ObjectInfo, check_name, check_prefix
 from .errors import (
     StorageAccessDenied,
     StorageObjectNotFound,
@@ -121,7 +121,7 @@ class S3Backend(Backend):
             raise err from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        strip = len(self._prefix)
+        strip, prefix = len(self._prefix), check_prefix(prefix)
         try:
             found = []
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._prefix + prefix):

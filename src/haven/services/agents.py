@@ -2,15 +2,19 @@
 
 An Owner adds a host (``add_host``) and hands its one-time credential to the agent on that host.
 With it the agent may only touch its own host: report its VMs, claim the jobs queued for it, renew
-their leases, report progress, ask the server to unwrap the data key of the vault a claimed job
-writes to, and complete or fail those jobs. The server plans each job when it is claimed and
-records its outcome when the agent completes it, in the transaction that checks the agent still
-holds the lease, after confirming the point's manifest is in the vault's storage.
+their leases, report progress, ask the server for the data key of the vault a claimed job writes
+to (only that vault's own key, read by the server from the vault's ``config``), and complete or
+fail those jobs. Its token opens no vault: each claim of a job on a folder vault answers with a
+storage capability for that job alone (``services.capabilities``). The server plans each job when
+it is claimed and records its outcome when the agent completes it, in the transaction that checks
+the agent still holds the lease, after confirming the point's manifest is in the vault's storage.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import hmac
 import logging
 
 from sqlalchemy import select
@@ -23,7 +27,7 @@ from haven.jobs.queue import Claimed, JobNotFound, LeaseLost
 from haven.services.auth import AgentScopeViolation, Caller
 from haven.services.inventory import host_view
 
-__all__ = ["AgentService", "AGENT_JOB_TYPES", "NotAnAgent", "HostExists", "HostCannotRun", "PointNotStored"]
+__all__ = ["AgentService", "AGENT_JOB_TYPES", "NotAnAgent", "HostExists", "HostCannotRun", "PointNotStored", "UnwrapNotOwnVault"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,12 @@ class PointNotStored(PreconditionFailed):
     code = "UserErrorPointNotStored"
     message = "The agent reported recovery point {point} done, but its manifest is not in the vault's storage: nothing was recorded."
     recommendation = "Check the agent's connection to the vault's storage endpoint and run the backup again."
+
+
+class UnwrapNotOwnVault(Forbidden):
+    code = "UserErrorUnwrapNotOwnVault"
+    message = "Job {job} may have only the data key of its own vault {vault!r}; the wrapped key sent is not that vault's."
+    recommendation = "Nothing was unwrapped. The agent sends the wrapped key from its job's vault's config; upgrade the agent if it sends another."
 
 
 class AgentService:
@@ -107,7 +117,9 @@ class AgentService:
         with self.core.db.session() as s:
             region = s.get(Host, host_id).region
             vaults = s.scalars(select(Vault).where(Vault.region == region).order_by(Vault.name)).all()
-            return [{"vault_id": v.id, "vault": v.name, "storage": self._storage_for(v)} for v in vaults]
+            caps = self.core.capabilities
+            return [{"vault_id": v.id, "vault": v.name, "storage": self._storage_for(v, lambda: caps.for_probe(caller.principal_id, v.id))}
+                    for v in vaults]
 
     def report_network(self, caller: Caller, config: dict, results: dict[str, dict]) -> None:
         """The agent's proxy configuration (no secrets) and its probe of each vault's storage."""
@@ -146,14 +158,18 @@ class AgentService:
             row = s.get(Job, job.id)
             row.params = {**row.params, "plan": plan}
             vault = s.get(Vault, job.vault_id)
+            capability = self.core.capabilities.for_job(row)
+        self.core.storage.open(vault)  # a vault of the first key format is rewrapped bound before the agent reads its config
         return {"id": job.id, "type": job.type, "operation": job.operation, "plan": plan,
-                "storage": self._storage_for(vault)}
+                "storage": self._storage_for(vault, lambda: capability)}
 
-    def _storage_for(self, vault: Vault) -> dict:
-        """Folder vaults on this server are reached through its storage endpoint; the rest directly."""
+    def _storage_for(self, vault: Vault, capability) -> dict:
+        """Folder vaults on this server are reached through its storage endpoint, with ``capability()``; the rest directly.
+
+        Direct vaults (Azure Blob, S3) are reached with the agent's own storage credentials: no capability."""
         kek_id = self.core.storage.kek_for(vault).key_id  # a label for the agent's errors; the KEK stays here
         if vault.storage_url.startswith("file:"):
-            return {"kind": "endpoint", "vault_id": vault.id, "kek_id": kek_id}
+            return {"kind": "endpoint", "vault_id": vault.id, "kek_id": kek_id, "capability": capability()}
         return {"kind": "direct", "url": vault.storage_url, "kek_id": kek_id}
 
     def heartbeat(self, caller: Caller, job_id: str, worker: str) -> dict:
@@ -168,12 +184,25 @@ class AgentService:
             self.core.queue.add_warning(job_id, w)
 
     def unwrap(self, caller: Caller, job_id: str, worker: str, wrapped: str) -> str:
-        """The data key of the vault the caller's running job writes to, unwrapped by the vault's KEK."""
+        """The data key of the vault the caller's running job uses, and no other.
+
+        The server reads that vault's ``config`` itself and answers only when ``wrapped`` is the key
+        wrapped there; the key is then unwrapped checked against its binding to the vault and the
+        config's MAC. Any other blob (another vault's key, a forged one) is refused unread."""
+        from haven.engine.repository import unwrap_config_key
+
         job = self._running(caller, job_id, worker)
         with self.core.db.session() as s:
             vault = s.get(Vault, job.vault_id)
-        key = self.core.storage.kek_for(vault).unwrap(base64.b64decode(wrapped))
-        return base64.b64encode(key).decode()
+        kek = self.core.storage.kek_for(vault)
+        repo = self.core.storage.open(vault, kek)
+        try:
+            sent = base64.b64decode(wrapped, validate=True)
+        except (binascii.Error, ValueError):
+            sent = b""
+        if not hmac.compare_digest(sent, base64.b64decode(repo.config["key"]["wrapped"])):
+            raise UnwrapNotOwnVault(job=job_id, vault=vault.name)
+        return base64.b64encode(unwrap_config_key(kek, repo.config)).decode()
 
     def complete(self, caller: Caller, job_id: str, worker: str, outcome: dict) -> str:
         job = self._running(caller, job_id, worker)

@@ -15,6 +15,7 @@ from haven.jobs.queue import JobQueue
 from haven.services.agents import AgentService
 from haven.services.alerts import AlertService
 from haven.services.auth import AuthService
+from haven.services.capabilities import StorageCapabilities
 from haven.services.guard import GuardService
 from haven.services.inventory import InventoryService
 from haven.services.jobs import JobService
@@ -73,6 +74,7 @@ class Haven:
         self.jobs = JobService(self)
         self.points = PointService(self)
         self.storage = StorageService(self, backend_options)
+        self.capabilities = StorageCapabilities(self)
         self.keyvault = KeyVaultService(self)
         self.prepare = PrepareService(self)
         self.keyvault.recovery_point_key_backup = self.points.key_backup

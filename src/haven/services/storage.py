@@ -6,6 +6,7 @@ server's master key (``$HAVEN_HOME/master.key``, made on first start, readable b
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 from haven.errors import PreconditionFailed
 
 __all__ = ["StorageService", "load_or_create_master_key", "MasterKeyMissing"]
+
+log = logging.getLogger(__name__)
 
 
 class MasterKeyMissing(PreconditionFailed):
@@ -45,12 +48,15 @@ class StorageService:
         self.backend_options = backend_options or {}
         self._master: bytes | None = None
 
+    def master_key(self) -> bytes:
+        if self._master is None:
+            self._master = load_or_create_master_key(self.core.settings.master_key_path)
+        return self._master
+
     def kek(self):
         from haven.engine import LocalKeyWrapper
 
-        if self._master is None:
-            self._master = load_or_create_master_key(self.core.settings.master_key_path)
-        return LocalKeyWrapper(self._master)
+        return LocalKeyWrapper(self.master_key())
 
     def backend(self, storage_url: str):
         # The host agent's path: its proxy (agent.conf / http(s)_proxy), typed proxy and time-out errors, retries.
@@ -65,37 +71,6 @@ class StorageService:
         info = {"vault_id": vault.id, "vault_name": vault.name, "subscription": subscription.name, "region": vault.region}
         Repository.init(self.backend(vault.storage_url), self.kek(), info)
 
-    def endpoint_backend(self, token: str, vault_id: str):
-        """For Haven's HTTP storage endpoint: the folder backend of a vault this token may write to.
-
-        Host agents may use any folder vault of their region; users need Operator on the vault's
-        subscription. Vaults whose storage is not a folder on this server are not served.
-        """
-        from urllib.parse import urlparse
-
-        from haven.db.models import Host, Vault
-        from haven.domain.enums import PrincipalKind, Role
-        from haven.engine import LocalBackend
-        from haven.errors import NotFound
-
-        caller = self.core.auth.authenticate(token)
-        with self.core.db.session() as s:
-            vault = s.get(Vault, vault_id)
-            if vault is None:
-                raise NotFound(f"Vault {vault_id!r} does not exist.", "Check the vault id in the agent's storage URL.")
-            if caller.kind == PrincipalKind.AGENT.value:
-                host = s.get(Host, caller.host_id)
-                if host is None or host.region != vault.region:
-                    from haven.services.auth import AgentScopeViolation
-
-                    raise AgentScopeViolation(principal=caller.name)
-            else:
-                caller.require(vault.subscription_id, Role.OPERATOR)
-            url = urlparse(vault.storage_url)
-        if url.scheme != "file":
-            raise NotFound(f"Vault {vault_id!r} is not stored on this server.", "Point the agent at the vault's own storage endpoint.")
-        return LocalBackend(url.path)
-
     def kek_for(self, vault):
         """The key-encryption key of a vault: a key-vault key when one is set, else the master key."""
         if vault.kek_key_vault and vault.kek_key:
@@ -103,9 +78,15 @@ class StorageService:
         return self.kek()
 
     def open(self, vault, kek=None):
+        """The vault's repository. A vault of the first key format (its wrapped data key names no
+        vault) is rewrapped to the bound format here, on its first open by this server."""
         from haven.engine import Repository
 
-        return Repository.open(self.backend(vault.storage_url), kek or self.kek_for(vault), clock=self.core.clock)
+        kek = kek or self.kek_for(vault)
+        repo = Repository.open(self.backend(vault.storage_url), kek, clock=self.core.clock)
+        if repo.migrate_key(kek):
+            log.info("vault %s: data key rewrapped bound to the vault (key format %s)", vault.id, repo.config["key"]["format"])
+        return repo
 
     def rewrap(self, vault, new_kek) -> str:
         """Re-seal the vault's data key under ``new_kek``: no data object is rewritten. Returns the new KEK id."""
