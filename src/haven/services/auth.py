@@ -128,16 +128,28 @@ class AuthService:
 
     # ---- tokens ----
     def authenticate(self, secret: str | None) -> Caller:
+        return self.identify(secret)[1]
+
+    def identify(self, secret: str | None) -> tuple[str, Caller]:
+        """The id of the token ``secret`` is, and its caller (typed errors as ``authenticate``)."""
         if not secret or not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
             raise TokenInvalid()
         with self.core.db.session() as s:
             token = s.scalar(select(Token).where(Token.secret_hash == hash_secret(secret)))
-            if token is None or token.revoked:
-                raise TokenInvalid()
-            if token.expires_at is not None and token.expires_at <= self.core.clock.now():
-                raise TokenExpired(expired=token.expires_at.isoformat())
-            principal = s.get(Principal, token.principal_id)
-            return self._caller(s, principal)
+            return (token.id if token is not None else ""), self._valid(s, token)
+
+    def token_caller(self, token_id: str) -> Caller:
+        """The caller of a token known by its id (a dashboard session's), checked as ``authenticate`` checks a secret."""
+        with self.core.db.session() as s:
+            return self._valid(s, s.get(Token, token_id))
+
+    def _valid(self, s, token: Token | None) -> Caller:
+        if token is None or token.revoked:
+            raise TokenInvalid()
+        if token.expires_at is not None and token.expires_at <= self.core.clock.now():
+            raise TokenExpired(expired=token.expires_at.isoformat())
+        principal = s.get(Principal, token.principal_id)
+        return self._caller(s, principal)
 
     def _caller(self, s, principal: Principal) -> Caller:
         roles = {a.scope: Role(a.role) for a in s.scalars(select(RoleAssignment).where(RoleAssignment.principal_id == principal.id))}

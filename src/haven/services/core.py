@@ -25,6 +25,7 @@ from haven.services.policies import PolicyService
 from haven.services.protection import ProtectionService
 from haven.services.replication import Replication
 from haven.services.restore import RestoreService
+from haven.services.sessions import WebSessionService
 from haven.services.storage import StorageService
 from haven.services.subscriptions import RegionService, SubscriptionService
 from haven.services.support import SupportRules
@@ -61,6 +62,7 @@ class Haven:
         self.queue = JobQueue(self.db, self.clock, settings.job_lease_seconds,
                               settings.max_backups_per_host, settings.max_backups_per_vault)
         self.auth = AuthService(self)
+        self.web_sessions = WebSessionService(self)
         self.subscriptions = SubscriptionService(self)
         self.regions = RegionService(self)
         self.vaults = VaultService(self)
