@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,6 +19,7 @@ from sqlalchemy import select
 from haven.db.models import Principal, RoleAssignment, Subscription, Token
 from haven.domain.enums import PrincipalKind, Role
 from haven.errors import Conflict, Forbidden, NotFound, Unauthenticated, UserError
+from haven.files import write_private
 
 __all__ = [
     "Caller",
@@ -253,9 +253,7 @@ class AuthService:
             return None
         made = self.create_token(None, "local-owner", Role.OWNER.value, principal_name="local-owner")
         credentials_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(credentials_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"server": server_url, "token": made["token"]}, fh)
+        write_private(credentials_path, json.dumps({"server": server_url, "token": made["token"]}).encode())
         return made["token"]
 
 

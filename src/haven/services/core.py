@@ -11,6 +11,7 @@ import threading
 from haven.clock import Clock, SystemClock
 from haven.config import Settings
 from haven.db.session import Database
+from haven.files import secure_home
 from haven.jobs.queue import JobQueue
 from haven.services.agents import AgentService
 from haven.services.alerts import AlertService
@@ -58,6 +59,7 @@ class Haven:
                  backend_options: dict | None = None):
         self.settings = settings
         self.clock = clock or SystemClock()
+        secure_home(settings.home, settings.database_url, (settings.master_key_path, settings.credentials_path))
         self.db = db or Database(settings.database_url)
         self.queue = JobQueue(self.db, self.clock, settings.job_lease_seconds,
                               settings.max_backups_per_host, settings.max_backups_per_vault)
