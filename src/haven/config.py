@@ -46,6 +46,8 @@ class Settings:
     max_backups_per_vault: int = 4
     #: Folders restores may write into (a target must be one of them or inside one); empty: any absolute folder.
     restore_roots: tuple[Path, ...] = ()
+    #: ``[folder] allowed_disk_roots``: folders besides each VM's own that image-folder VMs' disks may live in.
+    allowed_disk_roots: tuple[Path, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -96,6 +98,7 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         max_backups_per_vault=int(data.get("max_backups_per_vault", 4)),
         restore_roots=tuple(Path(p) for p in (env["HAVEN_RESTORE_ROOTS"].split(os.pathsep) if env.get("HAVEN_RESTORE_ROOTS")
                                               else data.get("restore_roots", [])) if p),
+        allowed_disk_roots=tuple(Path(p) for p in (data.get("folder") or {}).get("allowed_disk_roots", []) if p),
     )
     values.update(overrides)
     return Settings(**values)

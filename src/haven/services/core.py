@@ -38,16 +38,17 @@ __all__ = ["Haven", "AdapterRegistry"]
 class AdapterRegistry:
     """Hypervisor adapters by URL, opened once per process."""
 
-    def __init__(self):
+    def __init__(self, allowed_disk_roots: tuple = ()):
         self._open: dict[str, object] = {}
         self._lock = threading.Lock()
+        self.allowed_disk_roots = allowed_disk_roots
 
     def for_url(self, url: str):
-        from haven.hypervisor import open_adapter
+        from haven.hypervisor import adapter_options, open_adapter
 
         with self._lock:
             if url not in self._open:
-                self._open[url] = open_adapter(url)
+                self._open[url] = open_adapter(url, **adapter_options(url, self.allowed_disk_roots))
             return self._open[url]
 
     def for_host(self, host):
@@ -82,7 +83,7 @@ class Haven:
         self.restore = RestoreService(self)
         self.replication = Replication(self)
         self.alerts = AlertService(self)
-        self.adapters = AdapterRegistry()
+        self.adapters = AdapterRegistry(settings.allowed_disk_roots)
         self.agents = AgentService(self)
         self.regions.sync_from_settings()
 
