@@ -64,6 +64,8 @@ class Settings:
     restore_roots: tuple[Path, ...] = ()
     #: which subscriptions the server's own host is shared with when it registers or a subscription is created
     share_own_host: str = "all"
+    #: ``[folder] allowed_disk_roots``: folders besides each VM's own that image-folder VMs' disks may live in.
+    allowed_disk_roots: tuple[Path, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -116,6 +118,7 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         gc_delay_minutes=float(data.get("gc_delay_minutes", 5.0)),
         restore_roots=tuple(Path(p) for p in (env["HAVEN_RESTORE_ROOTS"].split(os.pathsep) if env.get("HAVEN_RESTORE_ROOTS")
                                               else data.get("restore_roots", [])) if p),
+        allowed_disk_roots=tuple(Path(p) for p in (data.get("folder") or {}).get("allowed_disk_roots", []) if p),
     )
     share_own_host = env.get("HAVEN_SHARE_OWN_HOST") or data.get("server", {}).get("share_own_host", "all")
     if share_own_host not in SHARE_OWN_HOST:

@@ -27,6 +27,7 @@ __all__ = [
     "Conflict",
     "Unauthenticated",
     "Forbidden",
+    "TooLarge",
     "PreconditionFailed",
     "Transient",
     "InternalError",
@@ -128,6 +129,16 @@ class Forbidden(HavenError):
     exit_code = 6
 
 
+class TooLarge(HavenError):
+    """The request is larger than the route accepts; it was refused without being read further."""
+
+    code = "UserErrorRequestTooLarge"
+    message = "The request is larger than this route accepts."
+    recommendation = "Send a smaller request."
+    http_status = 413
+    exit_code = 2
+
+
 class PreconditionFailed(HavenError):
     """The request is valid but something it depends on is not ready (agent, keys, network)."""
 
@@ -159,6 +170,7 @@ CATEGORIES: tuple[type[HavenError], ...] = (
     Conflict,
     Unauthenticated,
     Forbidden,
+    TooLarge,
     PreconditionFailed,
     Transient,
     InternalError,

@@ -132,9 +132,11 @@ class RemoteAgent:
     @property
     def adapter(self):
         if self._adapter is None:
-            from haven.hypervisor import open_adapter
+            from haven.config import load_settings
+            from haven.hypervisor import adapter_options, open_adapter
 
-            self._adapter = open_adapter(self.adapter_url)
+            roots = load_settings(self.home).allowed_disk_roots
+            self._adapter = open_adapter(self.adapter_url, **adapter_options(self.adapter_url, roots))
         return self._adapter
 
     def report_vms(self) -> int:

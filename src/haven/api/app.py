@@ -7,6 +7,8 @@ from fastapi import APIRouter, FastAPI
 from haven import __version__
 from haven.api import metrics
 from haven.api.errors import ERROR_RESPONSES, install_error_handlers, reject_nul_in_urls
+from haven.api.headers import SecurityHeaders
+from haven.api.limits import BodyLimits
 from haven.api.storage_endpoint import storage_router
 from haven.api.routes import account, agent, guard, inventory, jobs, keyvault, prepare, protection, restore, vaults
 from haven.services.core import Haven
@@ -36,4 +38,7 @@ def create_app(core: Haven) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    # Added last, so they wrap everything else: limits act before any other code sees the request.
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimits)
     return app

@@ -26,6 +26,7 @@ __all__ = [
     "ProtectedItem",
     "Job",
     "RecoveryPoint",
+    "WebSession",
 ]
 
 
@@ -265,5 +266,20 @@ class Alert(Base):
     dedup_key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime]
     delivered: Mapped[list[Any]] = mapped_column(JSON, default=list)
+class WebSession(Base):
+    """A dashboard sign-in: the browser's cookie holds the secret, only its SHA-256 is stored here.
+
+    It lasts until ``expires_at`` (never past its token's expiry), sign-out deletes it, and every
+    request re-checks the token it was made from (revoked or expired: signed out at once).
+    """
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = _id()
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
 import haven.keyvault.tables  # noqa: E402,F401  (the key vault tables join the metadata)
 import haven.db.guard_tables  # noqa: E402,F401  (multi-user authorization's tables join the metadata)

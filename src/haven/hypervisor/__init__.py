@@ -31,6 +31,7 @@ from haven.hypervisor.types import (
 
 __all__ = [
     "open_adapter",
+    "adapter_options",
     "HypervisorAdapter",
     "VmInfo",
     "DiskInfo",
@@ -45,6 +46,11 @@ __all__ = [
 ]
 
 LIBVIRT_SCHEMES = ("qemu", "test", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "qemu+libssh2", "qemu+libssh")
+
+
+def adapter_options(uri: str, allowed_disk_roots: tuple = ()) -> dict[str, Any]:
+    """The settings an adapter of ``uri`` takes from ``haven.toml``: image folders, ``[folder] allowed_disk_roots``."""
+    return {"allowed_disk_roots": tuple(allowed_disk_roots)} if urlparse(uri).scheme == "folder" else {}
 
 
 def open_adapter(uri: str, **options: Any) -> HypervisorAdapter:

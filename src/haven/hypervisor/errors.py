@@ -15,6 +15,7 @@ __all__ = [
     "VmAlreadyExists",
     "VmDefinitionInvalid",
     "DiskNotFound",
+    "DiskOutsideVmFolder",
     "DiskFormatUnsupported",
     "DiskInUse",
     "BackupAlreadyRunning",
@@ -68,6 +69,15 @@ class DiskNotFound(NotFound):
     code = "UserErrorDiskNotFound"
     message = "The disk '{disk}' of VM '{name}' was not found: {reason}."
     recommendation = "Check the disk names given (the VM has: {available}) and that the disk files exist."
+
+
+class DiskOutsideVmFolder(PreconditionFailed):
+    code = "UserErrorDiskOutsideVmFolder"
+    message = ("The disk '{disk}' of VM '{name}' is {path}, which resolves to {resolved}: outside the VM's folder {folder} "
+               "and every allowed disk root; Haven did not read it.")
+    recommendation = ("Move the image into {folder} and name it relative to that folder in vm.json; or, if images in that "
+                      "folder are meant to be backed up, allow it in haven.toml: [folder] allowed_disk_roots = [\"/srv/images\"] "
+                      "(the folder holding the image), then restart Haven.")
 
 
 class DiskFormatUnsupported(UserError):

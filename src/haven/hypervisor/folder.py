@@ -13,6 +13,10 @@
       "encryption": {"method": "luks", "bek_secret": "…", "kek_key": "…"}    # optional
     }
 
+A disk's file must stay inside the VM's folder once resolved (``..`` and symbolic links included), or
+inside one of the folders the administrator allows (``[folder] allowed_disk_roots`` in haven.toml);
+any other disk is reported with :class:`DiskOutsideVmFolder` and never read.
+
 A VM whose QMP socket answers is running and is backed up live (fleecing + dirty bitmaps + NBD,
 :mod:`haven.hypervisor.live`), with the guest agent for consistency. Otherwise it is stopped and its
 images are read directly: raw files with ``SEEK_DATA``/``SEEK_HOLE``, qcow2 through a read-only
@@ -33,6 +37,7 @@ from typing import Any
 from haven.hypervisor.errors import (
     DiskFormatUnsupported,
     DiskNotFound,
+    DiskOutsideVmFolder,
     GuestAgentNotConfigured,
     QmpUnavailable,
     VmAlreadyExists,
@@ -148,9 +153,11 @@ class ImageFolderAdapter(HypervisorAdapter):
         agent_timeout: float = 30.0,
         min_agent_version: str = DEFAULT_MIN_AGENT_VERSION,
         qmp_timeout: float = 60.0,
+        allowed_disk_roots: tuple[str | os.PathLike, ...] = (),
     ):
         super().__init__()
         self.root = Path(root)
+        self.allowed_disk_roots = tuple(os.path.realpath(r) for r in allowed_disk_roots)
         self.uri = f"folder://{self.root}"
         self.scratch_dir = scratch_dir
         self.agent_timeout = agent_timeout
@@ -185,12 +192,28 @@ class ImageFolderAdapter(HypervisorAdapter):
             return None
         return str(p if os.path.isabs(p) else folder / p)
 
-    def _disks(self, name: str, folder: Path, definition: dict[str, Any], qmp: QmpClient | None) -> list[tuple[DiskInfo, str | None]]:
+    def _outside(self, name: str, folder: Path, disk: str, path: str) -> DiskOutsideVmFolder | None:
+        """The error for a disk file that resolves outside the VM's folder and every allowed root, else None."""
+        resolved = os.path.realpath(path)
+        for root in (os.path.realpath(folder), *self.allowed_disk_roots):
+            if os.path.commonpath([root, resolved]) == root and resolved != root:
+                return None
+        return DiskOutsideVmFolder(name=name, disk=disk, path=path, resolved=resolved, folder=str(folder))
+
+    def _disks(self, name: str, folder: Path, definition: dict[str, Any], qmp: QmpClient | None,
+               strict: bool | None = True) -> list[tuple[DiskInfo, str | None]]:
+        """The VM's disks. A disk outside the folder raises (``strict``), or is listed with its problem, unread."""
         out: list[tuple[DiskInfo, str | None]] = []
         for i, d in enumerate(definition["disks"]):
             path = self._path(folder, d["file"])
             assert path is not None
             dname = d.get("name") or Path(path).stem or f"disk{i}"
+            outside = self._outside(name, folder, dname, path) if strict is not None else None
+            if outside is not None:
+                if strict:
+                    raise outside
+                out.append((DiskInfo(dname, path, d.get("format") or "unknown", 0, problem=outside.to_payload()["error"]), None))
+                continue
             fmt = d.get("format")
             node = d.get("node")
             size = None
@@ -246,6 +269,10 @@ class ImageFolderAdapter(HypervisorAdapter):
         return out
 
     def describe(self, name: str, probe_guest: bool = True) -> VmInfo:
+        return self._describe(name, probe_guest, strict_paths=False)
+
+    def _describe(self, name: str, probe_guest: bool, strict_paths: bool | None) -> VmInfo:
+        """``strict_paths``: False lists a disk outside the folder with its problem; None skips the check (define_vm's own files)."""
         folder, definition = self._load(name)
         qmp, state = self._qmp(name, folder, definition, timeout=min(self.qmp_timeout, 3.0))
         try:
@@ -253,7 +280,7 @@ class ImageFolderAdapter(HypervisorAdapter):
                 status = qmp.status()
                 state = "running" if status in ("running", "finish-migrate", "postmigrate") else (
                     "paused" if status in ("paused", "prelaunch", "suspended", "inmigrate") else "unknown")
-            disks = [d for d, _ in self._disks(name, folder, definition, qmp)]
+            disks = [d for d, _ in self._disks(name, folder, definition, qmp, strict=strict_paths)]
         finally:
             if qmp is not None:
                 qmp.close()
@@ -364,7 +391,7 @@ class ImageFolderAdapter(HypervisorAdapter):
         tmp = folder / f".{DEFINITION_FILE}.tmp"
         tmp.write_text(json.dumps(base, indent=2))
         tmp.rename(folder / DEFINITION_FILE)
-        return self.describe(name, probe_guest=False)
+        return self._describe(name, probe_guest=False, strict_paths=None)  # the disks Haven itself just restored
 
     def guest_agent_status(self, name: str) -> GuestAgentInfo:
         info, agent = self._open_agent(name)

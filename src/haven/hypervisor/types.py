@@ -39,9 +39,14 @@ class DiskInfo:
     path: str  # the image file (or block device) on the host
     format: str  # raw | qcow2 | ...
     size: int  # virtual size in bytes
+    #: Why this disk cannot be backed up (an error's code, message and recommendation), or None.
+    problem: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["problem"] is None:
+            del out["problem"]
+        return out
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,6 +19,7 @@ from sqlalchemy import select
 from haven.db.models import Principal, RoleAssignment, Subscription, Token
 from haven.domain.enums import PrincipalKind, Role
 from haven.errors import Conflict, Forbidden, NotFound, Unauthenticated, UserError
+from haven.files import write_private
 
 __all__ = [
     "Caller",
@@ -136,16 +136,28 @@ class AuthService:
 
     # ---- tokens ----
     def authenticate(self, secret: str | None) -> Caller:
+        return self.identify(secret)[1]
+
+    def identify(self, secret: str | None) -> tuple[str, Caller]:
+        """The id of the token ``secret`` is, and its caller (typed errors as ``authenticate``)."""
         if not secret or not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
             raise TokenInvalid()
         with self.core.db.session() as s:
             token = s.scalar(select(Token).where(Token.secret_hash == hash_secret(secret)))
-            if token is None or token.revoked:
-                raise TokenInvalid()
-            if token.expires_at is not None and token.expires_at <= self.core.clock.now():
-                raise TokenExpired(expired=token.expires_at.isoformat())
-            principal = s.get(Principal, token.principal_id)
-            return self._caller(s, principal)
+            return (token.id if token is not None else ""), self._valid(s, token)
+
+    def token_caller(self, token_id: str) -> Caller:
+        """The caller of a token known by its id (a dashboard session's), checked as ``authenticate`` checks a secret."""
+        with self.core.db.session() as s:
+            return self._valid(s, s.get(Token, token_id))
+
+    def _valid(self, s, token: Token | None) -> Caller:
+        if token is None or token.revoked:
+            raise TokenInvalid()
+        if token.expires_at is not None and token.expires_at <= self.core.clock.now():
+            raise TokenExpired(expired=token.expires_at.isoformat())
+        principal = s.get(Principal, token.principal_id)
+        return self._caller(s, principal)
 
     def _caller(self, s, principal: Principal) -> Caller:
         roles = {a.scope: Role(a.role) for a in s.scalars(select(RoleAssignment).where(RoleAssignment.principal_id == principal.id))}
@@ -268,9 +280,7 @@ class AuthService:
             return None
         made = self.create_token(None, "local-owner", Role.OWNER.value, principal_name="local-owner")
         credentials_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(credentials_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"server": server_url, "token": made["token"]}, fh)
+        write_private(credentials_path, json.dumps({"server": server_url, "token": made["token"]}).encode())
         return made["token"]
 
 

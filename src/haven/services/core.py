@@ -11,6 +11,7 @@ import threading
 from haven.clock import Clock, SystemClock
 from haven.config import Settings
 from haven.db.session import Database
+from haven.files import secure_home
 from haven.jobs.queue import JobQueue
 from haven.services.agents import AgentService
 from haven.services.alerts import AlertService
@@ -27,6 +28,7 @@ from haven.services.policies import PolicyService
 from haven.services.protection import ProtectionService
 from haven.services.replication import Replication
 from haven.services.restore import RestoreService
+from haven.services.sessions import WebSessionService
 from haven.services.storage import StorageService
 from haven.services.subscriptions import RegionService, SubscriptionService
 from haven.services.support import SupportRules
@@ -38,16 +40,17 @@ __all__ = ["Haven", "AdapterRegistry"]
 class AdapterRegistry:
     """Hypervisor adapters by URL, opened once per process."""
 
-    def __init__(self):
+    def __init__(self, allowed_disk_roots: tuple = ()):
         self._open: dict[str, object] = {}
         self._lock = threading.Lock()
+        self.allowed_disk_roots = allowed_disk_roots
 
     def for_url(self, url: str):
-        from haven.hypervisor import open_adapter
+        from haven.hypervisor import adapter_options, open_adapter
 
         with self._lock:
             if url not in self._open:
-                self._open[url] = open_adapter(url)
+                self._open[url] = open_adapter(url, **adapter_options(url, self.allowed_disk_roots))
             return self._open[url]
 
     def for_host(self, host):
@@ -59,10 +62,12 @@ class Haven:
                  backend_options: dict | None = None):
         self.settings = settings
         self.clock = clock or SystemClock()
+        secure_home(settings.home, settings.database_url, (settings.master_key_path, settings.credentials_path))
         self.db = db or Database(settings.database_url)
         self.queue = JobQueue(self.db, self.clock, settings.job_lease_seconds,
                               settings.max_backups_per_host, settings.max_backups_per_vault)
         self.auth = AuthService(self)
+        self.web_sessions = WebSessionService(self)
         self.subscriptions = SubscriptionService(self)
         self.regions = RegionService(self)
         self.vaults = VaultService(self)
@@ -82,7 +87,7 @@ class Haven:
         self.restore = RestoreService(self)
         self.replication = Replication(self)
         self.alerts = AlertService(self)
-        self.adapters = AdapterRegistry()
+        self.adapters = AdapterRegistry(settings.allowed_disk_roots)
         self.agents = AgentService(self)
         self.regions.sync_from_settings()
 

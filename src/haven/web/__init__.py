@@ -1,9 +1,10 @@
 """The web dashboard, served by ``haven serve`` on the same port as the API.
 
 Server-rendered pages (Jinja2) under ``/ui``, a little JavaScript of our own for live parts, and
-static files from ``haven/web/static`` — nothing from a CDN. Every page authenticates the session
-cookie (an API token, HttpOnly, SameSite=Strict) with ``core.auth.authenticate`` and every form
-post calls the same service method the API route calls, so an action has the same effect as the CLI.
+static files from ``haven/web/static`` — nothing from a CDN. Every page resolves the session cookie
+(a server-side session id, HttpOnly, SameSite=Strict; ``web.session``) to the token it was made
+from and checks that token again; every form post is checked for its origin and CSRF token and
+calls the same service method the API route calls, so an action has the same effect as the CLI.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def mount_dashboard(app: FastAPI) -> None:
     """Add the dashboard's pages and static files to the application."""
     from haven.web.pages import router
 
-    # Signs the per-session CSRF tokens; a restart only invalidates open forms.
+    # Signs the CSRF tokens and notices; a restart only invalidates open forms.
     app.state.web_secret = secrets.token_bytes(32)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app.include_router(router)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 from urllib.parse import quote
@@ -77,10 +76,10 @@ def _show_with_secret(st, answer: dict, token_file: Path | None) -> None:
 
 
 def _write_secret(path: Path, secret: str) -> None:
+    from haven.files import write_private
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
+    write_private(path, (secret + "\n").encode())
 
 
 @handled

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from haven.cli.state import SubOpt, handled, state
+from haven.files import write_private
 
 app = typer.Typer(help="Key vaults: keys (KEKs), secrets (BEKs), access policies.", no_args_is_help=True)
 key = typer.Typer(help="Keys (KEKs): wrap and unwrap, never leave the key vault.", no_args_is_help=True)
@@ -194,7 +195,7 @@ def key_purge(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: 
 def key_backup(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
                file: Annotated[Path, typer.Option("--file", "-f", help="Where to write the backup blob.")]):
     out = state(ctx).client.post(_kv(subscription, key_vault) + f"/keys/{name}/backup")
-    file.write_text(out["value"])
+    write_private(file, out["value"].encode())  # sealed, but a key backup is still nobody else's business
 
 
 @key.command("restore")
@@ -286,7 +287,7 @@ def secret_purge(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, nam
 def secret_backup(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
                   file: Annotated[Path, typer.Option("--file", "-f")]):
     out = state(ctx).client.post(_kv(subscription, key_vault) + f"/secrets/{name}/backup")
-    file.write_text(out["value"])
+    write_private(file, out["value"].encode())  # sealed, but a key backup is still nobody else's business
 
 
 @secret.command("restore")

@@ -27,6 +27,7 @@ def serve(
     from haven.api.app import create_app
     from haven.config import load_settings
     from haven.engine.allocator import keep_chunk_buffers
+    from haven.files import private_dir
     from haven.jobs.scheduler import Scheduler
     from haven.services.core import Haven
 
@@ -34,7 +35,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = load_settings(home, **overrides)
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home)
     settings.vms_root.mkdir(parents=True, exist_ok=True)
     core = Haven(settings)
     if core.auth.bootstrap_local_owner(settings.credentials_path, settings.server_url):

@@ -11,7 +11,7 @@ import haven.db.types
 
 
 revision = '0010'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
