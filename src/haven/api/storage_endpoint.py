@@ -26,7 +26,7 @@ from haven.engine.backend import Backend, check_name, check_prefix
 from haven.engine.errors import StorageObjectNotFound, StorageUnavailable
 from haven.engine.grant import GrantedBackend
 from haven.engine.http import API_PREFIX, CHECKSUM_HEADER
-from haven.errors import HavenError, Unauthenticated, UserError
+from haven.errors import HavenError, TooLarge, Unauthenticated, UserError
 
 __all__ = ["storage_router", "Resolver", "StorageObjectTooLarge", "MAX_OBJECT"]
 
@@ -34,12 +34,10 @@ Resolver = Callable[[str, str], Backend]
 MAX_OBJECT = 256 << 20
 
 
-class StorageObjectTooLarge(UserError):
+class StorageObjectTooLarge(TooLarge):
     code = "UserErrorStorageObjectTooLarge"
     message = "The object {name!r} is larger than the {limit} bytes this storage endpoint takes for it{size}."
     recommendation = "Nothing was stored. Send objects within the limit (a Haven agent's chunks and manifests always are; check the agent's version)."
-    #: answered as 413 Content Too Large (the category's 400 otherwise); the client treats it as permanent
-    status = 413
 
 
 async def _body(request: Request, name: str, limit: int) -> bytes:
@@ -68,8 +66,7 @@ def _token(request: Request) -> str:
 
 
 def _error(exc: HavenError) -> JSONResponse:
-    status = StorageObjectTooLarge.status if isinstance(exc, StorageObjectTooLarge) else exc.http_status
-    return JSONResponse(exc.to_payload(), status_code=status)
+    return JSONResponse(exc.to_payload(), status_code=exc.http_status)
 
 
 def storage_router(resolve: Resolver) -> APIRouter:
