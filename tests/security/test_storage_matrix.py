@@ -145,11 +145,13 @@ def _request(world, principal: str, method: str, route: str) -> tuple[str, bytes
     return "/storage/v1" + path, body
 
 
-def test_the_table_covers_every_route_of_the_storage_endpoint(world):
-    for route in world["client"].app.routes:
-        template = getattr(route, "path", "")
-        if not template.startswith("/storage/v1"):
-            continue
+def test_the_table_covers_every_route_of_the_storage_endpoint():
+    from haven.api.storage_endpoint import storage_router
+
+    routes = storage_router(lambda token, vault: None).routes  # the endpoint's own router, as the app mounts it
+    assert len(routes) >= 6
+    for route in routes:
+        template = route.path
         shape = re.compile("^" + re.sub(r"\\\{[a-z_]+:path\\\}", ".+", re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template))) + "$")
         for method in route.methods:
             assert any(m == method and shape.match(r) for m, r in TABLE), f"docs/security.md has no /storage/v1 row for {method} {template}"

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 
 from haven.db.models import Token, WebSession
-from haven.errors import Unauthenticated
+from haven.domain.enums import PrincipalKind
+from haven.errors import Forbidden, Unauthenticated
 from haven.services.auth import Caller, hash_secret
 
-__all__ = ["WebSessionService", "SessionUnknown", "SessionExpired", "LIFETIME", "SESSION_PREFIX", "Started"]
+__all__ = ["WebSessionService", "SessionUnknown", "SessionExpired", "AgentSignInRefused", "LIFETIME", "SESSION_PREFIX", "Started"]
 
 LIFETIME = timedelta(hours=12)
 SESSION_PREFIX = "hvs_"
@@ -36,6 +37,12 @@ class SessionExpired(Unauthenticated):
     recommendation = "Sign in again at /ui/signin with an API token."
 
 
+class AgentSignInRefused(Forbidden):
+    code = "UserErrorAgentSignInRefused"
+    message = "A host agent's credential cannot sign in to the dashboard; nothing was changed."
+    recommendation = "Sign in with a user's API token (an Owner makes one with 'haven token create --name NAME --role Reader')."
+
+
 @dataclass(frozen=True)
 class Started:
     secret: str
@@ -50,6 +57,8 @@ class WebSessionService:
     def start(self, token_secret: str) -> Started:
         """Authenticate the token (typed errors as ``authenticate``) and open a session for it."""
         token_id, caller = self.core.auth.identify(token_secret)
+        if caller.kind == PrincipalKind.AGENT.value:  # an agent acts through the agent API only
+            raise AgentSignInRefused()
         now = self.core.clock.now()
         secret = SESSION_PREFIX + secrets.token_urlsafe(32)
         with self.core.db.session() as s:
