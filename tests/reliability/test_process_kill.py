@@ -213,7 +213,7 @@ def test_agent_killed_at_seeded_random_points(tmp_path):
         _first_vault(api)
         token_file = tmp_path / "agent" / "token"
         token_file.parent.mkdir()
-        token_file.write_text(api.post("/hosts", {"name": "far", "region": "local"})["agent_token"])
+        token_file.write_text(api.post("/hosts", {"name": "far", "region": "local", "shares": ["prod"]})["agent_token"])
         agent = _Agent(server, tmp_path / "agent", token_file, vms)
         agent.start()
         end = time.monotonic() + 60
