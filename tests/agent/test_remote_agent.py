@@ -152,6 +152,10 @@ def test_remote_agent_backs_up_and_restores_through_the_storage_endpoint(server,
         job = _wait_job(api, api.post(f"{V}/items/far-vm/backup", {})["id"])
         _assert_backed_up(job)
         assert job["result"]["bytes_stored"] < 3 * MiB and job["result"]["parent"] == point
+        # the agent polled for jobs and renewed leases many times a second: none of that is in its log
+        log = (tmp_path / "agent" / "agent.log").read_text()
+        assert "haven agent: host far" in log
+        assert not [line for line in log.splitlines() if "/jobs/claim" in line or "/heartbeat" in line], log[-2000:]
     finally:
         stop(agent)
 

@@ -97,6 +97,9 @@ def agent(
 
     keep_chunk_buffers()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: job polls and heartbeats would fill the log (~50 MB a day)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     token = token_file.read_text().strip()
     runner = RemoteAgent(server, token, adapter, workers=workers, home=home or default_home())
     host_info = runner.start()
