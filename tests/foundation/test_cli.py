@@ -62,3 +62,10 @@ def test_bad_input_answers_with_code_message_fix_and_exit_code(server):
 def test_unreachable_server_says_how_to_start_it(tmp_path):
     result = CliRunner().invoke(app, ["--server", "http://127.0.0.1:9", "--token", "hvn_x", "vault", "list", "-s", "x"])
     assert result.exit_code == 8 and "haven serve" in result.output
+
+
+def test_policy_help_states_the_schedule_rule():
+    """`policy create --time 08:05` is refused (hour or half hour only, as in Azure): --help says so first."""
+    result = CliRunner().invoke(app, ["policy", "create", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "on the hour or the half hour" in " ".join(result.output.split())

@@ -142,7 +142,7 @@ def _policy_body(policy_json: str | None, frequency: str | None, times: list[str
 
 PolicyJson = Annotated[Optional[str], typer.Option("--policy", help="The policy as JSON, or @file.json.")]
 Freq = Annotated[Optional[str], typer.Option("--frequency", help="daily, weekly or hourly")]
-Times = Annotated[Optional[list[str]], typer.Option("--time", help="Run time HH:MM (repeatable).")]
+Times = Annotated[Optional[list[str]], typer.Option("--time", help="Run time HH:MM, on the hour or the half hour as in Azure (e.g. 01:00, 22:30); daily: 1 to 3 times (repeat the option).")]
 Days = Annotated[Optional[list[int]], typer.Option("--weekday", help="0=Monday … 6=Sunday (weekly; repeatable).")]
 Tz = Annotated[Optional[str], typer.Option("--timezone")]
 Daily = Annotated[Optional[int], typer.Option("--daily-days")]
