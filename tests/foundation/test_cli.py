@@ -69,3 +69,14 @@ def test_policy_help_states_the_schedule_rule():
     result = CliRunner().invoke(app, ["policy", "create", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "on the hour or the half hour" in " ".join(result.output.split())
+
+
+def test_output_is_accepted_anywhere(server):
+    """`-o json` after the subcommand works as it does before it (issue 23: it worked only in front)."""
+    run(server, "subscription", "create", "--name", "prod")
+    for args in (["subscription", "list", "-o", "json"], ["subscription", "list", "--output=json"], ["-o", "json", "subscription", "list"]):
+        result = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, *args])
+        assert result.exit_code == 0, (args, result.output)
+        assert [s["name"] for s in json.loads(result.stdout)] == ["prod"], args
+    table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "subscription", "list"])
+    assert table.exit_code == 0 and not table.stdout.lstrip().startswith("[")

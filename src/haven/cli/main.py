@@ -5,16 +5,47 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from haven import __version__
 from haven.cli.commands import account, agent, guard, keyvault, prepare, protection, server, vaults
 from haven.cli.commands import restore as _restore_commands  # noqa: F401  (adds commands to existing groups)
 from haven.cli.state import State
 
-__all__ = ["app"]
+__all__ = ["app", "hoist_output"]
+
+
+
+def hoist_output(args: list[str]) -> list[str]:
+    """``-o/--output VALUE`` may stand anywhere (``haven vault list -s S -o json``): it moves in front of the
+    subcommand, where the global option is parsed. Nothing after ``--`` is touched."""
+    rest, found = [], None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in ("-o", "--output") and i + 1 < len(args):
+            found, i = args[i + 1], i + 2
+            continue
+        if arg.startswith("--output="):
+            found = arg.split("=", 1)[1]
+        elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
+            found = arg[2:]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest if found is None else ["--output", found, *rest]
+
+
+class _OutputAnywhere(TyperGroup):
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, hoist_output(list(args)))
+
 
 app = typer.Typer(name="haven", help="Haven: self-hosted backup for virtual machines.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=_OutputAnywhere)
 
 
 @app.callback()
