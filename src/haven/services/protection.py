@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from haven.db.models import Host, Job, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
+from haven.domain.retention import ON_DEMAND_RETENTION_DAYS
 from haven.errors import Conflict, NotFound, UserError
 from haven.services.auth import Caller
 
@@ -180,6 +181,8 @@ class ProtectionService:
             if retain_until is not None:
                 if retain_until.tzinfo is None or retain_until <= now or (retain_until - now).days > 99 * 366:
                     raise RetainUntilInvalid(value=retain_until.isoformat())
+            else:
+                retain_until = now + timedelta(days=ON_DEMAND_RETENTION_DAYS)
             return self._enqueue_backup(s, vault, item, retain_until, trigger="on-demand")
 
     def _enqueue_backup(self, s, vault: Vault, item: ProtectedItem, retain_until: datetime | None, trigger: str,
