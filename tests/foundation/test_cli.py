@@ -80,3 +80,40 @@ def test_output_is_accepted_anywhere(server):
         assert [s["name"] for s in json.loads(result.stdout)] == ["prod"], args
     table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "subscription", "list"])
     assert table.exit_code == 0 and not table.stdout.lstrip().startswith("[")
+
+
+@pytest.fixture
+def big_vm_server(tmp_path, db_url):
+    from tests.restore.conftest import make_vm
+
+    names = [f"vd{chr(ord('a') + i)}" for i in range(18)]  # an OS disk and 17 data disks
+    make_vm(tmp_path / "srv" / "vms", "big", {n: 64 << 10 for n in names})
+    srv = HavenServer(tmp_path / "srv", database_url=db_url).start()
+    yield srv, names
+    srv.stop()
+
+
+def test_excluded_disks_do_not_count_toward_the_16_data_disk_rule_and_the_fixes_run_as_printed(big_vm_server):
+    import re
+    import shlex
+
+    server, names = big_vm_server
+    run(server, "subscription", "create", "--name", "prod")
+    run(server, "vault", "create", "-s", "prod", "--name", "v1", "--region", "local")
+    enable = ["protection", "enable-for-vm", "-s", "prod", "-v", "v1", "--vm", "big"]
+
+    refused = run(server, *enable, expect=2)
+    assert "UserErrorTooManyDataDisks" in refused.output and "17 data disks" in refused.output
+    text = " ".join(refused.output.split())
+    listed = re.search(r"'haven (-o json vm list)'", text).group(1)
+    assert [d["name"] for d in next(v for v in run(server, *shlex.split(listed)[2:]) if v["name"] == "big")["disks"]] == names
+    example = re.search(r"add e\.g\. '([^']+)' to 'haven protection enable-for-vm'", text).group(1)
+    assert example == "--exclude-disks vdr"
+    assert run(server, "item", "list", "-s", "prod", "-v", "v1") == []  # nothing written
+
+    wrong = run(server, *enable, "--exclude-disks", "vdz", expect=2)
+    assert "UserErrorDiskSelectionInvalid" in wrong.output
+    assert "haven -o json vm list" in " ".join(wrong.output.split()) and "vm show" not in wrong.output
+
+    item = run(server, *enable, *shlex.split(example))  # 16 data disks remain: accepted
+    assert item["exclude_disks"] == ["vdr"] and item["protection_state"] == "Protected"

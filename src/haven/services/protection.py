@@ -77,7 +77,8 @@ class StopProtectionBusy(Conflict):
 class DiskSelectionInvalid(UserError):
     code = "UserErrorDiskSelectionInvalid"
     message = "The disk selection is invalid: {reason}"
-    recommendation = "Name disks as 'haven vm show' lists them (e.g. vda, vdb); give either --include-disks or --exclude-disks, not both."
+    recommendation = ("Name disks as 'haven -o json vm list' lists them under \"disks\" (e.g. vda, vdb); "
+                      "give either --include-disks or --exclude-disks, not both.")
 
 
 class RetainUntilInvalid(UserError):
@@ -115,7 +116,7 @@ class ProtectionService:
             if machine.host.region != vault.region:
                 raise VmRegionMismatch(vm=vm, vm_region=machine.host.region, vault=vault.name, vault_region=vault.region)
             self._check_disks(machine, include_disks, exclude_disks)
-            self.core.support.check_protectable(machine.info or {})
+            self.core.support.check_protectable(machine.info or {}, include_disks, exclude_disks)
             self.core.keyvault.check_backup_access((machine.info or {}).get("encryption"), vault.subscription_id)
             existing = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))
             if existing is not None:
