@@ -117,3 +117,12 @@ def test_excluded_disks_do_not_count_toward_the_16_data_disk_rule_and_the_fixes_
 
     item = run(server, *enable, *shlex.split(example))  # 16 data disks remain: accepted
     assert item["exclude_disks"] == ["vdr"] and item["protection_state"] == "Protected"
+
+
+def test_vault_show_and_list_give_the_vault_state(server):
+    run(server, "subscription", "create", "--name", "prod")
+    run(server, "vault", "create", "-s", "prod", "--name", "v1", "--region", "local")
+    assert run(server, "vault", "show", "-s", "prod", "--name", "v1")["state"] == "Active"
+    assert [v["state"] for v in run(server, "vault", "list", "-s", "prod")] == ["Active"]
+    table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "vault", "list", "-s", "prod"])
+    assert table.exit_code == 0 and "state" in table.stdout.lower() and "Active" in table.stdout

@@ -162,6 +162,7 @@ class VaultOut(BaseModel):
     name: str
     subscription_id: str
     region: str
+    state: str
     storage_redundancy: str
     storage_redundancy_locked: bool
     soft_delete_days: int
