@@ -126,3 +126,14 @@ def test_vault_show_and_list_give_the_vault_state(server):
     assert [v["state"] for v in run(server, "vault", "list", "-s", "prod")] == ["Active"]
     table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "vault", "list", "-s", "prod"])
     assert table.exit_code == 0 and "state" in table.stdout.lower() and "Active" in table.stdout
+
+
+def test_host_add_shows_the_adapter_uri(server, tmp_path):
+    added = run(server, "host", "add", "--name", "kvm1", "--region", "local", "--adapter", "qemu+ssh://backup@kvm1/system",
+                "--token-file", str(tmp_path / "kvm1.token"))
+    assert added["adapter"] == "qemu+ssh" and added["adapter_uri"] == "qemu+ssh://backup@kvm1/system"
+    table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "host", "add", "--name", "kvm2",
+                                     "--region", "local", "--adapter", "qemu+tcp://backup:s3cret@kvm2/system",
+                                     "--token-file", str(tmp_path / "kvm2.token")])
+    assert table.exit_code == 0 and "qemu+tcp://backup:***@kvm2/system" in table.stdout and "s3cret" not in table.stdout
+    assert {h["name"]: h["adapter_uri"] for h in run(server, "host", "list")}["kvm1"] == "qemu+ssh://backup@kvm1/system"

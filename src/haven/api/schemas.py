@@ -231,6 +231,7 @@ class HostOut(BaseModel):
     name: str
     region: str
     adapter: str
+    adapter_uri: str = Field(description="The adapter's URI (folder:///path, qemu:///system …); a password in it is shown as ***.")
     last_seen: datetime | None
     agent: Literal["server", "remote"] = "server"
     agent_version: str | None = None
