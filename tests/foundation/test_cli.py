@@ -80,3 +80,60 @@ def test_output_is_accepted_anywhere(server):
         assert [s["name"] for s in json.loads(result.stdout)] == ["prod"], args
     table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "subscription", "list"])
     assert table.exit_code == 0 and not table.stdout.lstrip().startswith("[")
+
+
+@pytest.fixture
+def big_vm_server(tmp_path, db_url):
+    from tests.restore.conftest import make_vm
+
+    names = [f"vd{chr(ord('a') + i)}" for i in range(18)]  # an OS disk and 17 data disks
+    make_vm(tmp_path / "srv" / "vms", "big", {n: 64 << 10 for n in names})
+    srv = HavenServer(tmp_path / "srv", database_url=db_url).start()
+    yield srv, names
+    srv.stop()
+
+
+def test_excluded_disks_do_not_count_toward_the_16_data_disk_rule_and_the_fixes_run_as_printed(big_vm_server):
+    import re
+    import shlex
+
+    server, names = big_vm_server
+    run(server, "subscription", "create", "--name", "prod")
+    run(server, "vault", "create", "-s", "prod", "--name", "v1", "--region", "local")
+    enable = ["protection", "enable-for-vm", "-s", "prod", "-v", "v1", "--vm", "big"]
+
+    refused = run(server, *enable, expect=2)
+    assert "UserErrorTooManyDataDisks" in refused.output and "17 data disks" in refused.output
+    text = " ".join(refused.output.split())
+    listed = re.search(r"'haven (-o json vm list)'", text).group(1)
+    assert [d["name"] for d in next(v for v in run(server, *shlex.split(listed)[2:]) if v["name"] == "big")["disks"]] == names
+    example = re.search(r"add e\.g\. '([^']+)' to 'haven protection enable-for-vm'", text).group(1)
+    assert example == "--exclude-disks vdr"
+    assert run(server, "item", "list", "-s", "prod", "-v", "v1") == []  # nothing written
+
+    wrong = run(server, *enable, "--exclude-disks", "vdz", expect=2)
+    assert "UserErrorDiskSelectionInvalid" in wrong.output
+    assert "haven -o json vm list" in " ".join(wrong.output.split()) and "vm show" not in wrong.output
+
+    item = run(server, *enable, *shlex.split(example))  # 16 data disks remain: accepted
+    assert item["exclude_disks"] == ["vdr"] and item["protection_state"] == "Protected"
+
+
+def test_vault_show_and_list_give_the_vault_state(server):
+    run(server, "subscription", "create", "--name", "prod")
+    run(server, "vault", "create", "-s", "prod", "--name", "v1", "--region", "local")
+    assert run(server, "vault", "show", "-s", "prod", "--name", "v1")["state"] == "Active"
+    assert [v["state"] for v in run(server, "vault", "list", "-s", "prod")] == ["Active"]
+    table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "vault", "list", "-s", "prod"])
+    assert table.exit_code == 0 and "state" in table.stdout.lower() and "Active" in table.stdout
+
+
+def test_host_add_shows_the_adapter_uri(server, tmp_path):
+    added = run(server, "host", "add", "--name", "kvm1", "--region", "local", "--adapter", "qemu+ssh://backup@kvm1/system",
+                "--token-file", str(tmp_path / "kvm1.token"))
+    assert added["adapter"] == "qemu+ssh" and added["adapter_uri"] == "qemu+ssh://backup@kvm1/system"
+    table = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "host", "add", "--name", "kvm2",
+                                     "--region", "local", "--adapter", "qemu+tcp://backup:s3cret@kvm2/system",
+                                     "--token-file", str(tmp_path / "kvm2.token")])
+    assert table.exit_code == 0 and "qemu+tcp://backup:***@kvm2/system" in table.stdout and "s3cret" not in table.stdout
+    assert {h["name"]: h["adapter_uri"] for h in run(server, "host", "list")}["kvm1"] == "qemu+ssh://backup@kvm1/system"

@@ -26,6 +26,14 @@ class World:
         job = self.core.protection.backup_now(self.owner, "prod", "v1", vm, **kw)
         return self.run(job["id"])
 
+    def scheduled_backup(self) -> dict:
+        """Run the policy's backup that is due now, as the scheduler starts it (a scheduled point)."""
+        from haven.jobs.scheduler import Scheduler
+
+        jobs = Scheduler(self.core).enqueue_due_backups()
+        assert len(jobs) == 1, jobs
+        return self.run(jobs[0])
+
     def run(self, job_id: str) -> dict:
         while True:
             ran = self.runner.run_once()

@@ -1,9 +1,12 @@
 """Retention through the real engine, soft delete (restorable on day 13, gone after day 14), immutable vaults."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
+from fastapi.testclient import TestClient
+
+from haven.api.app import create_app
 from haven.domain.vault import ImmutabilityLocked
 from haven.jobs.scheduler import Scheduler
 from haven.services.points import PointSoftDeleted
@@ -20,10 +23,11 @@ def test_daily_retention_expires_points_in_the_database_and_in_storage(world, co
     world.setup()
     core.policies.create(world.owner, "prod", "v1", "week", {"frequency": "daily", "times": ["22:30"]}, {"daily_days": 7})
     core.protection.set_policy(world.owner, "prod", "v1", "web1", "week")
+    clock.advance(timedelta(hours=13, minutes=31))  # 22:31 UTC: the first daily slot is due
     for day in range(12):
         if day:
             clock.advance(timedelta(days=1))
-        assert world.backup()["status"] in ("Completed", "CompletedWithWarnings")
+        assert world.scheduled_backup()["status"] in ("Completed", "CompletedWithWarnings")
     Scheduler(core).tick()
     points = world.points()
     assert len(points) == 7  # one per day of the 7 days ending today
@@ -42,6 +46,28 @@ def test_on_demand_point_kept_until_its_retain_until(world, core, clock):
     clock.set(keep_until + timedelta(hours=1))
     Scheduler(core).tick()
     assert adhoc not in {p["id"] for p in world.points()}
+
+
+def test_on_demand_points_without_retain_until_are_kept_30_days_through_the_api(world, core, clock):
+    world.setup()
+    items = "/api/v1/subscriptions/prod/vaults/v1/items"
+    with TestClient(create_app(core), raise_server_exceptions=False, headers={"Authorization": f"Bearer {world.token}"}) as api:
+        started = clock.now()
+        first = world.run(api.post(f"{items}/web1/backup", json={}).json()["id"])["result"]["recovery_point_id"]
+        clock.advance(timedelta(hours=1))
+        second = world.run(api.post(f"{items}/web1/backup", json={}).json()["id"])["result"]["recovery_point_id"]
+        clock.advance(timedelta(days=2))  # past the next midnight, with a newer point existing
+        Scheduler(core).tick()
+        points = {p["id"]: p for p in api.get(f"{items}/web1/recovery-points").json()}
+        assert set(points) == {first, second}
+        assert points[first]["retain_until"] is not None
+        assert abs(datetime.fromisoformat(points[first]["retain_until"]) - (started + timedelta(days=30))) < timedelta(seconds=5)
+        clock.set(started + timedelta(days=29, hours=23))
+        Scheduler(core).tick()
+        assert first in {p["id"] for p in api.get(f"{items}/web1/recovery-points").json()}
+        clock.set(started + timedelta(days=30, minutes=1))
+        Scheduler(core).tick()
+        assert {p["id"] for p in api.get(f"{items}/web1/recovery-points").json()} == {second}
 
 
 def test_soft_deleted_data_is_restorable_on_day_13_and_gone_after_day_14(world, core, clock, tmp_path):
@@ -96,13 +122,14 @@ def test_garbage_collection_after_retention_frees_chunks_only_expired_points_use
     core.policies.create(world.owner, "prod", "v1", "week", {"frequency": "daily", "times": ["22:30"]}, {"daily_days": 7})
     core.protection.set_policy(world.owner, "prod", "v1", "web1", "week")
     disk = world.vm_folder / "vda.raw"
+    clock.advance(timedelta(hours=13, minutes=31))  # 22:31 UTC: the first daily slot is due
     for day in range(10):
         if day:
             clock.advance(timedelta(days=1))
         with open(disk, "r+b") as fh:  # new data every day: each point has chunks of its own
             fh.seek(day << 20)
             fh.write(os.urandom(1 << 20))
-        world.backup()
+        world.scheduled_backup()
     assert len(world.points()) == 7  # retention ran after each backup: 3 points expired
     # retention deleted points, so GC is due; it frees the chunks only the expired points used at once
     clock.advance(timedelta(minutes=core.settings.gc_delay_minutes))

@@ -84,3 +84,30 @@ def test_cli_proxy_set_and_show_write_agent_conf(tmp_path, monkeypatch):
     assert r.exit_code == 0 and json.loads(r.stdout)["proxy"] is None
     r = CliRunner().invoke(app, ["-o", "json", "prepare", "proxy", "show"])
     assert r.exit_code == 0 and json.loads(r.stdout)["proxy_source"] == "none"
+
+
+def test_cli_proxy_set_refuses_a_bad_host_and_goes_direct_over_http_proxy_lines(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from haven.cli.main import app
+
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HAVEN_HOME", str(tmp_path))
+    conf = tmp_path / "agent.conf"
+    conf.write_text("# site proxy\nhttp_proxy=http://10.0.0.7:8080\nhttps_proxy=http://10.0.0.7:8080\nOther.Key=kept\n")
+    before = conf.read_text()
+    bad = CliRunner().invoke(app, ["-o", "json", "prepare", "proxy", "set", "--host", "bad host", "--port", "3128"])
+    assert bad.exit_code == 2 and "UserErrorProxyHostInvalid" in bad.output, bad.output
+    assert conf.read_text() == before  # nothing written
+    shown = json.loads(CliRunner().invoke(app, ["-o", "json", "prepare", "proxy", "show"]).stdout)
+    assert shown["proxy"] == "http://10.0.0.7:8080"
+    r = CliRunner().invoke(app, ["-o", "json", "prepare", "proxy", "set"])  # no --host: direct
+    assert r.exit_code == 0 and json.loads(r.stdout)["proxy"] is None, r.output
+    r = CliRunner().invoke(app, ["-o", "json", "prepare", "proxy", "show"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["proxy_source"] == "none"
+    assert "Other.Key=kept" in conf.read_text()
+    ok = CliRunner().invoke(app, ["-o", "json", "prepare", "proxy", "set", "--host", "proxy-1.example.com", "--port", "3128"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["proxy"] == "http://proxy-1.example.com:3128", ok.output

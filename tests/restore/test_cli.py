@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,9 @@ def test_restore_vm_files_and_vault_import_through_the_cli(servers, tmp_path):
     assert mounted["status"] == "CompletedWithWarnings" and [e["disk"] for e in mounted["result"]["exports"]] == ["vda"]
     assert "empty" in json.dumps(mounted["warnings"])  # vdb has 0 bytes: nothing to export
     assert [m["session_id"] for m in run(old, "restore", "files", "list", *V, "--vm", "web1")] == [mounted["id"]]
-    assert run(old, "restore", "files", "unmount-rp", *V, "--vm", "web1", "-r", point)["closed"] == [mounted["id"]]
+    printed = next(line for line in mounted["result"]["instructions"] if "haven restore files unmount-rp" in line)
+    unmount = shlex.split(printed.split("haven ", 1)[1])  # the unmount command runs as printed
+    assert run(old, *unmount)["closed"] == [mounted["id"]]
     sock = mounted["result"]["exports"][0]["socket"]
     assert not Path(sock).exists() and nbd_servers_for(sock) == []
 

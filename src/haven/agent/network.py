@@ -45,6 +45,7 @@ from haven.errors import HavenError, PreconditionFailed, Transient, UserError
 
 __all__ = [
     "AgentNetworkConfig",
+    "ProxyHostInvalid",
     "load_agent_config",
     "write_agent_config",
     "agent_config_path",
@@ -131,7 +132,28 @@ class AgentConfigInvalid(UserError):
     recommendation = "Fix the line in {config} (HttpProxy.Host=<host>, HttpProxy.Port=<1-65535>, see docs/guides/agent-proxy.md)."
 
 
+class ProxyHostInvalid(UserError):
+    code = "UserErrorProxyHostInvalid"
+    message = "The proxy host {host!r} is not a host name or an IP address."
+    recommendation = ("Give the proxy's host name or IP address alone, e.g. "
+                      "'haven prepare proxy set --host proxy.example.com --port 3128'; to go direct: 'haven prepare proxy set'.")
+
+
 # ---- configuration ----
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+#: the /etc/environment-style proxy lines: they would keep a proxy after the user asked to go direct
+_ENV_PROXY_KEYS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]") if host.startswith("[") else host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def agent_config_path(home: Path) -> Path:
@@ -283,7 +305,12 @@ def load_agent_config(home: Path | None = None, env: dict[str, str] | None = Non
 def write_agent_config(home: Path, *, host: str | None, port: int | None, user: str | None = None,
                        password: str | None = None, no_proxy: str | None = None, ca_bundle: str | None = None,
                        timeout: float | None = None) -> Path:
-    """Write the proxy keys into ``$HAVEN_HOME/agent.conf`` (other lines are kept); mode 0600 (it may hold a password)."""
+    """Write the proxy keys into ``$HAVEN_HOME/agent.conf`` (other lines are kept); mode 0600 (it may hold a password).
+
+    With no ``host`` (direct), the file's ``http_proxy=`` / ``https_proxy=`` lines go too, so direct means direct.
+    """
+    if host is not None and not _valid_host(host):
+        raise ProxyHostInvalid(host=host)
     path = agent_config_path(home)
     managed = {"HttpProxy.Host": host, "HttpProxy.Port": str(port) if port else None, "HttpProxy.User": user,
                "HttpProxy.Password": password, "HttpProxy.NoProxy": no_proxy, "Storage.CABundle": ca_bundle,
@@ -292,7 +319,7 @@ def write_agent_config(home: Path, *, host: str | None, port: int | None, user: 
     if path.exists():
         for line in path.read_text().splitlines():
             key = line.split("=", 1)[0].strip()
-            if key not in managed:
+            if key not in managed and not (host is None and key in _ENV_PROXY_KEYS):
                 kept.append(line)
     lines = kept + [f"{k}={v}" for k, v in managed.items() if v]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -162,6 +162,7 @@ class VaultOut(BaseModel):
     name: str
     subscription_id: str
     region: str
+    state: str
     storage_redundancy: str
     storage_redundancy_locked: bool
     soft_delete_days: int
@@ -230,6 +231,7 @@ class HostOut(BaseModel):
     name: str
     region: str
     adapter: str
+    adapter_uri: str = Field(description="The adapter's URI (folder:///path, qemu:///system …); a password in it is shown as ***.")
     last_seen: datetime | None
     agent: Literal["server", "remote"] = "server"
     agent_version: str | None = None

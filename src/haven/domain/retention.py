@@ -41,6 +41,7 @@ from haven.domain.schedule import (
 )
 
 __all__ = [
+    "ON_DEMAND_RETENTION_DAYS",
     "PointRef",
     "RetentionDecision",
     "select",
@@ -63,6 +64,9 @@ DAILY = "daily"
 WEEKLY = "weekly"
 MONTHLY = "monthly"
 YEARLY = "yearly"
+#: an on-demand ("backup now") point given no retain-until is kept this many days (Azure Backup's default)
+ON_DEMAND_RETENTION_DAYS = 30
+
 ADHOC = "adhoc"  # a "backup now" point before its retain_until
 NEWEST = "newest"  # the newest point of the item, whatever its age
 #: Every reason a point can be kept for, in the order they are listed in ``RetentionDecision.keep``.

@@ -232,8 +232,18 @@ def _shared_host_ids(shared_with: str | Collection[str]):
     return select(HostShare.host_id).where(HostShare.subscription_id.in_(ids))
 
 
+def _redacted_uri(uri: str) -> str:
+    """The adapter URI as shown: a password in it (``qemu+tcp://user:pw@host/system``) becomes ``***``."""
+    head, sep, rest = uri.partition("://")
+    auth, at, tail = rest.partition("@")
+    if sep and at and ":" in auth and "/" not in auth:
+        return f"{head}://{auth.split(':', 1)[0]}:***@{tail}"
+    return uri
+
+
 def host_view(h: Host, shares: list[str] | None = None) -> dict:
-    return {"id": h.id, "name": h.name, "region": h.region, "adapter": h.adapter_url.split("://", 1)[0], "last_seen": h.last_seen,
+    return {"id": h.id, "name": h.name, "region": h.region, "adapter": h.adapter_url.split("://", 1)[0],
+            "adapter_uri": _redacted_uri(h.adapter_url), "last_seen": h.last_seen,
             "agent": "remote" if h.remote else "server", "agent_version": h.agent_version, "shares": shares or []}
 
 

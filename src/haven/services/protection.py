@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from haven.db.models import Host, Job, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
+from haven.domain.retention import ON_DEMAND_RETENTION_DAYS
 from haven.errors import Conflict, NotFound, UserError
 from haven.services.auth import Caller
 
@@ -76,7 +77,8 @@ class StopProtectionBusy(Conflict):
 class DiskSelectionInvalid(UserError):
     code = "UserErrorDiskSelectionInvalid"
     message = "The disk selection is invalid: {reason}"
-    recommendation = "Name disks as 'haven vm show' lists them (e.g. vda, vdb); give either --include-disks or --exclude-disks, not both."
+    recommendation = ("Name disks as 'haven -o json vm list' lists them under \"disks\" (e.g. vda, vdb); "
+                      "give either --include-disks or --exclude-disks, not both.")
 
 
 class RetainUntilInvalid(UserError):
@@ -114,7 +116,7 @@ class ProtectionService:
             if machine.host.region != vault.region:
                 raise VmRegionMismatch(vm=vm, vm_region=machine.host.region, vault=vault.name, vault_region=vault.region)
             self._check_disks(machine, include_disks, exclude_disks)
-            self.core.support.check_protectable(machine.info or {})
+            self.core.support.check_protectable(machine.info or {}, include_disks, exclude_disks)
             self.core.keyvault.check_backup_access((machine.info or {}).get("encryption"), vault.subscription_id)
             existing = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))
             if existing is not None:
@@ -180,6 +182,8 @@ class ProtectionService:
             if retain_until is not None:
                 if retain_until.tzinfo is None or retain_until <= now or (retain_until - now).days > 99 * 366:
                     raise RetainUntilInvalid(value=retain_until.isoformat())
+            else:
+                retain_until = now + timedelta(days=ON_DEMAND_RETENTION_DAYS)
             return self._enqueue_backup(s, vault, item, retain_until, trigger="on-demand")
 
     def _enqueue_backup(self, s, vault: Vault, item: ProtectedItem, retain_until: datetime | None, trigger: str,

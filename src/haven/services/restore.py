@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from haven.agent.work import RestoreVmPlan, restore_disks_into, run_restore_vm
-from haven.db.models import Host, HostShare, Job, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
+from haven.db.models import Host, HostShare, Job, ProtectedItem, RecoveryPoint, Subscription, Vault, VirtualMachine
 from haven.db.types import new_id
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
 from haven.errors import Conflict, HavenError, NotFound, PreconditionFailed, UserError
@@ -897,7 +897,9 @@ class FileRecoveryHandler(_Base):
             close_session({"pid": proc.pid if proc is not None else None, "scratch": str(scratch),
                            "sockets": str(sockets) if sockets else None, "record": str(record_path)})
             raise
-        instructions = mount_instructions(exports, p.get("vm"), point_id)
+        with self.core.db.session() as s:
+            subscription = s.get(Subscription, vault.subscription_id).name
+        instructions = mount_instructions(exports, p.get("vm"), point_id, subscription, vault.name)
         try:
             ctx.commit(lambda s: {"session_id": session_id, "expires_at": expires.isoformat(), "exports": exports,
                                   "instructions": instructions})
@@ -906,7 +908,7 @@ class FileRecoveryHandler(_Base):
             raise
 
 
-def mount_instructions(exports: list[dict], vm: str | None, point_id: str) -> list[str]:
+def mount_instructions(exports: list[dict], vm: str | None, point_id: str, subscription: str, vault: str) -> list[str]:
     lines = ["The recovery point's disks are served read-only over NBD on this host. To recover files (as root):",
              "  modprobe nbd max_part=16"]
     for i, e in enumerate(exports):
@@ -916,7 +918,8 @@ def mount_instructions(exports: list[dict], vm: str | None, point_id: str) -> li
                   f"  mkdir -p /mnt/recovery/{e['disk']} && mount -o ro,noload {dev}p1 /mnt/recovery/{e['disk']}"
                   f"    # or {dev} when the disk has no partition table; for LVM run 'vgscan' first"]
     lines += ["Copy the files you need, then: umount /mnt/recovery/* and 'nbd-client -d /dev/nbdN' for each device,",
-              f"and close the export: haven restore files unmount-rp --vm {vm} --rp-name {point_id}.",
+              "and close the export: haven restore files unmount-rp -s "
+              f"{shlex.quote(subscription)} -v {shlex.quote(vault)} --vm {shlex.quote(str(vm))} --rp-name {point_id}",
               "Without a mount: guestfish --ro -a 'URI' or nbdcopy 'URI' disk.raw work too."]
     return lines
 

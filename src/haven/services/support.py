@@ -23,8 +23,10 @@ _OTHER_OS_IDS = {"freebsd", "netbsd", "openbsd", "dragonfly", "solaris", "illumo
 
 class TooManyDataDisks(UserError):
     code = "UserErrorTooManyDataDisks"
-    message = "VM {vm!r} has {count} data disks; backup supports at most {limit} data disks per VM."
-    recommendation = "Exclude data disks you do not need to protect (--exclude-disks) so that at most {limit} remain, or split the data across VMs."
+    message = "VM {vm!r} has {count} data disks to back up; backup supports at most {limit} data disks per VM."
+    recommendation = ("Exclude data disks you do not need to protect so that at most {limit} remain: list them with "
+                      "'haven -o json vm list' (each VM's \"disks\"), then add e.g. '{example}' to "
+                      "'haven protection enable-for-vm'; or split the data across VMs.")
 
 
 class GuestOsUnsupported(PreconditionFailed):
@@ -44,23 +46,32 @@ class SupportRules:
     def __init__(self, core):
         self.core = core
 
-    def check_protectable(self, vm_info: dict) -> None:
+    def check_protectable(self, vm_info: dict, include_disks: list[str] | None = None,
+                          exclude_disks: list[str] | None = None) -> None:
         """Raise the first support-matrix rule the VM breaks (called when protection is enabled)."""
-        for rule in self.evaluate(vm_info):
+        for rule in self.evaluate(vm_info, include_disks, exclude_disks):
             if rule["status"] == "fail" and rule.get("error") is not None:
                 raise rule["error"]
 
-    def evaluate(self, vm_info: dict) -> list[dict[str, Any]]:
+    def evaluate(self, vm_info: dict, include_disks: list[str] | None = None,
+                 exclude_disks: list[str] | None = None) -> list[dict[str, Any]]:
         """Every support-matrix rule for one VM: ``{"rule", "status": pass|warn|fail, "reason", "fix", "code", "error"}``.
 
-        ``haven prepare check`` shows them; ``check_protectable`` raises the failing ones' errors.
+        ``haven prepare check`` shows them; ``check_protectable`` raises the failing ones' errors. Only the disks
+        the backup takes (``include_disks`` / ``exclude_disks``, as the protected item selects them) count.
         """
         name = vm_info.get("name")
         out: list[dict[str, Any]] = []
-        disks = vm_info.get("disks", [])
-        data_disks = max(0, len(disks) - 1)  # the first disk is the OS disk
+        disks = [d.get("name") for d in vm_info.get("disks", [])]
+        data = disks[1:]  # the first disk is the OS disk
+        if include_disks:
+            data = [d for d in data if d in include_disks]
+        elif exclude_disks:
+            data = [d for d in data if d not in exclude_disks]
+        data_disks = len(data)
         if data_disks > MAX_DATA_DISKS:
-            out.append(_fail("data-disks", TooManyDataDisks(vm=name, count=data_disks, limit=MAX_DATA_DISKS)))
+            example = " ".join(f"--exclude-disks {d}" for d in data[MAX_DATA_DISKS:])
+            out.append(_fail("data-disks", TooManyDataDisks(vm=name, count=data_disks, limit=MAX_DATA_DISKS, example=example)))
         else:
             out.append(_rule("data-disks", "pass", f"{data_disks} data disk(s), at most {MAX_DATA_DISKS} are supported"))
         agent = vm_info.get("guest_agent") or {}

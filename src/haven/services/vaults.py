@@ -190,6 +190,7 @@ class VaultService:
             "name": vault.name,
             "subscription_id": vault.subscription_id,
             "region": vault.region,
+            "state": "Active",  # a vault exists until its deletion, which is immediate: no other state to show
             "storage_redundancy": vault.redundancy,
             "storage_redundancy_locked": items > 0,
             "soft_delete_days": vault.soft_delete_days,

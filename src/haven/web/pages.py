@@ -527,7 +527,7 @@ def _item(request: Request, core, caller: Caller, sub: str, vault: str, vm: str,
         from haven.services.restore import mount_instructions
 
         for m in core.restore.list_mounts(caller, sub, vault, vm):
-            mounts.append({**m, "instructions": mount_instructions(m.get("exports") or [], item["vm"], m.get("point_id"))})
+            mounts.append({**m, "instructions": mount_instructions(m.get("exports") or [], item["vm"], m.get("point_id"), subscription["name"], v["name"])})
     chosen = (form or {}).get("option") or next(iter(errors or {}), None) or "disks"
     # an error whose option's panel this caller does not see (a role too low, no point) is shown at the top
     needed = {"replace": Role.CONTRIBUTOR}

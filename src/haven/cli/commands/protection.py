@@ -72,7 +72,7 @@ def undelete(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm:
 @protection.command("backup-now")
 @handled
 def backup_now(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt,
-               retain_until: Annotated[Optional[str], typer.Option("--retain-until", help="Expiry of this point (ISO date).")] = None,
+               retain_until: Annotated[Optional[str], typer.Option("--retain-until", help="Expiry of this point (ISO date); default: 30 days from now, as in Azure Backup.")] = None,
                wait: Annotated[bool, typer.Option("--wait", help="Wait for the job and show its progress.")] = False):
     st = state(ctx)
     body = {"retain_until": _parse_when(retain_until).isoformat()} if retain_until else {}

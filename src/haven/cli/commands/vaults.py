@@ -16,7 +16,7 @@ vault.add_typer(backup_properties, name="backup-properties")
 vault.add_typer(vault_guard, name="resource-guard")
 policy = typer.Typer(help="Backup policies: schedule and retention.", no_args_is_help=True)
 
-VAULT_COLUMNS = ["name", "region", "storage_redundancy", "protected_items", "recovery_points", "stored_bytes"]
+VAULT_COLUMNS = ["name", "region", "state", "storage_redundancy", "protected_items", "recovery_points", "stored_bytes"]
 POLICY_COLUMNS = ["name", "schedule", "retention", "next_run", "protected_items"]
 
 
