@@ -13,7 +13,7 @@ from pathlib import Path
 
 from haven.errors import UserError
 
-__all__ = ["RegionConfig", "Settings", "load_settings", "default_home", "SHARE_OWN_HOST", "SettingInvalid"]
+__all__ = ["RegionConfig", "Settings", "load_settings", "default_home", "SHARE_OWN_HOST", "SettingInvalid", "SettingNotPositive"]
 
 #: ``[server] share_own_host``: "all" shares the server's own host with every subscription (when either
 #: is created); "none" leaves it to 'haven host share' like any remote host.
@@ -24,6 +24,12 @@ class SettingInvalid(UserError):
     code = "UserErrorSettingInvalid"
     message = "The setting {key} = {value!r} is invalid: it must be one of {allowed}."
     recommendation = "Fix {key} in {where} and start the server again."
+
+
+class SettingNotPositive(UserError):
+    code = "UserErrorSettingNotPositive"
+    message = "The setting {key} = {value!r} is invalid: it must be a positive number of days."
+    recommendation = "Fix {key} in {where} (for example {key} = 90) and start the server again."
 
 
 def default_home() -> Path:
@@ -60,6 +66,10 @@ class Settings:
     #: retention or a user deleted points or a backup failed (its chunks are reclaimed then).
     gc_interval_hours: float = 24.0
     gc_delay_minutes: float = 5.0
+    #: Finished jobs and alerts older than this many days are deleted (jobs a recovery point or an open
+    #: file-recovery session still names are kept); the scheduler prunes at most once an hour.
+    job_history_days: float = 90.0
+    alert_history_days: float = 90.0
     #: Folders restores may write into (a target must be one of them or inside one); empty: any absolute folder.
     restore_roots: tuple[Path, ...] = ()
     #: which subscriptions the server's own host is shared with when it registers or a subscription is created
@@ -116,6 +126,8 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         max_backups_per_vault=int(data.get("max_backups_per_vault", 4)),
         gc_interval_hours=float(data.get("gc_interval_hours", 24.0)),
         gc_delay_minutes=float(data.get("gc_delay_minutes", 5.0)),
+        job_history_days=_days("job_history_days", env, data, cfg),
+        alert_history_days=_days("alert_history_days", env, data, cfg),
         restore_roots=tuple(Path(p) for p in (env["HAVEN_RESTORE_ROOTS"].split(os.pathsep) if env.get("HAVEN_RESTORE_ROOTS")
                                               else data.get("restore_roots", [])) if p),
         allowed_disk_roots=tuple(Path(p) for p in (data.get("folder") or {}).get("allowed_disk_roots", []) if p),
@@ -127,3 +139,16 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
     values["share_own_host"] = share_own_host
     values.update(overrides)
     return Settings(**values)
+
+
+def _days(key: str, env, data: dict, cfg: Path) -> float:
+    """A history period: ``HAVEN_<KEY>`` or ``<key>`` in haven.toml, a positive number of days (default 90)."""
+    var = f"HAVEN_{key.upper()}"
+    raw = env.get(var) or data.get(key, 90)
+    try:
+        days = float(raw)
+    except (TypeError, ValueError):
+        days = -1.0
+    if not days > 0 or days != days or days == float("inf"):
+        raise SettingNotPositive(key=key, value=raw, where=var if env.get(var) else str(cfg))
+    return days

@@ -156,6 +156,9 @@ def test_remote_agent_backs_up_and_restores_through_the_storage_endpoint(server,
         log = (tmp_path / "agent" / "agent.log").read_text()
         assert "haven agent: host far" in log
         assert not [line for line in log.splitlines() if "/jobs/claim" in line or "/heartbeat" in line], log[-2000:]
+        # nor in the server's: claims and heartbeats are not logged per request there either
+        served = (server.home / "server.log").read_text()
+        assert not [line for line in served.splitlines() if any(w in line.lower() for w in ("claim", "heartbeat", "/agent"))], served[-2000:]
     finally:
         stop(agent)
 

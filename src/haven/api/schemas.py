@@ -265,12 +265,23 @@ class VmOut(BaseModel):
 
 # ---- protection ----
 class EnableProtectionIn(Strict):
-    vm: str = Field(min_length=1, max_length=128)
+    """One VM (``vm``: the answer is its item) or several (``vms``: the answer is one result per VM)."""
+
+    vm: str | None = Field(default=None, min_length=1, max_length=128)
+    vms: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(default=None, min_length=1, max_length=1000)
     policy: str | None = Field(default=None, min_length=1, max_length=150)
     host: str | None = Field(default=None, min_length=1, max_length=128)
     include_disks: list[str] | None = Field(default=None, max_length=64)
     exclude_disks: list[str] | None = Field(default=None, max_length=64)
     approval_id: str | None = APPROVAL_FIELD
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "EnableProtectionIn":
+        if (self.vm is None) == (self.vms is None):
+            raise ValueError("give either vm (one VM) or vms (a list of VMs), not both and not neither")
+        if self.vms is not None and len(set(self.vms)) != len(self.vms):
+            raise ValueError("vms must not name a VM twice")
+        return self
 
 
 class SetPolicyIn(Strict):
@@ -304,6 +315,19 @@ class ItemOut(BaseModel):
     deleted_at: datetime | None
     purge_at: datetime | None
     created_at: datetime
+
+
+class EnableResultOut(BaseModel):
+    vm: str
+    status: Literal["Protected", "Failed"]
+    item: ItemOut | None = None
+    error: ErrorDetail | None = None
+
+
+class EnableManyOut(BaseModel):
+    protected: int
+    failed: int
+    results: list[EnableResultOut]
 
 
 class CheckVmOut(BaseModel):

@@ -5,7 +5,9 @@ the policy's time zone. Only the newest due slot is enqueued — after downtime,
 slot per item is made up — and the item's ``last_slot`` moves to it with a conditional UPDATE in the
 same transaction as the job, so a slot never runs twice, even with several servers on one database.
 Skipped slots raise a "missed backup window" alert. The tick also applies retention, purges
-soft-deleted data whose time is up, and raises alerts for items without a recent good backup.
+soft-deleted data whose time is up, and raises alerts for items without a recent good backup. At most
+once an hour it also deletes job and alert history older than ``job_history_days`` / ``alert_history_days``
+(``jobs/history.py``).
 
 Garbage collection is not part of every tick: a vault is collected when its own schedule says so
 (``gc_interval_hours`` after its last run, or ``gc_delay_minutes`` after deletions or a failed
@@ -24,8 +26,12 @@ from haven.db.models import Policy, ProtectedItem, Vault
 from haven.domain.enums import ProtectionState
 from haven.domain.schedule import Schedule
 from haven.errors import HavenError
+from haven.jobs.history import prune_history
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "PRUNE_INTERVAL"]
+
+#: history is pruned at most this often
+PRUNE_INTERVAL = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._gc_backoff: dict[str, tuple[datetime, float]] = {}  # vault -> (next try, last wait in s)
+        self._pruned_at: datetime | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="scheduler")
@@ -61,7 +68,20 @@ class Scheduler:
         purged = self.core.lifecycle.purge_expired_soft_deletes()
         collected = self._collect_garbage()
         overdue = self.core.alerts.check_overdue_items()
-        return {"enqueued": enqueued, "expired": expired, "purged": purged, "collected": collected, "overdue": overdue}
+        pruned = self.prune_history()
+        return {"enqueued": enqueued, "expired": expired, "purged": purged, "collected": collected, "overdue": overdue,
+                "pruned": pruned}
+
+    def prune_history(self) -> dict[str, int] | None:
+        """Old job and alert history, at most once per ``PRUNE_INTERVAL``; None when not due yet."""
+        now = self.core.clock.now()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_INTERVAL:
+            return None
+        self._pruned_at = now
+        done = prune_history(self.core, now)
+        if done.jobs or done.alerts:
+            log.info("pruned history: %d job(s), %d alert(s)", done.jobs, done.alerts)
+        return {"jobs": done.jobs, "alerts": done.alerts}
 
     def gc_due_vaults(self) -> list[str]:
         """Vaults whose GC is due: never run, the interval passed, or requested and the delay passed."""

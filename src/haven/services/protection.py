@@ -9,7 +9,7 @@ from sqlalchemy import select
 from haven.db.models import Host, Job, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
 from haven.domain.retention import ON_DEMAND_RETENTION_DAYS
-from haven.errors import Conflict, NotFound, UserError
+from haven.errors import Conflict, HavenError, NotFound, UserError
 from haven.services.auth import Caller
 
 __all__ = ["ProtectionService", "ItemNotFound"]
@@ -138,6 +138,24 @@ class ProtectionService:
                                           subscription_id=vault.subscription_id, vault_id=vault.id, item_id=item.id)
             job.status, job.started_at, job.ended_at = JobStatus.COMPLETED.value, now, now
             return self.view(s, item)
+
+    def enable_many(self, caller: Caller, subscription: str, vault_name: str, vms: list[str], policy: str | None = None,
+                    host: str | None = None, include_disks: list[str] | None = None, exclude_disks: list[str] | None = None,
+                    approval_id: str | None = None) -> dict:
+        """Protect several VMs with one call. The vault and the policy are checked first (an error there
+        changes nothing); then each VM on its own, in its own transaction: protected, or its typed error."""
+        with self.core.db.session() as s:
+            vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.OPERATOR)
+            self.core.policies.find(s, vault, policy or "DefaultPolicy")
+        results: list[dict] = []
+        for vm in vms:
+            try:
+                item = self.enable(caller, subscription, vault_name, vm, policy, host, include_disks, exclude_disks, approval_id)
+                results.append({"vm": vm, "status": "Protected", "item": item, "error": None})
+            except HavenError as e:
+                results.append({"vm": vm, "status": "Failed", "item": None, "error": e.to_payload()["error"]})
+        protected = sum(r["status"] == "Protected" for r in results)
+        return {"protected": protected, "failed": len(results) - protected, "results": results}
 
     def set_policy(self, caller: Caller, subscription: str, vault_name: str, vm: str, policy: str, approval_id: str | None = None) -> dict:
         with self.core.db.session() as s:

@@ -2,20 +2,26 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from haven.api.deps import caller, core
 from haven.api.routes.params import Id, Sub, VaultName, VmName
 from haven.api.schemas import (
-    BackupNowIn, CheckVmOut, DisableProtectionIn, EnableProtectionIn, ItemOut, JobOut, PointOut, RestoreDisksIn, SetPolicyIn,
+    BackupNowIn, CheckVmOut, DisableProtectionIn, EnableManyOut, EnableProtectionIn, ItemOut, JobOut, PointOut, RestoreDisksIn, SetPolicyIn,
 )
 
 router = APIRouter(prefix="/subscriptions/{subscription}")
 ITEMS = "/vaults/{vault}/items"
 
 
-@router.post(ITEMS, response_model=ItemOut, status_code=status.HTTP_201_CREATED, tags=["protection"])
-def enable_protection(subscription: Sub, vault: VaultName, body: EnableProtectionIn, app=Depends(core), who=Depends(caller)):
+@router.post(ITEMS, response_model=ItemOut | EnableManyOut, status_code=status.HTTP_201_CREATED, tags=["protection"],
+             responses={200: {"model": EnableManyOut, "description": "vms: one result per VM (protected, or its error)"}})
+def enable_protection(subscription: Sub, vault: VaultName, body: EnableProtectionIn, response: Response,
+                      app=Depends(core), who=Depends(caller)):
+    if body.vms is not None:
+        response.status_code = status.HTTP_200_OK
+        return app.protection.enable_many(who, subscription, vault, body.vms, body.policy, body.host, body.include_disks,
+                                          body.exclude_disks, body.approval_id)
     return app.protection.enable(who, subscription, vault, body.vm, body.policy, body.host, body.include_disks, body.exclude_disks,
                                  body.approval_id)
 

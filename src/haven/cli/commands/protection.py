@@ -38,16 +38,32 @@ def _parse_when(value: str) -> datetime:
 
 @protection.command("enable-for-vm")
 @handled
-def enable_for_vm(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt,
+def enable_for_vm(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt,
+                  vms: Annotated[list[str], typer.Option("--vm", "--item-name",
+                                                         help="The VM to protect; repeat --vm to protect several in one call.")],
                   policy_name: Annotated[Optional[str], typer.Option("--policy-name", "-p")] = None,
                   host: Annotated[Optional[str], typer.Option("--host")] = None,
                   include_disks: Annotated[Optional[list[str]], typer.Option("--include-disks")] = None,
                   exclude_disks: Annotated[Optional[list[str]], typer.Option("--exclude-disks")] = None,
                   approval: ApprovalOpt = None):
+    """Protect one VM, or several (--vm a --vm b): each is protected or reports its own error."""
     st = state(ctx)
-    body = {"vm": vm, "policy": policy_name, "host": host, "include_disks": include_disks, "exclude_disks": exclude_disks,
+    body = {"policy": policy_name, "host": host, "include_disks": include_disks, "exclude_disks": exclude_disks,
             "approval_id": approval}
-    st.show(st.client.post(_items(subscription, vault_name), {k: v for k, v in body.items() if v}), None)
+    body = {k: v for k, v in body.items() if v}
+    if len(vms) == 1:
+        st.show(st.client.post(_items(subscription, vault_name), {"vm": vms[0]} | body), None)
+        return
+    answer = st.client.post(_items(subscription, vault_name), {"vms": vms} | body)
+    if st.output == "json":
+        st.show(answer)
+    else:
+        st.show([{"vm": r["vm"], "status": r["status"], "error": (r["error"] or {}).get("code", ""),
+                  "recommendation": (r["error"] or {}).get("recommendation", "")} for r in answer["results"]],
+                ["vm", "status", "error", "recommendation"])
+    if answer["failed"]:
+        err_console.print(f"{answer['failed']} of {len(vms)} VM(s) were not protected; {answer['protected']} were.")
+        raise typer.Exit(1)
 
 
 @protection.command("disable")
