@@ -17,8 +17,8 @@ from haven.api.app import create_app
 from haven.db.models import Job, Vault
 from haven.engine import LocalBackend
 from haven.engine.repository import unwrap_config_key
-from haven.jobs.runner import JobRunner
 from tests.agent.test_agent_api import _claimed_far_backup
+from tests.foundation.helpers import run_job
 
 OBJ = "/storage/v1/vaults/{vault}/objects"
 
@@ -47,9 +47,7 @@ def _back_up_near(core, world) -> tuple[str, str]:
     """A real backup of the server's own VM 'near' into v1; returns its (item, point) in storage."""
     core.protection.enable(world["root"], "prod", "v1", "near")
     job = core.protection.backup_now(world["root"], "prod", "v1", "near")
-    runner = JobRunner(core.queue, core.job_handlers(), on_failure=core.alerts.job_failed)
-    while runner.run_once() != job["id"]:
-        pass
+    run_job(core, job["id"])
     assert core.jobs.show(world["root"], "prod", job["id"])["status"].startswith("Completed")
     (point,) = core.storage.open(_vault(core)).point_ids()
     return point

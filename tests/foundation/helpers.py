@@ -40,3 +40,18 @@ def register_local_host(core: Haven, vms_root: Path, name: str = "host1", region
         core.inventory.share_host(None, name, sub)
     agent.refresh_inventory()
     return agent.host_id
+
+
+def run_job(core: Haven, job_id: str, attempts: int = 100) -> None:
+    """Run the queue in this process until job ``job_id`` has run.
+
+    Fails instead of spinning when the queue runs dry before the job came up."""
+    from haven.jobs.runner import JobRunner
+
+    runner = JobRunner(core.queue, core.job_handlers(), on_failure=core.alerts.job_failed)
+    for _ in range(attempts):
+        ran = runner.run_once()
+        if ran == job_id:
+            return
+        assert ran is not None, f"the queue ran dry before job {job_id} came up"
+    raise AssertionError(f"job {job_id} did not come up in {attempts} runs")

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from haven.api.app import create_app
 from tests.foundation.helpers import make_folder_vm, register_local_host
+from tests.security.principals import bearer, user_tokens
 from tests.security.table import read_table
 
 S = "/api/v1/subscriptions/prod"
@@ -164,13 +165,9 @@ REQUESTS = {
 
 PRINCIPALS = ["none", "revoked", "expired", "reader", "operator", "contributor", "owner", "other-owner", "global-owner",
               "job-agent", "other-job-agent", "other-host-agent"]
-ROLES = {"reader": "Reader", "operator": "Operator", "contributor": "Contributor", "owner": "Owner"}
 AGENTS = {"job-agent": "far1", "other-job-agent": "far2", "other-host-agent": "far3"}
 TABLE = read_table("/api/v1", PRINCIPALS)  # (method, path) -> {principal: allowed}
 
-
-def _as(token: str | None) -> dict:
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 @pytest.fixture(scope="module")
@@ -193,24 +190,17 @@ def world(tmp_path_factory):
     make_folder_vm(home / "vms", "web2")
     register_local_host(core, home / "vms")
     core.protection.enable(root, "prod", "v1", "web1")
-    tokens: dict[str, str | None] = {"none": None}
-    for who, role in ROLES.items():
-        tokens[who] = core.auth.create_token(root, who, role, "prod")["token"]
-    tokens["other-owner"] = core.auth.create_token(root, "other", "Owner", "dev")["token"]
-    tokens["global-owner"] = core.auth.create_token(root, "admin2", "Owner")["token"]
-    tokens["expired"] = core.auth.create_token(root, "old", "Owner", expires_in=timedelta(hours=1))["token"]
-    revoked = core.auth.create_token(root, "gone", "Owner")
-    tokens["revoked"] = revoked["token"]
-    core.auth.revoke_token(root, revoked["id"])
+    tokens, revoke = user_tokens(core, root)
+    revoke()
     client = TestClient(create_app(core), raise_server_exceptions=False)
     for principal, host in AGENTS.items():  # remote hosts, each with one VM its agent reports
         vms = home / f"{host}-vms"
         make_folder_vm(vms, f"{host}-vm")
         tokens[principal] = core.agents.add_host(root, host, "local", f"folder://{vms}", shares=["prod"])["agent_token"]
         hello = {"adapter": f"folder://{vms}", "version": "t", "job_types": ["Backup", "Restore"]}
-        assert client.post("/api/v1/agent/hello", json=hello, headers=_as(tokens[principal])).status_code == 200
+        assert client.post("/api/v1/agent/hello", json=hello, headers=bearer(tokens[principal])).status_code == 200
         report = {"vms": [{"name": f"{host}-vm", "power_state": "stopped", "disks": []}]}
-        assert client.put("/api/v1/agent/vms", json=report, headers=_as(tokens[principal])).status_code == 200
+        assert client.put("/api/v1/agent/vms", json=report, headers=bearer(tokens[principal])).status_code == 200
         core.protection.enable(root, "prod", "v1", f"{host}-vm")
     _queue_and_claim(core, root, client, tokens["other-job-agent"], "far2-vm")  # far2 holds a job of its own
     clock.advance(timedelta(hours=2))  # the "old" token is now expired
@@ -220,7 +210,7 @@ def world(tmp_path_factory):
 
 def _queue_and_claim(core, root, client, token: str, vm: str) -> str:
     queued = core.protection.backup_now(root, "prod", "v1", vm)
-    r = client.post("/api/v1/agent/jobs/claim", json={"worker": "w", "types": ["Backup"]}, headers=_as(token))
+    r = client.post("/api/v1/agent/jobs/claim", json={"worker": "w", "types": ["Backup"]}, headers=bearer(token))
     assert r.status_code == 200 and r.json()["id"] == queued["id"], r.text
     return queued["id"]
 
@@ -260,7 +250,7 @@ def test_route_authorization(world, route):
     try:
         # denied principals first, so that an allowed call that changes state cannot hide a denial
         for principal in sorted(PRINCIPALS, key=lambda p: expected[p]):
-            r = client.request(method, path, json=body, headers=_as(tokens[principal]))
+            r = client.request(method, path, json=body, headers=bearer(tokens[principal]))
             if principal in ("none", "revoked", "expired"):
                 assert r.status_code == 401, (principal, r.status_code, r.text)
                 assert r.json()["error"]["code"] in ("UserErrorTokenInvalid", "UserErrorTokenExpired")
@@ -273,4 +263,4 @@ def test_route_authorization(world, route):
     finally:
         if job is not None:  # end the job, whatever the calls did to it, so the next route can queue one
             client.post(f"/api/v1/agent/jobs/{job}/fail", json={"worker": "w", "error": {"code": "X", "message": "m"}},
-                        headers=_as(tokens["job-agent"]))
+                        headers=bearer(tokens["job-agent"]))

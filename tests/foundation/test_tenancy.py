@@ -11,8 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from haven.api.app import create_app
-from haven.jobs.runner import JobRunner
-from tests.foundation.helpers import make_folder_vm, register_local_host
+from tests.foundation.helpers import make_folder_vm, register_local_host, run_job
 
 A, B = "alpha", "bravo"
 VA, VB = "vault-of-alpha", "vault-of-bravo"
@@ -60,9 +59,7 @@ def _same_as_missing(hidden, missing, real: str, ghost: str) -> None:
 
 def _backup(core, root, sub: str, vault: str, vm: str) -> str:
     job = core.protection.backup_now(root, sub, vault, vm)
-    runner = JobRunner(core.queue, core.job_handlers())
-    while runner.run_once() != job["id"]:
-        pass
+    run_job(core, job["id"])
     assert core.jobs.show(root, sub, job["id"])["status"] in ("Completed", "CompletedWithWarnings")
     return core.points.list(root, sub, vault, vm)[0]["id"]
 

@@ -13,8 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from haven.api.app import create_app
-from haven.jobs.runner import JobRunner
-from tests.foundation.helpers import make_folder_vm, register_local_host
+from tests.foundation.helpers import make_folder_vm, register_local_host, run_job
 
 API = "/api/v1"
 V1 = f"{API}/subscriptions/prod/vaults/v1"
@@ -67,9 +66,7 @@ class GuardWorld:
 
     def backup(self, vault: str = "v1", vm: str = "web1") -> str:
         job = self.core.protection.backup_now(self.root, "prod", vault, vm)
-        runner = JobRunner(self.core.queue, self.core.job_handlers())
-        while runner.run_once() != job["id"]:
-            pass
+        run_job(self.core, job["id"])
         done = self.core.jobs.show(self.root, "prod", job["id"])
         assert done["status"] in ("Completed", "CompletedWithWarnings"), done
         return done["result"]["recovery_point_id"]

@@ -23,19 +23,15 @@ from fastapi.testclient import TestClient
 from haven.api.app import create_app
 from haven.db.models import Vault
 from haven.engine import LocalBackend
-from haven.jobs.runner import JobRunner
-from tests.foundation.helpers import make_folder_vm, register_local_host
+from tests.foundation.helpers import make_folder_vm, register_local_host, run_job
+from tests.security.principals import bearer, user_tokens
 from tests.security.table import read_table
 
 PRINCIPALS = ["none", "revoked", "expired", "reader", "operator", "contributor", "owner", "other-owner", "global-owner",
               "job-agent", "restore-agent", "probe", "other-job-agent", "other-host-agent"]
-ROLES = {"reader": "Reader", "operator": "Operator", "contributor": "Contributor", "owner": "Owner"}
 TABLE = read_table("/storage/v1", PRINCIPALS)
 FOREIGN_LOCK_JOB = "a-job-of-another-agent"
 
-
-def _as(token: str | None) -> dict:
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _vault(core, name: str) -> Vault:
@@ -44,7 +40,7 @@ def _vault(core, name: str) -> Vault:
 
 
 def _claim(client, token: str, worker: str, types: list[str], expect: str) -> dict:
-    r = client.post("/api/v1/agent/jobs/claim", json={"worker": worker, "types": types}, headers=_as(token))
+    r = client.post("/api/v1/agent/jobs/claim", json={"worker": worker, "types": types}, headers=bearer(token))
     assert r.status_code == 200 and r.json()["id"] == expect, r.text
     return r.json()
 
@@ -67,20 +63,11 @@ def world(tmp_path_factory):
     register_local_host(core, home / "vms")
     core.protection.enable(root, "prod", "v1", "web1")
     backup = core.protection.backup_now(root, "prod", "v1", "web1")
-    runner = JobRunner(core.queue, core.job_handlers(), on_failure=core.alerts.job_failed)
-    while runner.run_once() != backup["id"]:
-        pass
+    run_job(core, backup["id"])
     (point,) = core.points.list(root, "prod", "v1", "web1")
 
-    tokens: dict[str, str | None] = {"none": None}
-    for who, role in ROLES.items():
-        tokens[who] = core.auth.create_token(root, who, role, "prod")["token"]
-    tokens["other-owner"] = core.auth.create_token(root, "other", "Owner", "dev")["token"]
-    tokens["global-owner"] = core.auth.create_token(root, "admin2", "Owner")["token"]
-    tokens["expired"] = core.auth.create_token(root, "old", "Owner", expires_in=timedelta(hours=1))["token"]
-    revoked = core.auth.create_token(root, "gone", "Owner")
-    tokens["revoked"] = revoked["token"]
-    core.auth.revoke_token(root, revoked["id"])
+    tokens, revoke = user_tokens(core, root)
+    revoke()
     clock.advance(timedelta(hours=2))  # the "old" token is now expired; everything below is fresh
 
     client = TestClient(create_app(core), raise_server_exceptions=False)
@@ -90,9 +77,9 @@ def world(tmp_path_factory):
         make_folder_vm(vms, f"{host}-vm")
         hosts[host] = core.agents.add_host(root, host, "local", f"folder://{vms}", shares=[sub])["agent_token"]
         hello = {"adapter": f"folder://{vms}", "version": "t", "job_types": ["Backup", "Restore"]}
-        assert client.post("/api/v1/agent/hello", json=hello, headers=_as(hosts[host])).status_code == 200
+        assert client.post("/api/v1/agent/hello", json=hello, headers=bearer(hosts[host])).status_code == 200
         report = {"vms": [{"name": f"{host}-vm", "power_state": "stopped", "disks": []}]}
-        assert client.put("/api/v1/agent/vms", json=report, headers=_as(hosts[host])).status_code == 200
+        assert client.put("/api/v1/agent/vms", json=report, headers=bearer(hosts[host])).status_code == 200
         if vault:
             core.protection.enable(root, sub, vault, f"{host}-vm")
     queued = core.protection.backup_now(root, "prod", "v1", "far1-vm")
@@ -100,7 +87,7 @@ def world(tmp_path_factory):
     tokens["job-agent"] = own["storage"]["capability"]
     restore = core.points.restore_disks(root, "prod", "v1", "web1", point["id"], str(home / "restored"), host="far1")
     tokens["restore-agent"] = _claim(client, hosts["far1"], "w2", ["Restore"], restore["id"])["storage"]["capability"]
-    targets = client.get("/api/v1/agent/storage-targets", headers=_as(hosts["far1"])).json()
+    targets = client.get("/api/v1/agent/storage-targets", headers=bearer(hosts["far1"])).json()
     tokens["probe"] = next(t["storage"]["capability"] for t in targets if t["vault"] == "v1")
     other = core.protection.backup_now(root, "dev", "v2", "far2-vm")
     tokens["other-job-agent"] = _claim(client, hosts["far2"], "w1", ["Backup"], other["id"])["storage"]["capability"]
@@ -169,9 +156,9 @@ def test_storage_route_authorization(world, row):
     for principal in sorted(PRINCIPALS, key=lambda p: expected[p]):
         path, body = _request(world, principal, method, route)
         if "/locks/own-" in path and method == "DELETE":  # a lock must exist to be deleted: its owner writes it first
-            client.put(path, content=_lock(world["clock"]), headers=_as(tokens[principal]))
+            client.put(path, content=_lock(world["clock"]), headers=bearer(tokens[principal]))
         before = {o.name: o.size for o in storage.list("")}
-        r = client.request(method, path, content=body, headers=_as(tokens[principal]))
+        r = client.request(method, path, content=body, headers=bearer(tokens[principal]))
         if principal in ("none", "revoked", "expired"):
             assert r.status_code == 401, (principal, r.status_code, r.text)
         elif expected[principal]:

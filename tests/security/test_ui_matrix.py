@@ -17,12 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from haven.api.app import create_app
-from haven.jobs.runner import JobRunner
-from tests.foundation.helpers import make_folder_vm, register_local_host
+from tests.foundation.helpers import make_folder_vm, register_local_host, run_job
+from tests.security.principals import user_tokens
 from tests.security.table import read_table
 
 PRINCIPALS = ["none", "revoked", "expired", "reader", "operator", "contributor", "owner", "other-owner", "global-owner", "agent"]
-ROLES = {"reader": "Reader", "operator": "Operator", "contributor": "Contributor", "owner": "Owner"}
 TABLE = read_table("/ui", PRINCIPALS)
 S, V = "/ui/s/prod", "/ui/s/prod/v/v1"
 I = f"{V}/items/web1"
@@ -101,24 +100,15 @@ def world(tmp_path_factory):
     register_local_host(core, home / "vms")
     core.protection.enable(root, "prod", "v1", "web1")
     job = core.protection.backup_now(root, "prod", "v1", "web1")
-    runner = JobRunner(core.queue, core.job_handlers(), on_failure=core.alerts.job_failed)
-    while runner.run_once() != job["id"]:
-        pass
+    run_job(core, job["id"])
     (point,) = core.points.list(root, "prod", "v1", "web1")
     app = create_app(core)
 
-    tokens: dict[str, str | None] = {"none": None}
-    for who, role in ROLES.items():
-        tokens[who] = core.auth.create_token(root, who, role, "prod")["token"]
-    tokens["other-owner"] = core.auth.create_token(root, "other", "Owner", "dev")["token"]
-    tokens["global-owner"] = core.auth.create_token(root, "admin2", "Owner")["token"]
-    tokens["expired"] = core.auth.create_token(root, "old", "Owner", expires_in=timedelta(hours=1))["token"]
-    revoked = core.auth.create_token(root, "gone", "Owner")
-    tokens["revoked"] = revoked["token"]
+    tokens, revoke = user_tokens(core, root)
     tokens["agent"] = core.agents.add_host(root, "far", "local", "folder:///nonexistent", shares=["prod"])["agent_token"]
     dead = {p: _sign_in(app, tokens[p]) for p in ("revoked", "expired")}  # signed in while their tokens were good
     assert all(_csrf(c) for c in dead.values())
-    core.auth.revoke_token(root, revoked["id"])
+    revoke()
     clock.advance(timedelta(hours=2))
     yield {"app": app, "core": core, "tokens": tokens, "dead": dead, "point": point["id"], "job": job["id"]}
     core.close()
