@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from haven.cli.main import app
-from tests.services.haven_server import HavenServer
+from tests.services.haven_server import HavenServer, run_cli as run
 
 
 @pytest.fixture
@@ -15,12 +15,6 @@ def server(tmp_path, db_url):
     yield srv
     srv.stop()
 
-
-def run(server, *args, token=None, expect=0):
-    result = CliRunner().invoke(app, ["--server", server.url, "--token", token or server.token, "-o", "json", *args])
-    assert result.exit_code == expect, (args, result.exit_code, result.output)
-    out = result.stdout.strip()
-    return json.loads(out) if out and expect == 0 else result
 
 
 def test_vault_policy_and_token_flows(server):

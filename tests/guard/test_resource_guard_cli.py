@@ -2,14 +2,11 @@
 the backup admin puts a vault under it, shortens a retention, is refused with a request id, gets it approved
 by the security admin, and repeats the command with --approval (once)."""
 
-import json
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-from haven.cli.main import app
-from tests.services.haven_server import HavenServer
+from tests.services.haven_server import HavenServer, run_cli as run
 
 
 @pytest.fixture
@@ -18,12 +15,6 @@ def server(tmp_path):
     yield srv
     srv.stop()
 
-
-def run(server, *args, token=None, expect=0):
-    result = CliRunner().invoke(app, ["--server", server.url, "--token", token or server.token, "-o", "json", *args])
-    assert result.exit_code == expect, (args, result.exit_code, result.output)
-    out = result.stdout.strip()
-    return json.loads(out) if out and expect == 0 else result
 
 
 def test_guarded_retention_cut_needs_an_approval_from_the_cli(server):

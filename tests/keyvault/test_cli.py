@@ -7,10 +7,8 @@ import json
 import os
 
 import pytest
-from typer.testing import CliRunner
 
-from haven.cli.main import app
-from tests.services.haven_server import HavenServer
+from tests.services.haven_server import HavenServer, run_cli as run
 
 
 @pytest.fixture
@@ -19,12 +17,6 @@ def server(tmp_path):
     yield srv
     srv.stop()
 
-
-def run(server, *args, expect=0):
-    result = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "-o", "json", *args])
-    assert result.exit_code == expect, (args, result.exit_code, result.output)
-    out = result.stdout.strip()
-    return json.loads(out) if out and expect == 0 else result
 
 
 def test_keyvault_cli(server, tmp_path):

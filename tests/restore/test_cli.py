@@ -7,21 +7,13 @@ import shlex
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from haven.cli.main import app
 from tests.restore.conftest import make_vm, same_bytes
 from tests.restore.test_file_recovery import nbd_servers_for
-from tests.services.haven_server import HavenServer
+from tests.services.haven_server import HavenServer, run_cli as run
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-
-def run(server, *args, expect=0):
-    result = CliRunner().invoke(app, ["--server", server.url, "--token", server.token, "-o", "json", *args])
-    assert result.exit_code == expect, (args, result.exit_code, result.output)
-    out = result.stdout.strip()
-    return json.loads(out) if out and expect == 0 else result
 
 
 @pytest.fixture

@@ -49,3 +49,16 @@ class HavenServer:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
+
+
+def run_cli(server: HavenServer, *args: str, token: str | None = None, expect: int = 0):
+    """``haven -o json ARGS`` against ``server`` (in this process, as the Owner unless ``token``); its JSON
+    answer when it exits 0 as expected, else the CLI result (output, exit code) to look at."""
+    from typer.testing import CliRunner
+
+    from haven.cli.main import app
+
+    result = CliRunner().invoke(app, ["--server", server.url, "--token", token or server.token, "-o", "json", *args])
+    assert result.exit_code == expect, (args, result.exit_code, result.output)
+    out = result.stdout.strip()
+    return json.loads(out) if out and expect == 0 else result
