@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +110,14 @@ def no_horizontal_overflow(page) -> tuple[bool, str]:
                 offenders: wide.slice(0, 5)};
     }""")
     return result["ok"], f"scrollWidth {result['width']} > {result['viewport']}: {result['offenders']}"
+
+
+def wait_job(client: httpx.Client, sub: str, job_id: str, timeout: float = 90) -> dict:
+    """Poll the API until job ``job_id`` of subscription ``sub`` has ended; its last view."""
+    end = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/subscriptions/{sub}/jobs/{job_id}").json()
+        if job["status"] in ("Completed", "CompletedWithWarnings", "Failed", "Cancelled"):
+            return job
+        assert time.monotonic() < end, f"job {job_id} did not finish"
+        time.sleep(0.2)

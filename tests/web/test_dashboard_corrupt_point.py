@@ -3,34 +3,22 @@ preselected point, its restore refused with the code and the fix; once healed, A
 
 from __future__ import annotations
 
-import time
-
 from playwright.sync_api import expect
 
-from tests.web.conftest import api, sign_in
+from tests.web.conftest import api, sign_in, wait_job
 
 SUB, VAULT, VM = "ops", "vault-cp", "sample-vm"
 ITEM_URL = f"/ui/s/{SUB}/v/{VAULT}/items/{VM}"
 
 
-def _wait(c, job_id: str) -> dict:
-    end = time.monotonic() + 90
-    while True:
-        job = c.get(f"/subscriptions/{SUB}/jobs/{job_id}").json()
-        if job["status"] in ("Completed", "CompletedWithWarnings", "Failed", "Cancelled"):
-            return job
-        assert time.monotonic() < end, f"job {job_id} did not finish"
-        time.sleep(0.2)
-
-
 def _backup(c) -> None:
     job = c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}/backup", json={}).json()
-    assert _wait(c, job["id"])["status"] in ("Completed", "CompletedWithWarnings")
+    assert wait_job(c, SUB, job["id"])["status"] in ("Completed", "CompletedWithWarnings")
 
 
 def _verify(c) -> dict:
     job = c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/verify", json={"read_data": True}).json()
-    return _wait(c, job["id"])
+    return wait_job(c, SUB, job["id"])
 
 
 def test_a_corrupt_point_is_marked_not_preselected_and_not_restorable(browser, haven, tmp_path):

@@ -13,22 +13,12 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.services._util import require_binary
-from tests.web.conftest import NARROW, api, nbd_servers, no_horizontal_overflow, shot, sign_in
+from tests.web.conftest import NARROW, api, nbd_servers, no_horizontal_overflow, shot, sign_in, wait_job
 
 SUB, VAULT, VM = "ops", "vault-rs", "sample-vm"
 VAULT_URL = f"/ui/s/{SUB}/v/{VAULT}"
 ITEM_URL = f"{VAULT_URL}/items/{VM}"
 DONE = re.compile(r"^(Completed|CompletedWithWarnings)$")
-
-
-def _wait(c, job_id: str) -> dict:
-    end = time.monotonic() + 90
-    while True:
-        job = c.get(f"/subscriptions/{SUB}/jobs/{job_id}").json()
-        if job["status"] in ("Completed", "CompletedWithWarnings", "Failed", "Cancelled"):
-            return job
-        assert time.monotonic() < end, f"job {job_id} did not finish"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +29,7 @@ def world(haven):
         c.post(f"/subscriptions/{SUB}/vaults", json={"name": VAULT, "region": "local"}).raise_for_status()
         c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items", json={"vm": VM}).raise_for_status()
         job = c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}/backup", json={}).json()
-        assert _wait(c, job["id"])["status"] in ("Completed", "CompletedWithWarnings")
+        assert wait_job(c, SUB, job["id"])["status"] in ("Completed", "CompletedWithWarnings")
         point = c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}/recovery-points").json()[0]["id"]
         reader = c.post("/tokens", json={"name": "web-reader-rs", "role": "Reader", "subscription": SUB}).json()["token"]
     return {"point": point, "reader": reader}
@@ -164,7 +154,7 @@ def test_vault_alerts_and_alert_targets(browser, haven, world):
         r = c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}/recovery-points/{world['point']}/restore-vm",
                    json={"target_vm_name": "doomed", "target": str(blocker / "sub")})
         if r.status_code == 202:
-            _wait(c, r.json()["id"])
+            wait_job(c, SUB, r.json()["id"])
         alerts = c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/alerts").json()
     assert alerts, r.text
     page.goto(haven.url + VAULT_URL)
