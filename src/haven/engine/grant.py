@@ -8,7 +8,7 @@ the vault's backend wrapped with the ``StorageGrant`` the agent's capability car
 - ``backup`` (a backup job): may read and list, and *create* what a backup writes: chunks (storing
   a chunk that is already there answers success and keeps the stored one), the job's own recovery
   point manifest (only while it is absent; sending the very same bytes again is a no-op, so an HTTP
-  retry is safe), and its own locks — a non-exclusive kind, expiring at most ``LOCK_MAX_AHEAD``
+  retry is safe), and its own locks — of kind "backup", expiring at most ``LOCK_MAX_AHEAD``
   from now, stamped with the job id; only a lock stamped with this job may be rewritten (refreshed)
   or deleted.
 
@@ -19,7 +19,6 @@ Nothing else: no overwrite or delete of stored data, ``config``, ``meta/``, ``gc
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,9 +38,9 @@ LOCK_MAX_AHEAD = timedelta(hours=2)
 #: a failed backup's released lock names the chunks it stored (up to 20,000 ids: ~1.3 MB) so GC can free them at once
 _LOCK_MAX_BYTES = 2 << 20
 _OBJECT_MAX_BYTES = 256 << 20
-#: lock kinds that exclude others (or that every holder treats as conflicting): never through a capability
-_EXCLUSIVE_KINDS = ("gc", "unknown")
-_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: the one lock kind a backup writes; the engine reads any other kind but "gc" as "unknown", which holds
+#: garbage collection off (``engine.locks``), and "gc" excludes GC itself: neither comes through a capability
+_AGENT_LOCK_KIND = "backup"
 
 
 class GrantMode(str, Enum):
@@ -74,8 +73,8 @@ class CapabilityDenied(Forbidden):
 class LockDocumentRefused(UserError):
     code = "UserErrorStorageLockRefused"
     message = "The lock {name!r} was not written: {reason}."
-    recommendation = (f"A host agent's lock is a JSON object with a non-exclusive 'kind' (not {', '.join(_EXCLUSIVE_KINDS)}) "
-                      f"and an 'expires' time with its zone, at most {int(LOCK_MAX_AHEAD.total_seconds() // 60)} minutes ahead.")
+    recommendation = (f"A host agent's lock is a JSON object of kind {_AGENT_LOCK_KIND!r} "
+                      f"with an 'expires' time with its zone, at most {int(LOCK_MAX_AHEAD.total_seconds() // 60)} minutes ahead.")
 
 
 class GrantedBackend(WrappingBackend):
@@ -181,10 +180,10 @@ class GrantedBackend(WrappingBackend):
         if not isinstance(doc, dict):
             raise refuse("it is not a JSON object")
         kind = doc.get("kind")
-        if not isinstance(kind, str) or not _KIND.match(kind):
-            raise refuse("its 'kind' is missing or not a short lower-case word")
-        if kind in _EXCLUSIVE_KINDS or doc.get("exclusive"):
-            raise self._deny("write", name, f"a {kind!r}{' exclusive' if doc.get('exclusive') else ''} lock is the server's alone")
+        if not isinstance(kind, str) or not kind:
+            raise refuse("its 'kind' is missing")
+        if kind != _AGENT_LOCK_KIND or doc.get("exclusive"):
+            raise self._deny("write", name, f"a {kind[:32]!r}{' exclusive' if doc.get('exclusive') else ''} lock is not a backup's")
         try:
             expires = datetime.fromisoformat(str(doc.get("expires")))
         except ValueError:
