@@ -51,6 +51,7 @@ def haven_endpoint(tmp_path_factory):
     from fastapi import FastAPI
 
     from haven.api.storage_endpoint import storage_router
+    from haven.services.objects import ObjectService
     from haven.errors import Forbidden, Unauthenticated
 
     root = tmp_path_factory.mktemp("endpoint")
@@ -63,7 +64,7 @@ def haven_endpoint(tmp_path_factory):
         return LocalBackend(root / vault_id)
 
     app = FastAPI()
-    app.include_router(storage_router(resolve))
+    app.include_router(storage_router(ObjectService(resolve)))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -105,9 +105,9 @@ def test_an_oversized_put_is_refused_before_its_body_is_read(haven_endpoint):
 
 
 def test_a_streamed_body_is_cut_off_at_the_cap(haven_endpoint, monkeypatch):
-    from haven.api import storage_endpoint
+    from haven.services import objects
 
-    monkeypatch.setattr(storage_endpoint, "MAX_OBJECT", 1 << 20)  # the cap is read at request time
+    monkeypatch.setattr(objects, "MAX_OBJECT", 1 << 20)  # the cap is read at request time
     name = "chunks/cd/" + "cd" * 32
     u = urlparse(haven_endpoint)
     head = (f"PUT /storage/v1/vaults/v-big/objects/{name} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"

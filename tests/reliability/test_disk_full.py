@@ -145,12 +145,13 @@ def test_a_full_folder_vault_reached_through_the_storage_endpoint_is_vault_full(
     from fastapi import FastAPI
 
     from haven.api.storage_endpoint import storage_router
+    from haven.services.objects import ObjectService
     from haven.engine.http import HttpBackend
     from tests.services._util import free_port, wait_for_port
 
     with _small_filesystem(tmp_path / "small", 256 << 10) as root:
         app = FastAPI()
-        app.include_router(storage_router(lambda token, vault_id: LocalBackend(root / vault_id)))
+        app.include_router(storage_router(ObjectService(lambda token, vault_id: LocalBackend(root / vault_id))))
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
         thread = threading.Thread(target=server.run, daemon=True)

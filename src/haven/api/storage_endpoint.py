@@ -1,11 +1,10 @@
 """Haven's storage endpoint, server side: serves folder vaults over HTTP to host agents.
 
-``storage_router(resolve)`` returns a FastAPI ``APIRouter``; mount it on the app as is (its
-paths start with ``/storage/v1/vaults/{vault_id}``). ``resolve(token, vault_id)`` authenticates
-the bearer token and returns the ``Backend`` that this token may use for that vault; it raises
-``Unauthenticated`` / ``Forbidden`` / ``NotFound`` otherwise. Haven's own resolver
-(``services.capabilities``) answers a job's capability with a ``GrantedBackend``, which decides
-what may be written or deleted. The wire protocol is documented in ``haven.engine.http``.
+``storage_router(objects)`` returns a FastAPI ``APIRouter``; mount it on the app as is (its
+paths start with ``/storage/v1/vaults/{vault_id}``). ``objects`` is the use case
+(``haven.services.objects.ObjectService``): it resolves the bearer token to what that credential
+may do with that vault (``Unauthenticated`` / ``Forbidden`` / ``NotFound`` otherwise) and checks
+every name. The wire protocol is documented in ``haven.engine.http``.
 
 Every request is resolved (authenticated and authorized) before its body is read; a PUT whose
 ``Content-Length`` is above the cap is refused unread, and a body without one is capped while it
@@ -15,29 +14,14 @@ streams in (``StorageObjectTooLarge``, 413). Names and listing prefixes pass ``c
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import blake3
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from haven.engine.backend import Backend, check_name, check_prefix
-from haven.engine.errors import StorageObjectNotFound, StorageUnavailable
-from haven.engine.grant import GrantedBackend
-from haven.engine.http import API_PREFIX, CHECKSUM_HEADER
-from haven.errors import HavenError, TooLarge, Unauthenticated, UserError
+from haven.errors import HavenError, Unauthenticated, UserError
+from haven.services.objects import API_PREFIX, CHECKSUM_HEADER, ObjectService, ObjectSession, StorageObjectTooLarge
 
-__all__ = ["storage_router", "Resolver", "StorageObjectTooLarge", "MAX_OBJECT"]
-
-Resolver = Callable[[str, str], Backend]
-MAX_OBJECT = 256 << 20
-
-
-class StorageObjectTooLarge(TooLarge):
-    code = "UserErrorStorageObjectTooLarge"
-    message = "The object {name!r} is larger than the {limit} bytes this storage endpoint takes for it{size}."
-    recommendation = "Nothing was stored. Send objects within the limit (a Haven agent's chunks and manifests always are; check the agent's version)."
+__all__ = ["storage_router"]
 
 
 async def _body(request: Request, name: str, limit: int) -> bytes:
@@ -69,12 +53,12 @@ def _error(exc: HavenError) -> JSONResponse:
     return JSONResponse(exc.to_payload(), status_code=exc.http_status)
 
 
-def storage_router(resolve: Resolver) -> APIRouter:
-    """The router serving ``/storage/v1/vaults/{vault_id}/…`` from the backends ``resolve`` hands out."""
+def storage_router(objects: ObjectService) -> APIRouter:
+    """The router serving ``/storage/v1/vaults/{vault_id}/…`` through ``objects``."""
     router = APIRouter(prefix=API_PREFIX + "/{vault_id}", tags=["storage endpoint"])
 
-    async def backend_for(request: Request, vault_id: str) -> Backend:
-        return await run_in_threadpool(resolve, _token(request), vault_id)
+    async def session(request: Request, vault_id: str) -> ObjectSession:
+        return await run_in_threadpool(objects.open, _token(request), vault_id)
 
     async def guarded(fn):
         try:
@@ -85,15 +69,10 @@ def storage_router(resolve: Resolver) -> APIRouter:
     @router.put("/objects/{name:path}", status_code=204, summary="Store an object")
     async def put_object(vault_id: str, name: str, request: Request) -> Response:
         async def run():
-            backend = await backend_for(request, vault_id)
-            check_name(name)
-            # what a capability may write is known from the name alone: refuse before reading the body
-            limit = await run_in_threadpool(backend.store_limit, name) if isinstance(backend, GrantedBackend) else MAX_OBJECT
-            body = await _body(request, name, min(limit, MAX_OBJECT))
-            want = request.headers.get(CHECKSUM_HEADER)
-            if want and blake3.blake3(body).hexdigest() != want:
-                raise StorageUnavailable(detail=f"body of {name} does not match its checksum")
-            await run_in_threadpool(backend.store, name, body)
+            vault = await session(request, vault_id)
+            limit = await run_in_threadpool(vault.store_limit, name)
+            body = await _body(request, name, limit)
+            await run_in_threadpool(vault.store, name, body, request.headers.get(CHECKSUM_HEADER))
             return Response(status_code=204)
 
         return await guarded(run)
@@ -101,18 +80,17 @@ def storage_router(resolve: Resolver) -> APIRouter:
     @router.get("/objects/{name:path}", summary="Load an object")
     async def get_object(vault_id: str, name: str, request: Request) -> Response:
         async def run():
-            backend = await backend_for(request, vault_id)
-            data = await run_in_threadpool(backend.load, check_name(name))
-            return Response(data, media_type="application/octet-stream", headers={CHECKSUM_HEADER: blake3.blake3(data).hexdigest()})
+            vault = await session(request, vault_id)
+            data, digest = await run_in_threadpool(vault.load, name)
+            return Response(data, media_type="application/octet-stream", headers={CHECKSUM_HEADER: digest})
 
         return await guarded(run)
 
     @router.head("/objects/{name:path}", summary="Whether an object exists")
     async def head_object(vault_id: str, name: str, request: Request) -> Response:
         async def run():
-            backend = await backend_for(request, vault_id)
-            if not await run_in_threadpool(backend.exists, check_name(name)):
-                raise StorageObjectNotFound(name=name)
+            vault = await session(request, vault_id)
+            await run_in_threadpool(vault.require, name)
             return Response(status_code=200)
 
         return await guarded(run)
@@ -120,8 +98,8 @@ def storage_router(resolve: Resolver) -> APIRouter:
     @router.delete("/objects/{name:path}", status_code=204, summary="Delete an object")
     async def delete_object(vault_id: str, name: str, request: Request) -> Response:
         async def run():
-            backend = await backend_for(request, vault_id)
-            await run_in_threadpool(backend.delete, check_name(name))
+            vault = await session(request, vault_id)
+            await run_in_threadpool(vault.delete, name)
             return Response(status_code=204)
 
         return await guarded(run)
@@ -129,9 +107,8 @@ def storage_router(resolve: Resolver) -> APIRouter:
     @router.get("/objects", summary="List objects by prefix")
     async def list_objects(vault_id: str, request: Request, prefix: str = "") -> Response:
         async def run():
-            backend = await backend_for(request, vault_id)
-            check_prefix(prefix)
-            objs = await run_in_threadpool(lambda: [{"name": o.name, "size": o.size} for o in backend.list(prefix)])
+            vault = await session(request, vault_id)
+            objs = await run_in_threadpool(lambda: [{"name": o.name, "size": o.size} for o in vault.list(prefix)])
             return JSONResponse({"objects": objs})
 
         return await guarded(run)
@@ -139,8 +116,8 @@ def storage_router(resolve: Resolver) -> APIRouter:
     @router.post("/prepare", status_code=204, summary="Create the vault folder if missing")
     async def prepare(vault_id: str, request: Request) -> Response:
         async def run():
-            backend = await backend_for(request, vault_id)
-            await run_in_threadpool(backend.prepare)
+            vault = await session(request, vault_id)
+            await run_in_threadpool(vault.prepare)
             return Response(status_code=204)
 
         return await guarded(run)
