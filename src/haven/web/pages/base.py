@@ -1,0 +1,238 @@
+"""The dashboard's shared page machinery: templates and their filters, error pages, rendering, signed notices."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from haven.domain.enums import JobStatus, Role
+from haven.errors import HavenError, UserError
+from haven.services.auth import Caller
+from haven.web.session import SessionMissing, SignInRequired, csrf_token, current_caller
+
+
+TEMPLATES_DIR = Path(__file__).parent.parent / "templates"
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+FINISHED = {s.value for s in JobStatus if s.finished}
+ACTIVE = {JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value, JobStatus.CANCELLING.value}
+
+
+# ------------------------------------------------------------------ formatting helpers (template filters)
+
+
+def _dt(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _size(value: Any) -> str:
+    if value is None:
+        return "—"
+    n = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(value)
+
+
+def _duration(value: Any) -> str:
+    if value is None:
+        return "—"
+    secs = float(value)
+    if secs < 60:
+        return f"{secs:.1f} s"
+    mins, s = divmod(int(secs), 60)
+    if mins < 60:
+        return f"{mins} min {s} s"
+    h, m = divmod(mins, 60)
+    return f"{h} h {m} min"
+
+
+def _percent(job: dict) -> float | None:
+    subtasks = job.get("subtasks") or []
+    if job.get("status") in FINISHED:
+        return 100.0 if job.get("status") in (JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_WARNINGS.value) else None
+    if not subtasks:
+        return 0.0 if job.get("status") in ACTIVE else None
+    values = [float(t.get("percent") or (100.0 if t.get("status") == "Completed" else 0.0)) for t in subtasks]
+    return round(sum(values) / len(values), 1)
+
+
+def _schedule_text(schedule: dict) -> str:
+    freq = schedule.get("frequency", "?")
+    times = ", ".join(schedule.get("times") or [])
+    tz = schedule.get("timezone") or "UTC"
+    if freq == "weekly":
+        names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+        days = ", ".join(names[d] for d in schedule.get("weekdays") or [] if isinstance(d, int) and 0 <= d < 7)
+        return f"Weekly on {days} at {times} ({tz})"
+    if freq == "hourly":
+        return f"Every {schedule.get('hourly_interval')} h from {times} for {schedule.get('hourly_window_hours')} h ({tz})"
+    return f"Daily at {times} ({tz})"
+
+
+def _retention_text(retention: dict) -> str:
+    parts = []
+    for key, unit in (("daily_days", "daily points {} days"), ("weekly_weeks", "weekly points {} weeks"),
+                      ("monthly_months", "monthly points {} months"), ("yearly_years", "yearly points {} years")):
+        if retention.get(key):
+            parts.append(unit.format(retention[key]))
+    return "; ".join(parts) or "—"
+
+
+def _verdict(vm: dict) -> dict:
+    """What a backup of this VM will look like now: the seeds' rule (running + agent -> application-consistent)."""
+    agent = vm.get("guest_agent") or {}
+    power = vm.get("power_state")
+    if power == "missing":
+        return {"level": "bad", "text": "Not reported by its host any more", "consistency": "—"}
+    if agent.get("problem"):
+        detail = agent.get("problem")
+        fix = agent.get("recommendation")
+    else:
+        detail, fix = None, None
+    if power == "running" and agent.get("present") and agent.get("answering") and agent.get("version_ok") is not False:
+        return {"level": "ok", "text": f"Guest agent {agent.get('version') or ''} answering".strip(), "consistency": "Application-consistent",
+                "detail": detail, "fix": fix}
+    if power == "running":
+        return {"level": "warn", "text": "Running without a usable guest agent", "consistency": "Crash-consistent",
+                "detail": detail or "The guest agent (qemu-guest-agent) is missing, not answering or too old.",
+                "fix": fix or "Install or start qemu-guest-agent in the guest for application-consistent recovery points."}
+    return {"level": "info", "text": f"VM is {power or 'unknown'}", "consistency": "Crash-consistent",
+            "detail": detail or "A stopped VM is still backed up; its recovery points are crash-consistent.", "fix": fix}
+
+
+templates.env.filters.update(dt=_dt, size=_size, duration=_duration, schedule=_schedule_text, retention=_retention_text, q=lambda s: quote(str(s), safe=""))
+templates.env.globals.update(percent=_percent, verdict=_verdict, FINISHED=FINISHED, ACTIVE=ACTIVE)
+
+
+# ------------------------------------------------------------------ routing: pages answer HTML, errors included
+
+
+def _error_page(request: Request, exc: HavenError) -> Response:
+    caller = None
+    try:
+        caller = current_caller(request)
+    except SignInRequired:
+        pass
+    return _render(request, "error.html", caller, status=exc.http_status if exc.http_status >= 400 else 500,
+                   error=exc, back=request.headers.get("referer"))
+
+
+class PageRoute(APIRoute):
+    """Routes whose errors render as pages: sign-in redirects, and errors with their code, message and fix."""
+
+    def get_route_handler(self) -> Callable:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except SignInRequired as e:
+                if request.method != "GET":
+                    return _error_page(request, SessionMissing())
+                params = {"next": request.url.path + (f"?{request.url.query}" if request.url.query else "")}
+                if e.reason:
+                    params["reason"] = e.reason
+                return RedirectResponse("/ui/signin?" + urlencode(params), status_code=303)
+            except HavenError as e:
+                return _error_page(request, e)
+            except RequestValidationError as e:
+                problems = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors()[:5])
+                return _error_page(request, UserError(f"The form is invalid: {problems}", "Fill in the fields named above and submit again."))
+
+        return handler
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=PageRoute)  # every page module adds its routes
+
+
+def _render(request: Request, name: str, caller: Caller | None, status: int = 200, **ctx) -> HTMLResponse:
+    core = request.app.state.core
+    roles = {}
+    if caller is not None:
+        try:
+            names = {s["id"]: s["name"] for s in core.subscriptions.list(caller)}
+        except HavenError:
+            names = {}
+        roles = {("all subscriptions" if k == "*" else names.get(k, k)): v.value for k, v in caller.roles.items()}
+    context = {
+        "caller": caller,
+        "roles": roles,
+        "csrf": csrf_token(request) if caller is not None else "",
+        "msg": _notice(request),
+        "can": (lambda sub_id, role: caller is not None and caller.can(sub_id, Role(role))),
+        "path": request.url.path,
+        **ctx,
+    }
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def _go(request: Request, url: str, msg: str | None = None) -> RedirectResponse:
+    """Redirect after a post (303), with a signed one-line notice for the next page."""
+    if msg:
+        url += ("&" if "?" in url else "?") + urlencode({"msg": msg, "sig": _sign(request, msg)})
+    return RedirectResponse(url, status_code=303)
+
+
+def _sign(request: Request, msg: str) -> str:
+    return hmac.new(request.app.state.web_secret, b"msg:" + msg.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def _notice(request: Request) -> str | None:
+    """The notice from the query string, only when this server signed it (no text injected through links)."""
+    msg, sig = request.query_params.get("msg"), request.query_params.get("sig") or ""
+    if msg and hmac.compare_digest(sig, _sign(request, msg)):
+        return msg
+    return None
+
+
+def _vault_url(sub: str, vault: str) -> str:
+    return f"/ui/s/{quote(sub, safe='')}/v/{quote(vault, safe='')}"
+
+
+def _sub(core, caller: Caller, sub: str) -> dict:
+    return core.subscriptions.show(caller, sub)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{value!r} is not a whole number.", "Give retention counts as whole numbers, or leave them empty.") from None
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "on", "yes", "true")
+
+
+def _protection(core, caller: Caller, sub: str, vm: dict) -> dict | None:
+    """``check_vm`` of a VM listed on a page; another subscription's vault shows as just that (never named)."""
+    try:
+        check = core.protection.check_vm(caller, sub, vm["name"], vm["host"])
+    except HavenError:
+        return None
+    return {**check, "protected": True, "vault": "another subscription"} if check.get("other_subscription") else check

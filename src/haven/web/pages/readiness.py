@@ -1,0 +1,52 @@
+"""Readiness (guest agents, prepare check) and the key vault page."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from haven.errors import HavenError
+from haven.services.auth import Caller
+from haven.web.session import current_caller
+from haven.web.pages.base import _protection, _render, router
+
+@router.get("/readiness")
+def readiness_page(request: Request, subscription: str = "", check: str = ""):
+    core = request.app.state.core
+    caller = current_caller(request)
+    vms = core.inventory.list_vms(caller)
+    hosts = core.inventory.list_hosts(caller)
+    subs = core.subscriptions.list(caller)
+    chosen = next((x for x in subs if subscription in (x["name"], x["id"])), subs[0] if subs else None)
+    rows = []
+    for vm in vms:
+        protected = _protection(core, caller, chosen["name"], vm) if chosen else None
+        report = _prepare_report(core, caller, chosen, vm) if check in ("all", vm["name"]) else None
+        rows.append({**vm, "check": protected, "prepare": report})
+    return _render(request, "readiness.html", caller, vms=rows, hosts=hosts, subs=subs, chosen=chosen, checked=check,
+                   prepare_available=True)
+
+
+def _prepare_report(core, caller: Caller, subscription: dict | None, vm: dict) -> dict | None:
+    """The ``prepare check`` report of one VM (``core.prepare.check``, as ``haven prepare check``):
+    ``{verdict, ok, checks: [{check, status, reason, fix, code}]}``; an error becomes ``{"error": ...}``."""
+    if subscription is None:
+        return None
+    try:
+        return core.prepare.check(caller, subscription["name"], vm["name"], host=vm["host"], timeout=3.0)
+    except HavenError as e:
+        return {"error": {"code": e.code, "message": e.text, "recommendation": e.fix}}
+
+
+@router.get("/keyvault")
+def keyvault_page(request: Request):
+    """Key vaults and their access policies (``core.keyvault.list``/``show``), with the ``Haven Backup`` template."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    groups, problem = [], None
+    try:
+        for sub in core.subscriptions.list(caller):
+            vaults = [core.keyvault.show(caller, sub["id"], kv["name"]) for kv in core.keyvault.list(caller, sub["id"])]
+            groups.append({"sub": sub, "vaults": vaults})
+    except HavenError as e:
+        problem = e
+    return _render(request, "keyvault.html", caller, service=core.keyvault, groups=groups, problem=problem)

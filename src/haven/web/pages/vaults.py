@@ -1,0 +1,206 @@
+"""Vaults: the list, quick create, a vault's page (redundancy, alerts) and the configure-backup wizard."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from fastapi import Form, Request
+from fastapi.responses import HTMLResponse
+
+from haven.domain.enums import JobStatus, Role
+from haven.domain.vault import RedundancyLocked
+from haven.errors import HavenError, UserError
+from haven.services.auth import Caller
+from haven.web.session import check_csrf, current_caller
+from haven.web.pages.base import _flag, _go, _int_or_none, _protection, _render, router, _sub, _vault_url
+
+# ------------------------------------------------------------------ vaults
+
+
+@router.get("/")
+def vaults_page(request: Request):
+    core = request.app.state.core
+    caller = current_caller(request)
+    since = core.clock.now() - timedelta(hours=24)
+    groups = []
+    for sub in core.subscriptions.list(caller):
+        rows = []
+        for v in core.vaults.list(caller, sub["id"]):
+            failed = core.jobs.list(caller, sub["id"], v["name"], status=JobStatus.FAILED.value, start=since, limit=1000)
+            running = core.jobs.list(caller, sub["id"], v["name"], status=JobStatus.IN_PROGRESS.value, limit=1000)
+            rows.append({**v, "failed_24h": len(failed), "running": len(running)})
+        groups.append({"sub": sub, "vaults": rows})
+    return _render(request, "vaults.html", caller, groups=groups, global_owner=caller.roles.get("*") == Role.OWNER)
+
+
+@router.post("/subscriptions")
+def create_subscription(request: Request, name: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    sub = core.subscriptions.create(caller, name.strip())
+    return _go(request, "/ui/", f"Subscription {sub['name']} created.")
+
+
+@router.get("/vaults/new")
+def vault_new_page(request: Request, subscription: str | None = None):
+    caller = current_caller(request)
+    return _vault_form(request, caller, {"subscription": subscription or "", "name": "", "region": ""})
+
+
+def _vault_form(request: Request, caller: Caller, values: dict, error: HavenError | None = None) -> HTMLResponse:
+    core = request.app.state.core
+    subs = [s for s in core.subscriptions.list(caller) if caller.can(s["id"], Role.CONTRIBUTOR)]
+    regions = core.regions.list()
+    return _render(request, "vault_new.html", caller, status=error.http_status if error else 200,
+                   subs=subs, regions=regions, values=values, error=error)
+
+
+@router.post("/vaults/new")
+def vault_create(request: Request, name: str = Form(""), subscription: str = Form(""), region: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    values = {"name": name, "subscription": subscription, "region": region}
+    try:
+        vault = core.vaults.create(caller, subscription, name, region)
+    except HavenError as e:
+        return _vault_form(request, caller, values, e)
+    sub = _sub(core, caller, subscription)
+    return _go(request, _vault_url(sub["name"], vault["name"]),
+               f"Vault {vault['name']} created and Active. Choose its storage redundancy now, before you protect any VM.")
+
+
+@router.get("/s/{sub}/v/{vault}")
+def vault_page(request: Request, sub: str, vault: str):
+    core = request.app.state.core
+    caller = current_caller(request)
+    return _vault(request, core, caller, sub, vault)
+
+
+def _vault(request: Request, core, caller: Caller, sub: str, vault: str, status: int = 200, alert_error: HavenError | None = None,
+           alert_form: dict | None = None) -> HTMLResponse:
+    subscription = _sub(core, caller, sub)
+    v = core.vaults.show(caller, sub, vault)
+    items = core.protection.list_items(caller, sub, vault)
+    policies = core.policies.list(caller, sub, vault)
+    jobs = core.jobs.list(caller, sub, vault, limit=5)
+    locked = None
+    if v["storage_redundancy_locked"]:
+        err = RedundancyLocked(vault=v["name"], count=v["protected_items"])
+        locked = {"text": err.text, "fix": err.fix}
+    region = next((r for r in core.regions.list() if r["name"] == v["region"]), {"paired_region": None})
+    return _render(request, "vault.html", caller, status=status, sub=subscription, vault=v, items=items, policies=policies,
+                   jobs=jobs, locked=locked, region=region, base=_vault_url(subscription["name"], v["name"]),
+                   alerts=core.alerts.list(caller, sub, vault)[:50], alert_error=alert_error, alert_form=alert_form or {})
+
+
+@router.post("/s/{sub}/v/{vault}/alerts")
+def vault_alerts(request: Request, sub: str, vault: str, webhook: str = Form(""), email: str = Form(""),
+                 clear_webhook: str = Form(""), clear_email: str = Form(""), csrf: str = Form("")):
+    """Alert targets: ``core.alerts.configure`` (as ``PUT …/alert-settings``). An empty field keeps the current value."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    hook = "" if _flag(clear_webhook) else (webhook.strip() or None)
+    mail = "" if _flag(clear_email) else (email.strip() or None)
+    try:
+        done = core.alerts.configure(caller, sub, vault, hook, mail)
+    except HavenError as e:
+        return _vault(request, core, caller, sub, vault, status=e.http_status, alert_error=e,
+                      alert_form={"webhook": webhook, "email": email})
+    return _go(request, _vault_url(sub, vault),
+               f"Alerts of {vault} go to webhook {done['webhook'] or '(none)'} and e-mail {done['email'] or '(none)'}.")
+
+
+@router.post("/s/{sub}/v/{vault}/redundancy")
+def vault_redundancy(request: Request, sub: str, vault: str, redundancy: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    if hasattr(core.vaults, "set_properties"):
+        v = core.vaults.set_properties(caller, sub, vault, redundancy=redundancy)
+    else:  # older core
+        v = core.vaults.set_redundancy(caller, sub, vault, redundancy)
+    return _go(request, _vault_url(sub, vault), f"Storage redundancy of {v['name']} is {v['storage_redundancy']}.")
+
+
+# ------------------------------------------------------------------ configure backup: goal -> policy -> VMs -> enable
+
+
+@router.get("/s/{sub}/v/{vault}/configure")
+def configure_page(request: Request, sub: str, vault: str, step: str = "goal", policy: str | None = None,
+                   workload: str | None = None, what: str | None = None):
+    core = request.app.state.core
+    caller = current_caller(request)
+    return _configure(request, core, caller, sub, vault, step, policy)
+
+
+def _configure(request, core, caller, sub, vault, step, policy, errors=None, done=None, form=None, status=200):
+    subscription = _sub(core, caller, sub)
+    v = core.vaults.show(caller, sub, vault)
+    policies = core.policies.list(caller, sub, vault)
+    vms = []
+    if step == "vms":
+        core.policies.show(caller, sub, vault, policy or "DefaultPolicy")  # the chosen policy exists
+        for vm in core.inventory.list_vms(caller, v["region"], subscription=sub):
+            vms.append({**vm, "check": _protection(core, caller, sub, vm)
+                        or {"protected": True, "vault": "another subscription", "state": "Protected"}})
+    if step not in ("goal", "policy", "vms"):
+        step = "goal"
+    return _render(request, "configure.html", caller, status=status, sub=subscription, vault=v, step=step, policies=policies,
+                   policy=policy or "DefaultPolicy", vms=vms, errors=errors or [], done=done or [], form=form or {},
+                   base=_vault_url(subscription["name"], v["name"]))
+
+
+@router.post("/s/{sub}/v/{vault}/configure/policy")
+def configure_policy(request: Request, sub: str, vault: str, name: str = Form(""), frequency: str = Form("daily"),
+                     time: str = Form("22:30"), tz: str = Form("UTC"), weekdays: list[int] = Form([]),
+                     daily_days: str = Form(""), weekly_weeks: str = Form(""), monthly_months: str = Form(""),
+                     yearly_years: str = Form(""), csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    form = {"name": name, "frequency": frequency, "time": time, "tz": tz, "weekdays": weekdays, "daily_days": daily_days,
+            "weekly_weeks": weekly_weeks, "monthly_months": monthly_months, "yearly_years": yearly_years}
+    try:
+        schedule = {"frequency": frequency, "times": [time], "timezone": tz or "UTC"}
+        if frequency == "weekly":
+            schedule["weekdays"] = weekdays
+        retention = {"daily_days": _int_or_none(daily_days), "weekly_weeks": _int_or_none(weekly_weeks),
+                     "monthly_months": _int_or_none(monthly_months), "yearly_years": _int_or_none(yearly_years)}
+        if frequency == "weekly" and weekdays:
+            retention["weekly_days"] = weekdays
+        created = core.policies.create(caller, sub, vault, name.strip(), schedule, retention)
+    except HavenError as e:
+        return _configure(request, core, caller, sub, vault, "policy", None, errors=[{"vm": None, "error": e}], form=form,
+                          status=e.http_status)
+    return _go(request, f"{_vault_url(sub, vault)}/configure?" + urlencode({"step": "vms", "policy": created["name"]}),
+               f"Policy {created['name']} created.")
+
+
+@router.post("/s/{sub}/v/{vault}/configure/enable")
+def configure_enable(request: Request, sub: str, vault: str, policy: str = Form("DefaultPolicy"), vms: list[str] = Form([]),
+                     csrf: str = Form("")):
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    if not vms:
+        err = UserError("No VM was selected.", "Tick at least one VM in the list, then choose Enable backup.")
+        return _configure(request, core, caller, sub, vault, "vms", policy, errors=[{"vm": None, "error": err}], status=400)
+    errors, done = [], []
+    for ref in vms:
+        vm, _, host = ref.partition("@")
+        try:
+            core.protection.enable(caller, sub, vault, vm, policy, host or None)
+            done.append(vm)
+        except HavenError as e:
+            errors.append({"vm": vm, "error": e})
+    if errors:
+        return _configure(request, core, caller, sub, vault, "vms", policy, errors=errors, done=done,
+                          status=max(e["error"].http_status for e in errors))
+    return _go(request, _vault_url(sub, vault), f"Backup enabled for {', '.join(done)} with policy {policy}.")
+
+
+# ------------------------------------------------------------------ protected items, backup now, stop protection, restore
