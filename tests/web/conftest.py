@@ -76,9 +76,10 @@ def browser():
         b.close()
 
 
-def sign_in(browser, server: HavenServer, token: str, width: int = WIDE):
-    """A new browser context signed in with ``token`` through the sign-in form; returns its page."""
-    context = browser.new_context(viewport={"width": width, "height": 900})
+def sign_in(browser, server: HavenServer, token: str, width: int = WIDE, **options):
+    """A new browser context signed in with ``token`` through the sign-in form; returns its page.
+    ``options`` go to the context (e.g. ``bypass_csp`` for a test that injects a checker)."""
+    context = browser.new_context(viewport={"width": width, "height": 900}, **options)
     context.set_default_timeout(20_000)
     page = context.new_page()
     page.goto(server.url + "/")

@@ -37,6 +37,17 @@ def _csrf(page) -> str:
     return page.locator("input[name=csrf]").first.get_attribute("value")
 
 
+def test_a_reader_opening_the_configure_wizard_by_url_cannot_enable_backup(browser, haven, populated):
+    page = sign_in(browser, haven, populated["reader"])
+    page.goto(haven.url + f"{VAULT_URL}/configure?step=vms&policy=DefaultPolicy")
+    expect(page.locator("#read-only-notice")).to_contain_text("needs the Operator role")
+    expect(page.locator("#read-only-notice")).to_contain_text(SUB)
+    expect(page.locator("#enable-backup")).to_be_disabled()
+    for box in page.locator("#enable-form input[type=checkbox]").all():
+        expect(box).to_be_disabled()
+    page.context.close()
+
+
 def test_reader_sees_no_actions_and_forged_posts_are_refused(browser, haven, populated):
     page = sign_in(browser, haven, populated["reader"])
     expect(page.locator(".role").first).to_have_text("Reader")
@@ -134,6 +145,17 @@ def test_job_status_feed_and_delete_data_then_undelete(browser, haven, populated
     row.locator("details.stop summary").click()
     row.locator("input[name=data][value=delete]").check()
     row.locator("button.stop-protection").click()
+    # deleting backup data asks first: nothing changes until the item's name is typed
+    expect(page.locator("#stop-confirm")).to_contain_text("1 recovery point")
+    with api(haven) as c:
+        assert c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}").json()["protection_state"] == "Protected"
+    page.fill("#confirm-name", "not-the-vm")
+    page.click("#confirm-stop")
+    expect(page.locator("#confirm-mismatch")).to_be_visible()
+    with api(haven) as c:
+        assert c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}").json()["protection_state"] == "Protected"
+    page.fill("#confirm-name", VM)
+    page.click("#confirm-stop")
     expect(page.locator(".flash")).to_contain_text("soft-deleted")
     expect(page.locator("#items tr[data-vm=sample-vm] .state")).to_have_text("SoftDeleted")
     page.locator("#items tr[data-vm=sample-vm] button.undelete").click()
@@ -141,4 +163,19 @@ def test_job_status_feed_and_delete_data_then_undelete(browser, haven, populated
     expect(page.locator("#items tr[data-vm=sample-vm] .state")).to_have_text("ProtectionStopped")
     with api(haven) as c:
         assert c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}").json()["protection_state"] == "ProtectionStopped"
+    page.context.close()
+
+
+def test_a_form_address_opened_in_the_browser_leads_back_to_its_page(browser, haven, populated):
+    page = sign_in(browser, haven, haven.token)
+    for form, holder in [(f"{VAULT_URL}/items/{VM}/backup", f"{VAULT_URL}/items/{VM}"),
+                         (f"{VAULT_URL}/configure/enable", f"{VAULT_URL}/configure"),
+                         (f"/ui/s/{SUB}/jobs/{populated['job']}/stop", f"/ui/s/{SUB}/jobs/{populated['job']}"),
+                         ("/ui/signout", "/ui/")]:
+        answer = page.goto(haven.url + form)
+        assert answer.status == 200 and page.url == haven.url + holder, (form, page.url)
+        assert "UserErrorMethodNotAllowed" not in page.content()
+    # the API keeps its typed answer
+    r = httpx.get(haven.url + "/api/v1/tokens/x/revoke", headers={"Authorization": f"Bearer {haven.token}"})
+    assert r.status_code in (404, 405) and r.headers["content-type"].startswith("application/json")
     page.context.close()

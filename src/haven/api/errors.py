@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from haven.api.schemas import ErrorBody
@@ -54,6 +54,19 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods - {"HEAD"}) if methods != {"HEAD"} else sorted(methods)
 
 
+def _page_holding(request: Request) -> str:
+    """The nearest ancestor of a dashboard form's address that is a page (answers GET)."""
+    from starlette.routing import Match
+
+    path = request.url.path.rstrip("/")
+    while path.count("/") > 1:
+        path = path.rsplit("/", 1)[0]
+        scope = {**request.scope, "method": "GET", "path": path}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            return path
+    return "/ui/"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HavenError)
     async def _haven(request: Request, exc: HavenError):
@@ -68,6 +81,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 405 and request.method == "GET" and request.url.path.startswith("/ui/"):
+            # a form's address opened in the browser (a bookmark, a reload): back to the page that holds the form
+            return RedirectResponse(_page_holding(request), status_code=303)
         cls = {404: "UserErrorNotFound", 405: "UserErrorMethodNotAllowed"}.get(exc.status_code, "UserErrorInvalidRequest")
         body = {"error": {"code": cls, "message": str(exc.detail), "recommendation": "See /docs for the API's routes and methods.", "details": {}}}
         headers = dict(getattr(exc, "headers", None) or {})

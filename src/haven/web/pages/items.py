@@ -66,15 +66,29 @@ def item_backup(request: Request, sub: str, vault: str, vm: str, retain_days: st
 
 
 @router.post("/s/{sub}/v/{vault}/items/{vm}/stop")
-def item_stop(request: Request, sub: str, vault: str, vm: str, data: str = Form("keep"), csrf: str = Form("")):
+def item_stop(request: Request, sub: str, vault: str, vm: str, data: str = Form("keep"), confirm: str = Form(""),
+              csrf: str = Form("")):
     core = request.app.state.core
     caller = current_caller(request)
     check_csrf(request, csrf)
     if data not in ("keep", "delete"):
         raise UserError(f"Unknown choice {data!r} for the backup data.", "Choose 'keep' or 'delete'.")
+    if data == "delete" and confirm != vm:
+        # deleting backup data asks first, like the portal: the item's name typed again
+        return _stop_confirm(request, core, caller, sub, vault, vm, mismatch=bool(confirm))
     item = core.protection.disable(caller, sub, vault, vm, delete_backup_data=data == "delete")
     what = "its backup data is kept" if data == "keep" else "its backup data is soft-deleted"
     return _go(request, _vault_url(sub, vault), f"Protection of {vm} stopped ({item['protection_state']}); {what}.")
+
+
+def _stop_confirm(request: Request, core, caller: Caller, sub: str, vault: str, vm: str, mismatch: bool) -> HTMLResponse:
+    subscription = _sub(core, caller, sub)
+    v = core.vaults.show(caller, sub, vault)
+    caller.require(v["subscription_id"], Role.CONTRIBUTOR)  # the service checks again when confirmed
+    item = core.protection.show_item(caller, sub, vault, vm)
+    points = core.points.list(caller, sub, vault, vm)
+    return _render(request, "stop_confirm.html", caller, status=400 if mismatch else 200, sub=subscription, vault=v,
+                   item=item, points=points, mismatch=mismatch, base=_vault_url(subscription["name"], v["name"]))
 
 
 @router.post("/s/{sub}/v/{vault}/items/{vm}/undelete")
