@@ -83,11 +83,21 @@ class JobService:
             "started_at": job.started_at,
             "ended_at": job.ended_at,
             "duration_seconds": duration,
-            "subtasks": job.subtasks or [],
+            "subtasks": _settled(job.subtasks or [], job.status),
             "warnings": job.warnings or [],
             "error": error,
             "result": job.result or {},
         }
+
+
+_UNFINISHED = ("InProgress", "NotStarted")
+
+
+def _settled(subtasks: list[dict], status: str) -> list[dict]:
+    """A job that failed or was cancelled leaves no subtask running: what it was doing ended with it."""
+    if status not in (JobStatus.FAILED.value, JobStatus.CANCELLED.value):
+        return subtasks
+    return [{**t, "status": status} if t.get("status") in _UNFINISHED else t for t in subtasks]
 
 
 def _check(value, enum, field) -> None:

@@ -78,6 +78,45 @@ def _percent(job: dict) -> float | None:
     return round(sum(values) / len(values), 1)
 
 
+_POINT_KEYS = {"recovery_point_id": "Recovery point", "parent": "Parent point", "undo_recovery_point": "Undo point"}
+_LABELS = {"bytes_read": "Read", "bytes_stored": "Stored (new)", "nics": "Network interfaces"}
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_plain(v) for v in value)
+    return str(value)
+
+
+def _result_rows(job: dict, item_url: str | None) -> list[dict]:
+    """A job's result as labelled lines for people: sizes as sizes, point ids as links, nothing raw."""
+    rows = []
+    for key, value in (job.get("result") or {}).items():
+        if key == "instructions":
+            continue
+        label = _POINT_KEYS.get(key) or _LABELS.get(key) or key.replace("_", " ").capitalize()
+        href = None
+        if key in _POINT_KEYS and value:
+            href = f"{item_url}#rp-{value}" if item_url else None
+            lines = [str(value)]
+        elif key == "parent" or (key in _POINT_KEYS and not value):
+            lines = ["none (a full backup)" if key == "parent" else "—"]
+        elif "bytes" in key and isinstance(value, (int, float)):
+            lines = [_size(value)]
+        elif isinstance(value, dict):
+            lines = [f"{k}: {_plain(v)}" for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            lines = [_plain(v) for v in value] or ["—"]
+        else:
+            lines = [_plain(value)]
+        rows.append({"key": key, "label": label, "lines": lines, "href": href})
+    return rows
+
+
 def _schedule_text(schedule: dict) -> str:
     freq = schedule.get("frequency", "?")
     times = ", ".join(schedule.get("times") or [])
@@ -123,7 +162,7 @@ def _verdict(vm: dict) -> dict:
 
 
 templates.env.filters.update(dt=_dt, size=_size, duration=_duration, schedule=_schedule_text, retention=_retention_text, q=lambda s: quote(str(s), safe=""))
-templates.env.globals.update(percent=_percent, verdict=_verdict, FINISHED=FINISHED, ACTIVE=ACTIVE)
+templates.env.globals.update(percent=_percent, verdict=_verdict, result_rows=_result_rows, FINISHED=FINISHED, ACTIVE=ACTIVE)
 
 
 # ------------------------------------------------------------------ routing: pages answer HTML, errors included

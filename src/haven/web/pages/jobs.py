@@ -14,7 +14,7 @@ from haven.domain.enums import JobStatus, JobType
 from haven.errors import HavenError
 from haven.services.auth import Caller
 from haven.web.session import SignInRequired, check_csrf, current_caller
-from haven.web.pages.base import _duration, FINISHED, _go, _int_or_none, _percent, _render, router, _sub
+from haven.web.pages.base import _dt, _duration, FINISHED, _go, _int_or_none, _percent, _render, router, _sub
 
 # ------------------------------------------------------------------ jobs
 
@@ -56,7 +56,8 @@ def job_page(request: Request, sub: str, job_id: str):
     subscription = _sub(core, caller, sub)
     job = core.jobs.show(caller, sub, job_id)
     vault = next((v for s, v in _visible_vaults(core, caller) if v["id"] == job["vault_id"]), None)
-    return _render(request, "job.html", caller, sub=subscription, job=job, vault=vault)
+    quiet = {"msg": None} if job["status"] in (JobStatus.FAILED.value, JobStatus.CANCELLED.value) else {}  # no "started" notice over a failed job
+    return _render(request, "job.html", caller, sub=subscription, job=job, vault=vault, **quiet)
 
 
 @router.get("/s/{sub}/jobs/{job_id}/status")
@@ -75,7 +76,7 @@ def job_status(request: Request, sub: str, job_id: str):
     return JSONResponse(jsonable_encoder({
         "id": job["id"], "status": job["status"], "finished": job["status"] in FINISHED,
         "percent": None if pct is None or math.isnan(pct) else pct, "active": active,
-        "duration": _duration(job["duration_seconds"]), "subtasks": job["subtasks"], "error": job["error"],
+        "duration": _duration(job["duration_seconds"]), "started": _dt(job["started_at"]), "subtasks": job["subtasks"], "error": job["error"],
     }))
 
 

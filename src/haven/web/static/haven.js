@@ -58,6 +58,13 @@
         if (pct && data.percent !== null) pct.textContent = data.percent + "%" + (data.active ? " · " + data.active : "");
         var dur = el.querySelector(".dur");
         if (dur) dur.textContent = data.duration;
+        var started = el.querySelector(".started");
+        if (started && data.started) started.textContent = data.started;
+        var card = document.getElementById("subtasks-card");
+        if (card && el.dataset.reload && data.subtasks && String(data.subtasks.length) !== card.dataset.count) {
+          window.location.reload();  // a new step began: show it
+          return;
+        }
         if (data.finished) {
           delete el.dataset.live;
           if (bar) bar.remove();
