@@ -9,10 +9,10 @@ from sqlalchemy import select
 from haven.db.models import Policy, ProtectedItem, Vault, VirtualMachine
 from haven.domain.enums import ProtectionState, Role
 from haven.domain.schedule import DEFAULT_POLICY_RETENTION, DEFAULT_POLICY_SCHEDULE, Retention, Schedule
-from haven.errors import Conflict, NotFound, UserError
+from haven.errors import Conflict, HavenError, NotFound, UserError
 from haven.services.auth import Caller
 
-__all__ = ["PolicyService", "PolicyNotFound", "DEFAULT_POLICY_NAME", "parse_policy"]
+__all__ = ["PolicyService", "PolicyNotFound", "DEFAULT_POLICY_NAME", "parse_policy", "policy_problems"]
 
 DEFAULT_POLICY_NAME = "DefaultPolicy"
 _POLICY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,149}$")
@@ -46,6 +46,31 @@ class PolicyBodyInvalid(UserError):
     code = "UserErrorPolicyInvalid"
     message = "The policy definition is invalid: {reason}"
     recommendation = "Give 'schedule' and 'retention' objects as documented (see 'haven policy show --name DefaultPolicy' for an example)."
+
+
+def policy_problems(name: str, schedule: dict, retention: dict) -> list[HavenError]:
+    """Every problem of a new policy at once (the name, the schedule, the retention, and the two together),
+    for forms that show them all; ``parse_policy`` stops at the first."""
+    found: list[HavenError] = []
+    if not isinstance(name, str) or not _POLICY_NAME.fullmatch(name):
+        found.append(PolicyNameInvalid(name=name))
+    parts = []
+    for build in (Schedule.from_dict, Retention.from_dict):
+        raw = schedule if build is Schedule.from_dict else retention
+        try:
+            part = build(raw)
+            part.validate()
+            parts.append(part)
+        except HavenError as e:
+            found.append(e)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            found.append(PolicyBodyInvalid(reason=str(e) or type(e).__name__))
+    if len(parts) == 2:
+        try:
+            parts[1].validate_against(parts[0])
+        except HavenError as e:
+            found.append(e)
+    return found
 
 
 def parse_policy(schedule: dict, retention: dict) -> tuple[Schedule, Retention]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from urllib.parse import quote
 
 from fastapi import Form, Request
@@ -48,21 +49,37 @@ def _item(request: Request, core, caller: Caller, sub: str, vault: str, vm: str,
     # an error whose option's panel this caller does not see (a role too low, no point) is shown at the top
     needed = {"replace": Role.CONTRIBUTOR}
     top = [e for k, e in (errors or {}).items() if not points or not caller.can(v["subscription_id"], needed.get(k, Role.OPERATOR))]
+    today = core.clock.now().date()
     return _render(request, "item.html", caller, status=status, sub=subscription, vault=v, item=item, points=points, days=days,
                    default_point=default_point, jobs=jobs, policies=policies, base=_vault_url(subscription["name"], v["name"]), secondary=secondary,
                    machine=machine, hosts=hosts, mounts=mounts, errors=errors or {}, form=form or {}, option=chosen,
-                   top_errors=top)
+                   top_errors=top, retain_default=(today + timedelta(days=30)).isoformat(),  # Azure's on-demand default
+                   retain_min=(today + timedelta(days=1)).isoformat())
 
 
 @router.post("/s/{sub}/v/{vault}/items/{vm}/backup")
-def item_backup(request: Request, sub: str, vault: str, vm: str, retain_days: str = Form(""), csrf: str = Form("")):
+def item_backup(request: Request, sub: str, vault: str, vm: str, retain_days: str = Form(""), retain_until: str = Form(""),
+                csrf: str = Form("")):
     core = request.app.state.core
     caller = current_caller(request)
     check_csrf(request, csrf)
     days = _int_or_none(retain_days)
-    retain_until = core.clock.now() + timedelta(days=days) if days else None
-    job = core.protection.backup_now(caller, sub, vault, vm, retain_until)
+    keep = core.clock.now() + timedelta(days=days) if days else None
+    if retain_until.strip():
+        keep = _end_of_day(retain_until.strip(), core.clock.now())
+    job = core.protection.backup_now(caller, sub, vault, vm, keep)
     return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job['id']}", f"Backup of {vm} started.")
+
+
+def _end_of_day(text: str, now: datetime) -> datetime:
+    """The last second (UTC) of the day picked in a "Retain backup till" field; a day in the past is refused."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{text!r} is not a date.", "Pick the day to keep the recovery point until (YYYY-MM-DD).") from None
+    if day <= now.date():
+        raise UserError(f"Retain till {day.isoformat()} is not after today.", "Pick a day after today, up to 99 years ahead.")
+    return datetime.combine(day, dtime(23, 59, 59), tzinfo=timezone.utc)
 
 
 @router.post("/s/{sub}/v/{vault}/items/{vm}/stop")

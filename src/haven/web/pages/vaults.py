@@ -13,6 +13,7 @@ from haven.domain.vault import RedundancyLocked
 from haven.errors import HavenError, UserError
 from haven.services.auth import Caller
 from haven.web.session import check_csrf, current_caller
+from haven.services.policies import policy_problems
 from haven.web.pages.base import _flag, _go, _int_or_none, _protection, _render, router, _sub, _vault_url
 
 # ------------------------------------------------------------------ vaults
@@ -21,7 +22,10 @@ from haven.web.pages.base import _flag, _go, _int_or_none, _protection, _render,
 @router.get("/")
 def vaults_page(request: Request):
     core = request.app.state.core
-    caller = current_caller(request)
+    return _vaults(request, core, current_caller(request))
+
+
+def _vaults(request: Request, core, caller: Caller, sub_error: HavenError | None = None, sub_name: str = ""):
     since = core.clock.now() - timedelta(hours=24)
     groups = []
     for sub in core.subscriptions.list(caller):
@@ -31,7 +35,8 @@ def vaults_page(request: Request):
             running = core.jobs.list(caller, sub["id"], v["name"], status=JobStatus.IN_PROGRESS.value, limit=1000)
             rows.append({**v, "failed_24h": len(failed), "running": len(running)})
         groups.append({"sub": sub, "vaults": rows})
-    return _render(request, "vaults.html", caller, groups=groups, global_owner=caller.roles.get("*") == Role.OWNER)
+    return _render(request, "vaults.html", caller, status=sub_error.http_status if sub_error else 200, groups=groups,
+                   global_owner=caller.roles.get("*") == Role.OWNER, sub_error=sub_error, sub_name=sub_name)
 
 
 @router.post("/subscriptions")
@@ -39,7 +44,10 @@ def create_subscription(request: Request, name: str = Form(""), csrf: str = Form
     core = request.app.state.core
     caller = current_caller(request)
     check_csrf(request, csrf)
-    sub = core.subscriptions.create(caller, name.strip())
+    try:
+        sub = core.subscriptions.create(caller, name.strip())
+    except HavenError as e:  # shown beside the form, with what was typed
+        return _vaults(request, core, caller, sub_error=e, sub_name=name)
     return _go(request, "/ui/", f"Subscription {sub['name']} created.")
 
 
@@ -53,8 +61,9 @@ def _vault_form(request: Request, caller: Caller, values: dict, error: HavenErro
     core = request.app.state.core
     subs = [s for s in core.subscriptions.list(caller) if caller.can(s["id"], Role.CONTRIBUTOR)]
     regions = core.regions.list()
+    taken = {s["name"]: [v["name"] for v in core.vaults.list(caller, s["id"])] for s in subs}  # for the live name check
     return _render(request, "vault_new.html", caller, status=error.http_status if error else 200,
-                   subs=subs, regions=regions, values=values, error=error)
+                   subs=subs, regions=regions, values=values, error=error, taken=taken)
 
 
 @router.post("/vaults/new")
@@ -164,18 +173,28 @@ def configure_policy(request: Request, sub: str, vault: str, name: str = Form(""
     check_csrf(request, csrf)
     form = {"name": name, "frequency": frequency, "time": time, "tz": tz, "weekdays": weekdays, "daily_days": daily_days,
             "weekly_weeks": weekly_weeks, "monthly_months": monthly_months, "yearly_years": yearly_years}
+    schedule = {"frequency": frequency, "times": [time], "timezone": tz or "UTC"}
+    if frequency == "weekly":
+        schedule["weekdays"] = weekdays
+    problems: list[HavenError] = []
+    retention: dict = {}
+    for field, text in (("daily_days", daily_days), ("weekly_weeks", weekly_weeks), ("monthly_months", monthly_months),
+                        ("yearly_years", yearly_years)):
+        try:
+            retention[field] = _int_or_none(text)
+        except HavenError as e:
+            problems.append(e)
+    if frequency == "weekly" and weekdays:
+        retention["weekly_days"] = weekdays
+    problems += [] if problems else policy_problems(name.strip(), schedule, retention)  # every problem of the form at once
     try:
-        schedule = {"frequency": frequency, "times": [time], "timezone": tz or "UTC"}
-        if frequency == "weekly":
-            schedule["weekdays"] = weekdays
-        retention = {"daily_days": _int_or_none(daily_days), "weekly_weeks": _int_or_none(weekly_weeks),
-                     "monthly_months": _int_or_none(monthly_months), "yearly_years": _int_or_none(yearly_years)}
-        if frequency == "weekly" and weekdays:
-            retention["weekly_days"] = weekdays
+        if problems:
+            raise problems[0]
         created = core.policies.create(caller, sub, vault, name.strip(), schedule, retention)
     except HavenError as e:
-        return _configure(request, core, caller, sub, vault, "policy", None, errors=[{"vm": None, "error": e}], form=form,
-                          status=e.http_status)
+        shown = problems or [e]
+        return _configure(request, core, caller, sub, vault, "policy", None, errors=[{"vm": None, "error": p} for p in shown],
+                          form=form, status=e.http_status)
     return _go(request, f"{_vault_url(sub, vault)}/configure?" + urlencode({"step": "vms", "policy": created["name"]}),
                f"Policy {created['name']} created.")
 

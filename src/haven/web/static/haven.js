@@ -20,8 +20,19 @@
     if (!input) return;
     var out = document.getElementById("name-check");
     var form = input.form, button = form && form.querySelector("button[type=submit]");
+    var taken = {};
+    try { taken = JSON.parse((form && form.dataset.taken) || "{}"); } catch (e) { taken = {}; }
+    var subscription = form && form.querySelector("select[name=subscription]");
+    function takenProblem(name) {
+      var sub = subscription ? subscription.value : "";
+      var names = taken[sub] || [];
+      for (var i = 0; i < names.length; i++) {
+        if (names[i].toLowerCase() === name.toLowerCase()) return "A vault named " + names[i] + " already exists in subscription " + sub + ": choose another name.";
+      }
+      return null;
+    }
     function check(show) {
-      var problem = vaultNameProblem(input.value);
+      var problem = vaultNameProblem(input.value) || takenProblem(input.value);
       input.classList.toggle("invalid", !!problem && show);
       input.classList.toggle("valid", !problem);
       input.setAttribute("aria-invalid", problem ? "true" : "false");
@@ -33,6 +44,7 @@
       return !problem;
     }
     input.addEventListener("input", function () { check(true); });
+    if (subscription) subscription.addEventListener("change", function () { check(input.value.length > 0); });
     check(input.value.length > 0);
     if (form) form.addEventListener("submit", function (e) { if (!check(true)) e.preventDefault(); });
   }
