@@ -57,6 +57,11 @@ REQUESTS = {
     ("POST", "/ui/s/{sub}/jobs/{job_id}/stop"): (f"{S}/jobs/{{job}}/stop", {}),
     ("GET", "/ui/readiness"): ("/ui/readiness", None),
     ("GET", "/ui/keyvault"): ("/ui/keyvault", None),
+    ("POST", "/ui/keyvault/new"): ("/ui/keyvault/new", {"name": "kv-ui", "subscription": "prod", "region": "local"}),
+    ("POST", "/ui/s/{sub}/kv/{key_vault}/access-policies"): (f"{S}/kv/kv1/access-policies",
+                                                            {"principal": "Backup Management Service", "template": "Haven Backup"}),
+    ("POST", "/ui/s/{sub}/kv/{key_vault}/access-policies/remove"): (f"{S}/kv/kv1/access-policies/remove",
+                                                                   {"principal": "Backup Management Service"}),
 }
 
 
@@ -95,6 +100,7 @@ def world(tmp_path_factory):
     core.subscriptions.create(root, "prod")
     core.subscriptions.create(root, "dev")
     core.vaults.create(root, "prod", "v1", "local")
+    core.keyvault.create(root, "prod", "kv1", "local")
     make_folder_vm(home / "vms", "web1")
     make_folder_vm(home / "vms", "web2")
     register_local_host(core, home / "vms")

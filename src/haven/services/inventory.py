@@ -258,5 +258,6 @@ def vm_view(vm: VirtualMachine, host: Host) -> dict:
         "uuid": vm.uuid,
         "disks": info.get("disks", []),
         "guest_agent": info.get("guest_agent"),
+        "encryption": info.get("encryption"),
         "last_seen": vm.last_seen,
     }

@@ -55,8 +55,7 @@ def policy_problems(name: str, schedule: dict, retention: dict) -> list[HavenErr
     if not isinstance(name, str) or not _POLICY_NAME.fullmatch(name):
         found.append(PolicyNameInvalid(name=name))
     parts = []
-    for build in (Schedule.from_dict, Retention.from_dict):
-        raw = schedule if build is Schedule.from_dict else retention
+    for build, raw in ((Schedule.from_dict, schedule), (Retention.from_dict, retention)):
         try:
             part = build(raw)
             part.validate()

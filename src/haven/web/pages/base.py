@@ -230,7 +230,8 @@ def _render(request: Request, name: str, caller: Caller | None, status: int = 20
 def _go(request: Request, url: str, msg: str | None = None) -> RedirectResponse:
     """Redirect after a post (303), with a signed one-line notice for the next page."""
     if msg:
-        url += ("&" if "?" in url else "?") + urlencode({"msg": msg, "sig": _sign(request, msg)})
+        url, hash_, fragment = url.partition("#")
+        url += ("&" if "?" in url else "?") + urlencode({"msg": msg, "sig": _sign(request, msg)}) + hash_ + fragment
     return RedirectResponse(url, status_code=303)
 
 

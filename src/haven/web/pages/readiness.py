@@ -1,4 +1,4 @@
-"""Readiness (guest agents, prepare check) and the key vault page."""
+"""Readiness: guest agents and the prepare check."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from fastapi import Request
 
 from haven.errors import HavenError
 from haven.services.auth import Caller
-from haven.web.session import current_caller
 from haven.web.pages.base import _protection, _render, router
+from haven.web.session import current_caller
+
 
 @router.get("/readiness")
 def readiness_page(request: Request, subscription: str = "", check: str = ""):
@@ -35,18 +36,3 @@ def _prepare_report(core, caller: Caller, subscription: dict | None, vm: dict) -
         return core.prepare.check(caller, subscription["name"], vm["name"], host=vm["host"], timeout=3.0)
     except HavenError as e:
         return {"error": {"code": e.code, "message": e.text, "recommendation": e.fix}}
-
-
-@router.get("/keyvault")
-def keyvault_page(request: Request):
-    """Key vaults and their access policies (``core.keyvault.list``/``show``), with the ``Haven Backup`` template."""
-    core = request.app.state.core
-    caller = current_caller(request)
-    groups, problem = [], None
-    try:
-        for sub in core.subscriptions.list(caller):
-            vaults = [core.keyvault.show(caller, sub["id"], kv["name"]) for kv in core.keyvault.list(caller, sub["id"])]
-            groups.append({"sub": sub, "vaults": vaults})
-    except HavenError as e:
-        problem = e
-    return _render(request, "keyvault.html", caller, service=core.keyvault, groups=groups, problem=problem)

@@ -146,6 +146,19 @@ def configure_page(request: Request, sub: str, vault: str, step: str = "goal", p
     return _configure(request, core, caller, sub, vault, step, policy)
 
 
+def _key_vault_access(core, vm: dict, subscription_id: str) -> dict | None:
+    """Seed 003's notice for an encrypted VM chosen in the wizard: its key vault, and whether the backup
+    service may read its keys and secrets there (the problem, with its fix, when not)."""
+    enc = vm.get("encryption")
+    if not enc:
+        return None
+    try:
+        core.keyvault.check_backup_access(enc, subscription_id)
+    except HavenError as e:
+        return {"key_vault": enc.get("key_vault"), "problem": e}
+    return {"key_vault": enc.get("key_vault"), "problem": None}
+
+
 def _configure(request, core, caller, sub, vault, step, policy, errors=None, done=None, form=None, status=200):
     subscription = _sub(core, caller, sub)
     v = core.vaults.show(caller, sub, vault)
@@ -155,7 +168,8 @@ def _configure(request, core, caller, sub, vault, step, policy, errors=None, don
         core.policies.show(caller, sub, vault, policy or "DefaultPolicy")  # the chosen policy exists
         for vm in core.inventory.list_vms(caller, v["region"], subscription=sub):
             vms.append({**vm, "check": _protection(core, caller, sub, vm)
-                        or {"protected": True, "vault": "another subscription", "state": "Protected"}})
+                        or {"protected": True, "vault": "another subscription", "state": "Protected"},
+                        "key_access": _key_vault_access(core, vm, v["subscription_id"])})
     if step not in ("goal", "policy", "vms"):
         step = "goal"
     return _render(request, "configure.html", caller, status=status, sub=subscription, vault=v, step=step, policies=policies,
@@ -173,6 +187,8 @@ def configure_policy(request: Request, sub: str, vault: str, name: str = Form(""
     check_csrf(request, csrf)
     form = {"name": name, "frequency": frequency, "time": time, "tz": tz, "weekdays": weekdays, "daily_days": daily_days,
             "weekly_weeks": weekly_weeks, "monthly_months": monthly_months, "yearly_years": yearly_years}
+    v = core.vaults.show(caller, sub, vault)
+    caller.require(v["subscription_id"], Role.CONTRIBUTOR)  # who may, before what is wrong with the form
     schedule = {"frequency": frequency, "times": [time], "timezone": tz or "UTC"}
     if frequency == "weekly":
         schedule["weekdays"] = weekdays
