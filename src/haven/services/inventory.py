@@ -288,6 +288,7 @@ def guest_facts(info: dict, minimum: str) -> dict | None:
     family, label, problem = classify_guest_os(ga.get("os") or {})
     ga["os_family"], ga["os_supported"] = family, (None if family == "unknown" else problem is None)
     ga["usable"] = bool(ga.get("present") and ga.get("answering") and ga["version_ok"] is not False)
+    ga["extension"] = info.get("extension") or ga.get("extension")  # as the last probe or backup saw it
     return ga
 
 
@@ -304,6 +305,5 @@ def vm_view(vm: VirtualMachine, host: Host, minimum: str | None = None) -> dict:
         "uuid": vm.uuid,
         "disks": info.get("disks", []),
         "guest_agent": guest_facts(info, minimum or DEFAULT_MIN_AGENT_VERSION),
-        "extension": info.get("extension"),
         "last_seen": vm.last_seen,
     }
