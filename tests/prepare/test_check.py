@@ -165,30 +165,42 @@ def test_stopped_vm_is_still_backed_up(core, owner, world):
     assert "crash-consistent" in checks["backup-extension"]["reason"] and result["ok"]
 
 
-def test_limitations_hit_fail_the_check_and_refuse_protection(core, owner, world):
+def test_limitations_hit_fail_the_check_and_refuse_protection(core, owner, world, home):
     from haven.services.support import GuestOsUnsupported, TooManyDataDisks
 
-    report(core, world, "web1", disks=18)
-    result, checks = run_check(core, owner)
+    import shutil
+
+    shutil.rmtree(home / "vms" / "web1")
+    make_folder_vm(home / "vms", "web1", disks=18, size=1 << 20)  # real disks: enable-for-vm probes the VM afresh
+    result, checks = run_check(core, owner, probe=True)
     d = checks["support:data-disks"]
     assert d["status"] == "fail" and d["code"] == "UserErrorTooManyDataDisks" and "17 data disks" in d["reason"]
     assert "--exclude-disks" in d["fix"] and not result["ok"]
     with pytest.raises(TooManyDataDisks):
         core.protection.enable(owner, "prod", "v-local", "web1")
+    shutil.rmtree(home / "vms" / "web1")
+    make_folder_vm(home / "vms", "web1")
 
+    # the OS rule on the facts a guest agent reports (given here); enable-for-vm refusing what a real guest
+    # agent reports is tests/hypervisor/test_real_guest.py
+    def info():
+        return {"name": "web1", "disks": [{"name": "vda"}], "guest_agent": agent(os=os_info)}
+
+    os_info = WIN2003
     report(core, world, "web1", guest_agent=agent(os=WIN2003))
     result, checks = run_check(core, owner)
     o = checks["support:guest-os"]
     assert o["status"] == "fail" and o["code"] == "UserErrorGuestOsUnsupported" and "Windows Server 2003" in o["reason"]
     assert "2008 R2" in o["reason"] and "Upgrade the guest" in o["fix"]
-    with pytest.raises(GuestOsUnsupported) as info:
-        core.protection.enable(owner, "prod", "v-local", "web1")
-    assert info.value.code == "UserErrorGuestOsUnsupported"
+    with pytest.raises(GuestOsUnsupported) as raised:
+        core.support.check_protectable(info())
+    assert raised.value.code == "UserErrorGuestOsUnsupported"
 
+    os_info = WIN2008R2
     report(core, world, "web1", guest_agent=agent(os=WIN2008R2))
     _, checks = run_check(core, owner)
     assert checks["support:guest-os"]["status"] == "pass"
-    core.protection.enable(owner, "prod", "v-local", "web1")  # the oldest supported Windows is accepted
+    core.support.check_protectable(info())  # the oldest supported Windows is accepted
 
 
 def test_multiple_nics_are_accepted(core, owner, world):
