@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from haven.domain.guest import DEFAULT_MIN_AGENT_VERSION, FLOOR_AGENT_VERSION, parse_version
 from haven.errors import UserError
 
 __all__ = ["RegionConfig", "Settings", "load_settings", "default_home", "SHARE_OWN_HOST", "SettingInvalid", "SettingNotPositive"]
@@ -57,7 +58,8 @@ class Settings:
     port: int = 8733
     vms_root: Path | None = None
     local_region: str = "local"
-    min_guest_agent_version: str = "5.2"
+    #: the one minimum version of the guest agent (seed 001's minimum-version rule), never below the floor Haven needs
+    min_guest_agent_version: str = DEFAULT_MIN_AGENT_VERSION
     job_lease_seconds: float = 60.0
     job_workers: int = 2
     max_backups_per_host: int = 2
@@ -76,6 +78,9 @@ class Settings:
     share_own_host: str = "all"
     #: ``[folder] allowed_disk_roots``: folders besides each VM's own that image-folder VMs' disks may live in.
     allowed_disk_roots: tuple[Path, ...] = ()
+    #: ``[server] hypervisors``: the adapters of the server's own host agent; None: the VM folder, plus
+    #: ``qemu:///system`` when libvirtd answers there
+    hypervisors: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -119,7 +124,7 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         port=int(env.get("HAVEN_PORT") or data.get("port", 8733)),
         vms_root=Path(vms_root),
         local_region=env.get("HAVEN_REGION") or data.get("local_region", regions[0].name),
-        min_guest_agent_version=data.get("min_guest_agent_version", "5.2"),
+        min_guest_agent_version=_min_agent_version(env, data, cfg),
         job_lease_seconds=float(data.get("job_lease_seconds", 60.0)),
         job_workers=int(data.get("job_workers", 2)),
         max_backups_per_host=int(data.get("max_backups_per_host", 2)),
@@ -137,8 +142,37 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
         raise SettingInvalid(key="[server] share_own_host", value=share_own_host, allowed=" or ".join(map(repr, SHARE_OWN_HOST)),
                              where="HAVEN_SHARE_OWN_HOST" if env.get("HAVEN_SHARE_OWN_HOST") else str(cfg))
     values["share_own_host"] = share_own_host
+    values["hypervisors"] = _hypervisors(env, data.get("server", {}), cfg)
     values.update(overrides)
     return Settings(**values)
+
+
+def _min_agent_version(env, data: dict, cfg: Path) -> str:
+    """``HAVEN_MIN_GUEST_AGENT_VERSION`` or ``min_guest_agent_version``: a version, at least the floor Haven needs."""
+    var = "HAVEN_MIN_GUEST_AGENT_VERSION"
+    raw = env.get(var) or data.get("min_guest_agent_version") or DEFAULT_MIN_AGENT_VERSION
+    parsed = parse_version(str(raw))
+    if not parsed or parsed < parse_version(FLOOR_AGENT_VERSION):
+        raise SettingInvalid(key="min_guest_agent_version", value=raw,
+                             allowed=f"a version such as 5.2.0, at least {FLOOR_AGENT_VERSION} (the oldest agent Haven works with)",
+                             where=var if env.get(var) else str(cfg))
+    return str(raw)
+
+
+def _hypervisors(env, server: dict, cfg: Path) -> tuple[str, ...] | None:
+    """``HAVEN_HYPERVISORS`` (separated by spaces or commas) or ``[server] hypervisors``: adapter URIs, or None (the default)."""
+    var = "HAVEN_HYPERVISORS"
+    raw = env.get(var)
+    uris = raw.replace(",", " ").split() if raw else server.get("hypervisors")
+    if uris is None:
+        return None
+    where = var if raw else str(cfg)
+    allowed = 'a list of adapter URIs such as ["folder:///var/lib/haven/vms", "qemu:///system"]'
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and "://" in u for u in uris):
+        raise SettingInvalid(key="[server] hypervisors", value=uris, allowed=allowed, where=where)
+    if len(set(uris)) != len(uris):
+        raise SettingInvalid(key="[server] hypervisors", value=uris, allowed=allowed + ", each once", where=where)
+    return tuple(uris)
 
 
 def _days(key: str, env, data: dict, cfg: Path) -> float:

@@ -20,7 +20,9 @@ class HavenServer:
                  module: str = "haven.cli.main"):
         self.home, self.port, self.module = home, free_port(), module
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {"HAVEN_HOME": str(home), **({"HAVEN_DATABASE_URL": database_url} if database_url else {}), **(env or {})}
+        # the VM folder only, unless a test asks for more: a libvirtd running on the machine adds no host of its own
+        self.env = {"HAVEN_HOME": str(home), "HAVEN_HYPERVISORS": f"folder://{home / 'vms'}",
+                    **({"HAVEN_DATABASE_URL": database_url} if database_url else {}), **(env or {})}
         self.proc = None
 
     def start(self, timeout: float = 60.0) -> "HavenServer":

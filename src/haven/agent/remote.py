@@ -135,12 +135,15 @@ class RemoteAgent:
             from haven.config import load_settings
             from haven.hypervisor import adapter_options, open_adapter
 
-            roots = load_settings(self.home).allowed_disk_roots
-            self._adapter = open_adapter(self.adapter_url, **adapter_options(self.adapter_url, roots))
+            settings = load_settings(self.home)
+            self._adapter = open_adapter(self.adapter_url, **adapter_options(self.adapter_url, settings.allowed_disk_roots,
+                                                                             settings.min_guest_agent_version))
         return self._adapter
 
     def report_vms(self) -> int:
-        vms = [vm.to_dict() for vm in self.adapter.list_vms()]
+        from haven.hypervisor.guest import probe_inventory
+
+        vms = [vm.to_dict() for vm in probe_inventory(self.adapter)]
         return self.api.put("/agent/vms", {"vms": vms})["reported"]
 
     def _inventory_loop(self) -> None:

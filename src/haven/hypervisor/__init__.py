@@ -48,9 +48,13 @@ __all__ = [
 LIBVIRT_SCHEMES = ("qemu", "test", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "qemu+libssh2", "qemu+libssh")
 
 
-def adapter_options(uri: str, allowed_disk_roots: tuple = ()) -> dict[str, Any]:
-    """The settings an adapter of ``uri`` takes from ``haven.toml``: image folders, ``[folder] allowed_disk_roots``."""
-    return {"allowed_disk_roots": tuple(allowed_disk_roots)} if urlparse(uri).scheme == "folder" else {}
+def adapter_options(uri: str, allowed_disk_roots: tuple = (), min_agent_version: str | None = None) -> dict[str, Any]:
+    """The settings an adapter of ``uri`` takes from ``haven.toml``: image folders, ``[folder] allowed_disk_roots``;
+    every adapter, ``min_guest_agent_version`` (the one minimum version of the guest agent)."""
+    out: dict[str, Any] = {"allowed_disk_roots": tuple(allowed_disk_roots)} if urlparse(uri).scheme == "folder" else {}
+    if min_agent_version:
+        out["min_agent_version"] = min_agent_version
+    return out
 
 
 def open_adapter(uri: str, **options: Any) -> HypervisorAdapter:

@@ -14,8 +14,14 @@ is wrong (with the fix) when it is missing, old or silent.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from haven.domain.guest import GuestOsUnsupported, classify_guest_os
 
 from haven.errors import HavenError
 from haven.hypervisor.errors import (
@@ -30,7 +36,15 @@ from haven.hypervisor.extension import ExtensionConfig, ExtensionState, ensure_e
 from haven.hypervisor.qga import Freeze, GuestAgent, GuestAgentCommandError, GuestAgentError, parse_version
 from haven.hypervisor.types import DEFAULT_MIN_AGENT_VERSION, ConsistencyLevel, GuestAgentInfo
 
-__all__ = ["probe_agent", "Quiescer", "REQUIRED_COMMANDS"]
+if TYPE_CHECKING:
+    from haven.hypervisor.types import HypervisorAdapter, VmInfo
+
+__all__ = ["probe_agent", "probe_guest", "probe_inventory", "Quiescer", "REQUIRED_COMMANDS", "PROBE_SECONDS", "PROBE_WORKERS"]
+
+#: the longest one VM's guest-agent probe may take in an inventory round (its facts are "not answering" after)
+PROBE_SECONDS = 10.0
+#: VMs probed at once
+PROBE_WORKERS = 8
 
 #: what consistent backups need from the agent
 REQUIRED_COMMANDS = ("guest-fsfreeze-freeze", "guest-fsfreeze-thaw")
@@ -82,6 +96,94 @@ def probe_agent(
     return info, agent
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def probe_guest(adapter: HypervisorAdapter, name: str) -> GuestAgentInfo:
+    """Ask the guest agent of a running VM for its facts now: version and commands (``guest-info``), OS
+    (``guest-get-osinfo``) and the backup extension's state (its manifest in the guest); stamped with the time."""
+    from haven.hypervisor.extension import EXTENSION_VERSION, installed_extension
+
+    info, agent = adapter._open_agent(name)
+    if info.answering or info.present:
+        info.checked_at = _now()
+    if agent is None:
+        return info
+    try:
+        manifest = installed_extension(agent)
+    finally:
+        agent.close()
+    if manifest is None:
+        info.extension = {"status": "missing", "version": None,
+                          "message": "not installed yet: Haven installs it at the next backup"}
+    else:
+        have = str(manifest.get("version"))
+        status = "current" if have == EXTENSION_VERSION else "outdated"
+        info.extension = {"status": status, "version": have, "content_id": manifest.get("content_id"),
+                          "message": None if status == "current" else
+                          f"{have} installed, {EXTENSION_VERSION} expected: upgraded at the next backup"}
+    info.extension["checked_at"] = info.checked_at
+    return info
+
+
+def probe_inventory(adapter: HypervisorAdapter, *, timeout: float = PROBE_SECONDS, workers: int = PROBE_WORKERS,
+                    only: str | None = None) -> list[VmInfo]:
+    """The adapter's VMs with the facts of each running VM's guest agent, probed in parallel, each within ``timeout``.
+
+    A probe that has not answered by its bound counts as an agent that does not answer (the thread is left to
+    end by itself: the adapter's own agent time-out bounds it). A VM busy with a backup or an extension update
+    is not probed (its guest may be frozen): its facts say ``skipped`` and the last ones seen still hold.
+    ``only``: probe that VM only (``prepare check``'s fresh probe); the others keep their last facts too.
+    """
+    vms = adapter.list_vms()
+    running = [vm for vm in vms if vm.power_state == "running" and vm.guest_agent is not None and vm.guest_agent.present]
+    if only is not None:
+        for vm in running:
+            if vm.name != only:
+                vm.guest_agent.skipped = "not asked"  # type: ignore[union-attr]
+        running = [vm for vm in running if vm.name == only]
+    busy = getattr(adapter, "_vm_busy", {})
+    slots = threading.Semaphore(max(1, workers))
+    results: dict[str, GuestAgentInfo] = {}
+    started: dict[str, float] = {}
+    done: dict[str, threading.Event] = {}
+
+    def run(vm_name: str) -> None:
+        with slots:
+            started[vm_name] = time.monotonic()
+            try:
+                results[vm_name] = probe_guest(adapter, vm_name)
+            except Exception as exc:  # a VM that vanished or a channel that broke: that VM's facts say so
+                results[vm_name] = _problem(GuestAgentInfo(present=True, checked_at=_now()),
+                                            GuestAgentNotResponding(name=vm_name, timeout=timeout, reason=str(exc)))
+            finally:
+                done[vm_name].set()
+
+    for vm in running:
+        if vm.name in busy:
+            vm.guest_agent.skipped = f"the VM is busy ({busy[vm.name]})"  # type: ignore[union-attr]
+            continue
+        done[vm.name] = threading.Event()
+        threading.Thread(target=run, args=(vm.name,), daemon=True, name=f"probe-{vm.name}").start()
+    pending = set(done)
+    while pending:
+        for vm_name in list(pending):
+            if done[vm_name].is_set():
+                pending.discard(vm_name)
+            elif vm_name in started and time.monotonic() - started[vm_name] > timeout:
+                pending.discard(vm_name)
+                results.setdefault(vm_name, _problem(
+                    GuestAgentInfo(present=True, checked_at=_now()),
+                    GuestAgentNotResponding(name=vm_name, timeout=timeout, reason="no answer within the probe's bound")))
+        if pending:
+            time.sleep(0.02)
+    for vm in vms:
+        if vm.name in results:
+            vm.guest_agent = results[vm.name]
+    return vms
+
+
 class Quiescer:
     """The guest's part of one point in time; see the module docstring."""
 
@@ -127,7 +229,18 @@ class Quiescer:
 
     # ---- before the freeze ----
 
+    def check_support(self) -> None:
+        """The support matrix's OS rule on what the guest agent reports now: an unsupported guest is not backed up."""
+        if self.info is None or not self.info.answering:
+            return
+        _family, label, problem = classify_guest_os(self.info.os or {})
+        if problem:
+            if self.agent is not None:
+                self.agent.close()
+            raise GuestOsUnsupported(vm=self.vm, os=label, reason=problem)
+
     def prepare(self) -> None:
+        self.check_support()
         if self.agent is None or self.extension_config is None:
             return
         try:

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from haven.domain.guest import parse_version
+
 __all__ = [
     "GuestAgent",
     "GuestAgentError",
@@ -60,21 +62,6 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exitcode == 0 and self.signal is None
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """``"7.2.22"`` -> ``(7, 2, 22)``; non-numeric tails are ignored (``"8.0.0-rc1"`` -> ``(8, 0, 0)``)."""
-    parts: list[int] = []
-    for piece in str(text).split("."):
-        digits = ""
-        for ch in piece:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from haven.domain.guest import DEFAULT_MIN_AGENT_VERSION
 from haven.engine.source import DiskSource
 
 if TYPE_CHECKING:
@@ -28,9 +29,6 @@ __all__ = [
 
 PowerState = Literal["running", "stopped", "paused", "suspended", "crashed", "unknown"]
 ConsistencyLevel = Literal["application", "filesystem", "crash"]
-
-#: the oldest qemu-guest-agent Haven relies on (guest-exec, guest-file-*, fsfreeze, guest-get-osinfo)
-DEFAULT_MIN_AGENT_VERSION = "2.10.0"
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,12 @@ class GuestAgentInfo:
     problem_code: str | None = None  # stable error code when not usable
     problem: str | None = None  # what is wrong
     recommendation: str | None = None  # the fix
+    #: when the facts were read from the guest agent (ISO 8601, UTC); None: not probed (VM stopped, no channel)
+    checked_at: str | None = None
+    #: the backup extension in the guest, as the probe read it (ExtensionState.to_dict())
+    extension: dict[str, Any] | None = None
+    #: why this round did not probe the agent (the VM was busy with a backup): the last facts still hold
+    skipped: str | None = None
 
     @property
     def usable(self) -> bool:

@@ -40,17 +40,18 @@ __all__ = ["Haven", "AdapterRegistry"]
 class AdapterRegistry:
     """Hypervisor adapters by URL, opened once per process."""
 
-    def __init__(self, allowed_disk_roots: tuple = ()):
+    def __init__(self, allowed_disk_roots: tuple = (), min_agent_version: str | None = None):
         self._open: dict[str, object] = {}
         self._lock = threading.Lock()
         self.allowed_disk_roots = allowed_disk_roots
+        self.min_agent_version = min_agent_version
 
     def for_url(self, url: str):
         from haven.hypervisor import adapter_options, open_adapter
 
         with self._lock:
             if url not in self._open:
-                self._open[url] = open_adapter(url, **adapter_options(url, self.allowed_disk_roots))
+                self._open[url] = open_adapter(url, **adapter_options(url, self.allowed_disk_roots, self.min_agent_version))
             return self._open[url]
 
     def for_host(self, host):
@@ -87,7 +88,7 @@ class Haven:
         self.restore = RestoreService(self)
         self.replication = Replication(self)
         self.alerts = AlertService(self)
-        self.adapters = AdapterRegistry(settings.allowed_disk_roots)
+        self.adapters = AdapterRegistry(settings.allowed_disk_roots, settings.min_guest_agent_version)
         self.agents = AgentService(self)
         self.regions.sync_from_settings()
 

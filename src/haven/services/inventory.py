@@ -115,11 +115,22 @@ class InventoryService:
                 if row is None:
                     row = VirtualMachine(host_id=host_id, name=info["name"], last_seen=now)
                     s.add(row)
-                kept = {"extension": row.info["extension"]} if row.info and "extension" in row.info else {}  # learnt at backup time
-                row.uuid, row.power_state, row.info, row.last_seen = info.get("uuid"), info.get("power_state", "unknown"), {**kept, **info}, now
+                row.uuid, row.power_state, row.info, row.last_seen = (info.get("uuid"), info.get("power_state", "unknown"),
+                                                                      _merge_facts(row.info or {}, info), now)
             for gone in known.values():
                 gone.power_state = "missing"
             return len(vms)
+
+    def refresh_guest(self, host_id: str, adapter_url: str, remote: bool, name: str) -> bool:
+        """Probe the guest agent of VM ``name`` now, when the server's own agent runs its host; False for a
+        remote host (its agent probes every inventory round; the facts say when)."""
+        from haven.hypervisor.guest import probe_inventory
+
+        if remote or adapter_url.startswith("imported:"):
+            return False
+        adapter = self.core.adapters.for_url(adapter_url)
+        self.report_vms(None, host_id, [vm.to_dict() for vm in probe_inventory(adapter, only=name)])
+        return True
 
     def find_vm(self, s, name: str, host: str | None = None, region: str | None = None, *, shared_with: Tenancy) -> VirtualMachine:
         """The VM ``name`` among the hosts shared with ``shared_with`` (None: every host)."""
@@ -159,7 +170,8 @@ class InventoryService:
                 q = q.where(Host.region == region)
             if visible is not None:
                 q = q.where(Host.id.in_(_shared_host_ids(visible)))
-            return [vm_view(vm, host) for vm, host in s.execute(q.order_by(VirtualMachine.name))]
+            minimum = self.core.settings.min_guest_agent_version
+            return [vm_view(vm, host, minimum) for vm, host in s.execute(q.order_by(VirtualMachine.name))]
 
     def list_hosts(self, caller: Caller) -> list[dict]:
         if not caller.roles:
@@ -247,7 +259,42 @@ def host_view(h: Host, shares: list[str] | None = None) -> dict:
             "agent": "remote" if h.remote else "server", "agent_version": h.agent_version, "shares": shares or []}
 
 
-def vm_view(vm: VirtualMachine, host: Host) -> dict:
+def _merge_facts(old: dict, new: dict) -> dict:
+    """A host agent's new report of a VM over what the server knew: guest facts the round did not probe (the VM was
+    busy, or only another VM was asked) keep their last values, and so does the extension state learnt at backup
+    time unless the probe read it afresh."""
+    merged = {**new}
+    ga, old_ga = new.get("guest_agent") or {}, old.get("guest_agent") or {}
+    if ga.get("skipped") and old_ga.get("checked_at"):
+        merged["guest_agent"] = {**old_ga, "skipped": ga["skipped"]}
+    fresh_ext = (merged.get("guest_agent") or {}).get("extension")
+    if fresh_ext and not ga.get("skipped"):
+        merged["extension"] = fresh_ext
+    elif "extension" in old:
+        merged["extension"] = old["extension"]
+    return merged
+
+
+def guest_facts(info: dict, minimum: str) -> dict | None:
+    """The guest agent's facts as reported, judged by the one configured minimum version and the OS rules."""
+    from haven.domain.guest import agent_version_ok, classify_guest_os
+
+    ga = info.get("guest_agent")
+    if ga is None:
+        return None
+    ga = dict(ga)
+    ga["minimum_version"] = minimum
+    ga["version_ok"] = agent_version_ok(ga.get("version"), minimum) if ga.get("answering") else None
+    family, label, problem = classify_guest_os(ga.get("os") or {})
+    ga["os_family"], ga["os_supported"] = family, (None if family == "unknown" else problem is None)
+    ga["usable"] = bool(ga.get("present") and ga.get("answering") and ga["version_ok"] is not False)
+    ga["extension"] = info.get("extension") or ga.get("extension")  # as the last probe or backup saw it
+    return ga
+
+
+def vm_view(vm: VirtualMachine, host: Host, minimum: str | None = None) -> dict:
+    from haven.domain.guest import DEFAULT_MIN_AGENT_VERSION
+
     info = vm.info or {}
     return {
         "id": vm.id,
@@ -257,7 +304,7 @@ def vm_view(vm: VirtualMachine, host: Host) -> dict:
         "power_state": vm.power_state,
         "uuid": vm.uuid,
         "disks": info.get("disks", []),
-        "guest_agent": info.get("guest_agent"),
+        "guest_agent": guest_facts(info, minimum or DEFAULT_MIN_AGENT_VERSION),
         "encryption": info.get("encryption"),
         "last_seen": vm.last_seen,
     }

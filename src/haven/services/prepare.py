@@ -10,6 +10,7 @@ check                        what
 ``guest-agent``              qemu-guest-agent is installed and answering (the seeds' VM agent)
 ``guest-agent-version``      ... at least the minimum version
 ``backup-extension``         the backup extension can be installed/upgraded through the agent
+``key-vault``                an encrypted VM's key vault: exists (not soft-deleted), the backup service's access
 ``agent-proxy``              the host agent's outbound path (direct / proxy) and its configuration
 ``storage-connectivity``     DNS, TCP, proxy, TLS and an authenticated request to the vault's storage
 ``support:<rule>``           the support-matrix rules (data disks, guest OS, …) of ``SupportRules``
@@ -29,10 +30,10 @@ from sqlalchemy import select
 from haven.db.models import ProtectedItem, Vault
 from haven.domain.enums import Role
 from haven.domain.vault import vault_name_key
-from haven.errors import HavenError, UserError
+from haven.errors import HavenError, PreconditionFailed, UserError
 from haven.services.auth import Caller
 
-__all__ = ["PrepareService", "nftables_rules", "FirewallOptionInvalid", "NoVaultInRegion", "GUIDE_AGENT", "GUIDE_PROXY"]
+__all__ = ["PrepareService", "nftables_rules", "FirewallOptionInvalid", "KeyVaultSoftDeleted", "NoVaultInRegion", "GUIDE_AGENT", "GUIDE_PROXY"]
 
 GUIDE_AGENT = "docs/guides/guest-agent.md"
 GUIDE_PROXY = "docs/guides/agent-proxy.md"
@@ -44,6 +45,12 @@ class NoVaultInRegion(UserError):
     message = "No vault of subscription {subscription!r} is in region {region!r}, the region of VM {vm!r}{others}."
     recommendation = ("Create a vault in the VM's region: haven vault create -s {subscription} --name <name> --region {region} "
                       "(a vault protects only VMs of its own region; create one vault per region).")
+
+
+class KeyVaultSoftDeleted(PreconditionFailed):
+    code = "UserErrorKeyVaultSoftDeleted"
+    message = "Key vault {name!r}, which holds the encrypted VM's keys, is soft-deleted: backups of the VM fail until it is recovered."
+    recommendation = "Recover it: haven keyvault recover -s {subscription} --name {name}"
 
 
 class FirewallOptionInvalid(UserError):
@@ -67,14 +74,18 @@ class PrepareService:
 
     # ---- haven prepare check ----
     def check(self, caller: Caller, subscription: str, vm: str, vault: str | None = None, host: str | None = None,
-              timeout: float = 10.0) -> dict:
-        from haven.hypervisor.qga import parse_version
+              timeout: float = 10.0, probe: bool = True) -> dict:
+        """``probe``: ask the guest agent afresh first (the server's own hosts); False judges the facts last reported."""
+        from haven.domain.guest import parse_version
         from haven.services.protection import VmRegionMismatch
         from haven.services.vaults import VaultNotFound
 
         checks: list[dict] = []
+        if probe:
+            checks += self._fresh_probe(caller, subscription, vm, host)
         with self.core.db.session() as s:
             sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.READER)
+            sub_id = sub.id
             machine = self.core.inventory.find_vm(s, vm, host, shared_with=sub.id)
             region, host_name = machine.host.region, machine.host.name
             remote = dict(machine.host.network or {}) if machine.host.remote else None
@@ -120,6 +131,7 @@ class PrepareService:
                           if chosen else None)
 
         checks += self._agent_checks(info, power_state, parse_version)
+        checks += self._keyvault_checks(info, sub_id)
         checks += self._support_checks(info)
         if vault_view is not None and remote is not None:
             checks += _reported_network_checks(host_name, vault_view, remote)
@@ -134,15 +146,53 @@ class PrepareService:
                 "vault": vault_view["name"] if vault_view else None, "verdict": verdict, "ok": verdict != "fail",
                 "checks": checks}
 
+    def _fresh_probe(self, caller: Caller, subscription: str, vm: str, host: str | None) -> list[dict]:
+        """Ask the VM's guest agent now when the server's own agent runs its host; a probe that cannot run is a warning."""
+        with self.core.db.session() as s:
+            sub = self.core.subscriptions.get_visible(s, caller, subscription, Role.READER)
+            machine = self.core.inventory.find_vm(s, vm, host, shared_with=sub.id)
+            where = (machine.host.id, machine.host.adapter_url, bool(machine.host.remote), machine.name)
+        try:
+            self.core.inventory.refresh_guest(*where)
+        except HavenError as exc:
+            return [_from_error("guest-probe", exc, "warn")]
+        return []
+
+    def _keyvault_checks(self, info: dict, subscription_id: str) -> list[dict]:
+        """Seed 003's notice at VM selection: an encrypted VM's key vault exists (not soft-deleted) and the backup
+        service has the access it needs to its keys (the checks ``enable-for-vm`` and every backup make)."""
+        from haven.db.models import Subscription
+        from haven.keyvault.tables import KeyVault
+        from haven.services.keyvault import parse_encryption
+
+        try:
+            enc = parse_encryption(info.get("encryption"))
+        except HavenError as exc:
+            return [_from_error("key-vault", exc)]
+        if enc is None:
+            return []
+        name = enc["key_vault"]
+        with self.core.db.session() as s:
+            rows = s.scalars(select(KeyVault).where(KeyVault.name == name, KeyVault.subscription_id == subscription_id)).all()
+            sub_name = s.get(Subscription, subscription_id).name
+        if rows and all(r.deleted_at is not None for r in rows):
+            return [_from_error("key-vault", KeyVaultSoftDeleted(name=name, subscription=sub_name), key_vault=name,
+                                state="soft-deleted")]
+        try:
+            self.core.keyvault.check_backup_access(info.get("encryption"), subscription_id)
+        except HavenError as exc:
+            return [_from_error("key-vault", exc, key_vault=name, state="exists" if rows else "missing")]
+        return [_check("key-vault", "pass", f"key vault {name!r} exists and the backup service (Backup Management Service) "
+                       "has the keys and secrets permissions it needs (get, list, backup)", key_vault=name, state="exists")]
+
     def _agent_checks(self, info: dict, power_state: str, parse_version) -> list[dict]:
         from haven.hypervisor.errors import GuestAgentNotConfigured, GuestAgentNotResponding, GuestAgentVersionUnsupported
-        from haven.hypervisor.types import DEFAULT_MIN_AGENT_VERSION
 
         out: list[dict] = []
         name = info.get("name")
         ga = info.get("guest_agent") or {}
-        minimum = max([ga.get("minimum_version") or DEFAULT_MIN_AGENT_VERSION, self.core.settings.min_guest_agent_version or "0"],
-                      key=parse_version)
+        minimum = self.core.settings.min_guest_agent_version  # the one minimum, whatever the host agent assumed
+        seen = f", seen {ga['checked_at']}" if ga.get("checked_at") else ""
         guide = f" (see {GUIDE_AGENT})"
         running = power_state == "running"
         if not ga.get("present"):
@@ -158,7 +208,8 @@ class PrepareService:
             out.append(_check("guest-agent", "fail", ga.get("problem") or err.text, (ga.get("recommendation") or err.fix) + guide,
                               ga.get("problem_code") or err.code))
         else:
-            out.append(_check("guest-agent", "pass", f"qemu-guest-agent is installed and answering (version {ga.get('version')})"))
+            out.append(_check("guest-agent", "pass", f"qemu-guest-agent is installed and answering (version {ga.get('version')}{seen})",
+                              checked_at=ga.get("checked_at")))
 
         version = ga.get("version")
         if not version:
@@ -176,8 +227,9 @@ class PrepareService:
         usable = ga.get("present") and ga.get("answering") and running and version and parse_version(version) >= parse_version(minimum)
         commands = set(ga.get("supported_commands") or [])
         missing = [c for c in ("guest-exec", "guest-file-open", "guest-file-write") if commands and c not in commands]
-        ext = info.get("extension") or {}  # the extension's last reported state, when the host agent reports it
-        if ext.get("error_code") or (ext.get("status") and ext.get("status") not in ("installed", "upgraded", "current")):
+        ext = info.get("extension") or {}  # the extension's state as the last probe or backup saw it
+        if ext.get("error_code") or (ext.get("status") and ext.get("status") not in ("installed", "upgraded", "current",
+                                                                                      "missing", "outdated")):
             out.append(_check("backup-extension", "warn", f"the backup extension is {ext.get('status')}: {ext.get('message') or 'no detail'}; "
                               "backups fall back to file-system or crash consistency until it works",
                               "Check that the guest agent allows guest-exec and guest-file-* and that /var/lib in the guest is "
@@ -192,9 +244,10 @@ class PrepareService:
                               f"Allow {', '.join(missing)} in /etc/qemu/qemu-ga.conf (block-rpcs) and restart qemu-guest-agent.",
                               "UserErrorGuestAgentCommandDisabled"))
         else:
-            version = f" (version {ext['version']} is {ext['status']})" if ext.get("version") else ""
+            version = f" (version {ext['version']} is {ext['status']})" if ext.get("version") else (
+                f" ({ext['message']})" if ext.get("status") == "missing" else "")
             out.append(_check("backup-extension", "pass", "the guest agent can run the backup extension: Haven installs and "
-                              f"upgrades it at each backup, without user action{version}"))
+                              f"upgrades it at each backup, without user action{version}", extension=ext or None))
         return out
 
     def _support_checks(self, info: dict) -> list[dict]:
@@ -330,7 +383,15 @@ def nftables_rules(ranges_doc: dict, option: str, proxy_host: str | None = None,
             "    }",
             "}",
             "",
-            "# 2. On the network firewall (the seeds' NSG rule 'allow-proxy', priority 200): outbound TCP from the proxy",
+            f"# 2. On the proxy server: incoming connections to the proxy's port {proxy_port} (TCP, any remote port).",
+            "table inet haven_proxy_inbound {",
+            "    chain input {",
+            "        type filter hook input priority 0; policy accept;",
+            f'        tcp dport {proxy_port} accept comment "allow-proxy-inbound"',
+            "    }",
+            "}",
+            "",
+            "# 3. On the network firewall (the seeds' NSG rule 'allow-proxy', priority 200): outbound TCP from the proxy",
             f"#    {prefix}, any source port, to the internet on ports {ports[0]}-{ports[-1]}; other hosts stay locked down.",
             "table inet haven_proxy_egress {",
             "    chain forward {",

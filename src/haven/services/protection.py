@@ -104,11 +104,33 @@ class ProtectionService:
             raise ItemNotFound(name=vm, vault=vault.name)
         return vault, item
 
+    def _probe_guest(self, caller: Caller, subscription: str, vault_name: str, vm: str, host: str | None) -> None:
+        """Ask the VM's guest agent afresh (the server's own hosts) so that the rules judge what the guest runs now."""
+        with self.core.db.session() as s:
+            vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.OPERATOR)
+            machine = self.core.inventory.find_vm(s, vm, host, shared_with=vault.subscription_id)
+            where = (machine.host.id, machine.host.adapter_url, bool(machine.host.remote), machine.name)
+        try:
+            self.core.inventory.refresh_guest(*where)
+        except HavenError:  # the hypervisor does not answer now: the facts last reported judge
+            pass
+
+    def _check_agent_version(self, machine: VirtualMachine) -> None:
+        """Seed 001's minimum-version rule: a guest agent that answers with an older version is refused, with the fix."""
+        from haven.domain.guest import agent_version_ok
+        from haven.hypervisor.errors import GuestAgentVersionUnsupported
+
+        ga = (machine.info or {}).get("guest_agent") or {}
+        minimum = self.core.settings.min_guest_agent_version
+        if ga.get("answering") and agent_version_ok(ga.get("version"), minimum) is False:
+            raise GuestAgentVersionUnsupported(name=machine.name, version=ga.get("version"), minimum=minimum)
+
     # ---- use cases ----
     def enable(self, caller: Caller, subscription: str, vault_name: str, vm: str, policy: str | None = None,
                host: str | None = None, include_disks: list[str] | None = None, exclude_disks: list[str] | None = None,
                approval_id: str | None = None) -> dict:
         now = self.core.clock.now()
+        self._probe_guest(caller, subscription, vault_name, vm, host)
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.OPERATOR)
             pol = self.core.policies.find(s, vault, policy or "DefaultPolicy")
@@ -116,6 +138,7 @@ class ProtectionService:
             if machine.host.region != vault.region:
                 raise VmRegionMismatch(vm=vm, vm_region=machine.host.region, vault=vault.name, vault_region=vault.region)
             self._check_disks(machine, include_disks, exclude_disks)
+            self._check_agent_version(machine)
             self.core.support.check_protectable(machine.info or {}, include_disks, exclude_disks)
             self.core.keyvault.check_backup_access((machine.info or {}).get("encryption"), vault.subscription_id)
             existing = s.scalar(select(ProtectedItem).where(ProtectedItem.vm_id == machine.id))

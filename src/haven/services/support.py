@@ -6,19 +6,15 @@ seeds' limitations they come from.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from haven.errors import Conflict, PreconditionFailed, UserError
+from haven.domain.guest import MIN_WINDOWS_NT, GuestOsUnsupported, classify_guest_os
+from haven.errors import Conflict, UserError
 
 __all__ = ["SupportRules", "MAX_DATA_DISKS", "MIN_WINDOWS_NT", "classify_guest_os", "GuestOsUnsupported", "TooManyDataDisks"]
 
 #: seeds 000-004: VMs with more than 16 data disks are not supported.
 MAX_DATA_DISKS = 16
-#: seeds 000-004: Windows older than Windows Server 2008 R2 (NT 6.1) is not supported.
-MIN_WINDOWS_NT = (6, 1)
-_OLD_WINDOWS_IDS = {"2000", "xp", "2003", "2003r2", "vista", "2008"}
-_OTHER_OS_IDS = {"freebsd", "netbsd", "openbsd", "dragonfly", "solaris", "illumos", "openindiana", "darwin", "macos"}
 
 
 class TooManyDataDisks(UserError):
@@ -27,13 +23,6 @@ class TooManyDataDisks(UserError):
     recommendation = ("Exclude data disks you do not need to protect so that at most {limit} remain: list them with "
                       "'haven -o json vm list' (each VM's \"disks\"), then add e.g. '{example}' to "
                       "'haven protection enable-for-vm'; or split the data across VMs.")
-
-
-class GuestOsUnsupported(PreconditionFailed):
-    code = "UserErrorGuestOsUnsupported"
-    message = "VM {vm!r} runs {os}, which backup does not support: {reason}."
-    recommendation = ("Upgrade the guest to a supported version (Windows Server 2008 R2 / Windows 7 or newer; any Linux "
-                      "distribution that runs qemu-guest-agent), see docs/support-matrix.md.")
 
 
 class ImmutableVaultRefuses(Conflict):
@@ -110,26 +99,3 @@ def _rule(rule: str, status: str, reason: str, fix: str | None = None, code: str
 
 def _fail(rule: str, err) -> dict[str, Any]:
     return _rule(rule, "fail", err.text, err.fix, err.code, err)
-
-
-def _nt_version(os_info: dict) -> tuple[int, int] | None:
-    m = re.match(r"^(\d+)\.(\d+)", str(os_info.get("kernel-version") or ""))
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def classify_guest_os(os_info: dict) -> tuple[str, str, str | None]:
-    """(family, label, problem) from the guest agent's ``guest-get-osinfo``: family is linux, windows, other or unknown;
-    problem is why the OS is unsupported (None when it is supported)."""
-    if not os_info:
-        return "unknown", "an unknown OS", None
-    osid = str(os_info.get("id") or "").lower()
-    label = str(os_info.get("pretty-name") or os_info.get("name") or osid or "an unknown OS")
-    if osid == "mswindows" or "windows" in label.lower():
-        nt = _nt_version(os_info)
-        vid = str(os_info.get("version-id") or "").lower()
-        if (nt is not None and nt < MIN_WINDOWS_NT) or (nt is None and vid in _OLD_WINDOWS_IDS):
-            return "windows", label, "versions older than Windows Server 2008 R2 (NT 6.1) are not supported"
-        return "windows", label, None
-    if osid in _OTHER_OS_IDS:
-        return "other", label, None
-    return "linux", label, None

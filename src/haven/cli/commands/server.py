@@ -40,8 +40,11 @@ def serve(
     core = Haven(settings)
     if core.auth.bootstrap_local_owner(settings.credentials_path, settings.server_url):
         print(f"Made an Owner token for the local user in {settings.credentials_path}")
-    agent = LocalAgent(core, f"folder://{settings.vms_root}")
-    agent.start()
+    agents = [LocalAgent(core, uri, host_name=name) for uri, name in own_hypervisors(settings)]
+    for a in agents:
+        a.start()
+        print(f"Host agent for {a.host_name}: {a.adapter_url}", flush=True)
+    agent = agents[0]
     scheduler = Scheduler(core)
     scheduler.start()
     app = create_app(core)
@@ -53,8 +56,57 @@ def serve(
         server.run()
     finally:
         scheduler.stop()
-        agent.stop()
+        for a in agents:
+            a.stop()
         core.close()
+
+
+def libvirt_answers(uri: str = "qemu:///system") -> tuple[bool, str]:
+    """Whether libvirtd answers on ``uri`` (libvirt-python installed, the daemon running)."""
+    try:
+        import libvirt
+    except ImportError:
+        return False, "libvirt-python is not installed"
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        return False, str(exc)
+    try:
+        conn.getLibVersion()
+        return True, ""
+    except libvirt.libvirtError as exc:
+        return False, str(exc)
+    finally:
+        conn.close()
+
+
+def own_hypervisors(settings) -> list[tuple[str, str]]:
+    """The server's own host agents: (adapter URI, host name) for each of ``[server] hypervisors``; by default the
+    VM folder, plus ``qemu:///system`` when libvirtd answers there. The first keeps the machine's name; each
+    other is named ``<machine>-<scheme>`` (one host per adapter)."""
+    import socket
+
+    uris = list(settings.hypervisors) if settings.hypervisors is not None else None
+    if uris is None:
+        uris = [f"folder://{settings.vms_root}"]
+        ok, why = libvirt_answers("qemu:///system")
+        if ok:
+            uris.append("qemu:///system")
+        else:
+            print(f"libvirt VMs are not backed up by this server: qemu:///system does not answer ({why}); "
+                  "see README.md, 'libvirt VMs'", flush=True)
+    machine = socket.gethostname().split(".")[0] or "localhost"
+    out, seen = [], set()
+    for i, uri in enumerate(uris):
+        scheme = uri.split("://", 1)[0].replace("+", "-")
+        name = machine if i == 0 else f"{machine}-{scheme}"
+        n = 2
+        while name in seen:
+            name, n = f"{machine}-{scheme}{n}", n + 1
+        seen.add(name)
+        out.append((uri, name))
+    return out
 
 
 def _demo_when_up(server, settings, agent) -> None:
