@@ -10,6 +10,7 @@ from haven.api.errors import ERROR_RESPONSES, install_error_handlers, reject_nul
 from haven.api.headers import SecurityHeaders
 from haven.api.limits import BodyLimits
 from haven.api.storage_endpoint import storage_router
+from haven.api.routes import files as file_routes
 from haven.api.routes import account, agent, guard, inventory, jobs, keyvault, prepare, protection, restore, vaults
 from haven.services.core import Haven
 from haven.web import mount_dashboard
@@ -29,6 +30,7 @@ def create_app(core: Haven) -> FastAPI:
     api = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     for module in (account, vaults, protection, jobs, inventory, agent, prepare, keyvault, restore, guard):
         api.include_router(module.router)
+    api.include_router(file_routes.router)
     app.include_router(api)
     app.include_router(metrics.router)
     app.include_router(storage_router(core.capabilities.resolve), include_in_schema=False)
