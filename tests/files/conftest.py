@@ -21,12 +21,6 @@ VOLUMES = {
 }
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """These tests read file systems; the metadata store is SQLite here (tests/files/test_access.py runs both)."""
-    return f"sqlite:///{tmp_path / 'haven.db'}"
-
-
 def build_disks(work: Path, vm_folder: Path, version: int) -> dict[str, Path]:
     """The trees of ``version`` and the three disks made of them; returns variant -> tree."""
     base = work / f"v{version}"

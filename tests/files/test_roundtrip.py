@@ -12,7 +12,15 @@ import tarfile
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from tests.files.conftest import VOLUMES
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """This test reads file systems; its metadata store is SQLite (test_access.py runs on both engines)."""
+    return f"sqlite:///{tmp_path / 'haven.db'}"
 
 
 def source_entries(tree: Path) -> dict[str, os.stat_result]:

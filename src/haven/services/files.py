@@ -35,6 +35,7 @@ __all__ = ["FileService", "Download", "files_service", "satisfiable", "DiskNameI
 CACHE_BYTES = 256 << 20
 BLOCK = 1 << 20
 MAX_FIND_RESULTS = 1000
+MAX_TAR_ENTRIES = 500_000
 HASH_CHARS = 12
 
 
@@ -138,7 +139,9 @@ class FileService:
         fs = self._fs(vault, item, point, disk, volume)
         entry = fs.stat(path, follow=True)
         if entry.type == DIR:
-            kind, body, size = "folder", self._tar(fs, path), None
+            # the whole tree's metadata first: a loop or a limit is a typed error before the first byte goes out
+            plan = list(fs.walk(path, max_entries=MAX_TAR_ENTRIES))
+            kind, body, size = "folder", self._tar(fs, path, plan), None
         else:
             entry, stream = fs.open(path)
             first, last = satisfiable(byte_range, entry.size, path) if byte_range else (0, entry.size - 1)
@@ -220,11 +223,11 @@ class FileService:
             yield block
             left -= len(block)
 
-    def _tar(self, fs: FileSystem, path: str) -> Iterator[bytes]:
+    def _tar(self, fs: FileSystem, path: str, plan: list) -> Iterator[bytes]:
         base = path.rstrip("/")
         top = base.rsplit("/", 1)[-1] or fs.volume.replace("/", "-")
         links: dict[Any, str] = {}
-        for entry, node in fs.walk(path):
+        for entry, node in plan:
             rel = top + entry.path[len(base):] if base else top + entry.path
             info = tarfile.TarInfo(rel)
             info.mode = entry.mode
