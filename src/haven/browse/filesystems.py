@@ -43,7 +43,7 @@ MAX_SYMLINKS = 40
 MAX_DEPTH = 256
 MAX_PATH = 4096
 DEFAULT_DEADLINE = 120.0
-KINDS = ("ext", "xfs", "btrfs", "ntfs", "fat")
+KINDS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "fat")
 
 
 def normalise(path: str) -> str:
@@ -283,7 +283,8 @@ def detect(fh: BinaryIO) -> str | None:
     if b"LABELONE" in (head[512:520], head[0:8]) and b"LVM2" in head[512:1024]:
         return "lvm"
     if head[1080:1082] == b"\x53\xef":
-        return "ext"
+        compat, incompat = int.from_bytes(head[1116:1120], "little"), int.from_bytes(head[1120:1124], "little")
+        return "ext4" if incompat & 0x40 else "ext3" if compat & 0x4 else "ext2"
     if _peek(fh, 0x10040, 8) == b"_BHRfS_M":
         return "btrfs"
     if head[510:512] == b"\x55\xaa" and (head[54:59] == b"FAT12" or head[54:59] == b"FAT16" or head[82:87] == b"FAT32"):
@@ -291,7 +292,7 @@ def detect(fh: BinaryIO) -> str | None:
     return None
 
 
-_KINDS = {"ext": _Ext, "xfs": _Xfs, "btrfs": _Btrfs, "ntfs": _Ntfs, "fat": _Fat}
+_KINDS = {"ext2": _Ext, "ext3": _Ext, "ext4": _Ext, "xfs": _Xfs, "btrfs": _Btrfs, "ntfs": _Ntfs, "fat": _Fat}
 
 
 # ---------------------------------------------------------------------------------------------- FileSystem
