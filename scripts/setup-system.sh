@@ -22,6 +22,7 @@ PACKAGES=(
   chromium chromium-driver
   # benchmark peers
   restic borgbackup
+  xfsprogs btrfs-progs ntfs-3g dosfstools mtools fdisk lvm2  # file recovery tests: real file systems, partitions, LVM
 )
 
 missing=()

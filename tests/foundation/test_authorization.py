@@ -96,6 +96,15 @@ REQUESTS = {
         f"{I}/secondary-recovery-points", None),
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/mount"): (
         f"{I}/recovery-points/0000/mount", {}),
+    # file recovery straight from the vault (tests/files)
+    ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/volumes"): (
+        f"{I}/recovery-points/0000/volumes", None),
+    ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/files"): (
+        f"{I}/recovery-points/0000/files?path=/", None),
+    ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/files/download"): (
+        f"{I}/recovery-points/0000/files/download?path=/etc", None),
+    ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/files/find"): (f"{I}/files/find?name=x", None),
+    ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/file-downloads"): (f"{V}/file-downloads", None),
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/unmount"): (
         f"{I}/recovery-points/0000/unmount", None),
     ("GET", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/mounts"): (f"{I}/mounts", None),

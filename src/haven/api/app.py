@@ -10,9 +10,10 @@ from haven.api.errors import ERROR_RESPONSES, install_error_handlers, reject_nul
 from haven.api.headers import SecurityHeaders
 from haven.api.limits import BodyLimits
 from haven.api.storage_endpoint import storage_router
-from haven.services.objects import ObjectService
 from haven.api.routes import account, agent, guard, inventory, jobs, keyvault, prepare, protection, restore, vaults
+from haven.api.routes import files as file_routes
 from haven.services.core import Haven
+from haven.services.objects import ObjectService
 from haven.web import mount_dashboard
 
 __all__ = ["create_app"]
@@ -30,6 +31,7 @@ def create_app(core: Haven) -> FastAPI:
     api = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     for module in (account, vaults, protection, jobs, inventory, agent, prepare, keyvault, restore, guard):
         api.include_router(module.router)
+    api.include_router(file_routes.router)
     app.include_router(api)
     app.include_router(metrics.router)
     app.include_router(storage_router(ObjectService(core.capabilities.resolve)), include_in_schema=False)

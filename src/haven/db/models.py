@@ -283,3 +283,4 @@ class WebSession(Base):
 
 import haven.keyvault.tables  # noqa: E402,F401  (the key vault tables join the metadata)
 import haven.db.guard_tables  # noqa: E402,F401  (multi-user authorization's tables join the metadata)
+import haven.db.files_tables  # noqa: E402,F401  (file recovery's download audit joins the metadata)

@@ -157,3 +157,4 @@ def import_vault(ctx: typer.Context, subscription: SubOpt,
     if region:
         body["region"] = region
     st.show(st.client.post(f"/subscriptions/{subscription}/vaults/import", body))
+from haven.cli.commands import files as _file_recovery  # noqa: E402,F401  (ls/get/find straight from the vault join the files group)
