@@ -57,6 +57,9 @@ REQUESTS = {
     ("POST", "/ui/s/{sub}/jobs/{job_id}/stop"): (f"{S}/jobs/{{job}}/stop", {}),
     ("GET", "/ui/readiness"): ("/ui/readiness", None),
     ("GET", "/ui/keyvault"): ("/ui/keyvault", None),
+    ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/points/{point}/files"): (f"{I}/points/{{point}}/files?path=/", None),
+    ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/points/{point}/download"): (f"{I}/points/{{point}}/download?path=/", None),
+    ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/find"): (f"{I}/find?name=x", None),
     ("POST", "/ui/keyvault/new"): ("/ui/keyvault/new", {"name": "kv-ui", "subscription": "prod", "region": "local"}),
     ("POST", "/ui/s/{sub}/kv/{key_vault}/access-policies"): (f"{S}/kv/kv1/access-policies",
                                                             {"principal": "Backup Management Service", "template": "Haven Backup"}),
@@ -145,7 +148,7 @@ def test_a_host_agent_cannot_sign_in(world):
 def test_page_authorization(world, route):
     method = route[0]
     path, form = REQUESTS[route]
-    path = path.replace("{job}", world["job"])
+    path = path.replace("{job}", world["job"]).replace("{point}", world["point"])
     expected = TABLE[route]
     for principal in sorted(PRINCIPALS, key=lambda p: expected[p]):  # refused first: an allowed post may change state
         client = _session(world, principal)
