@@ -57,6 +57,7 @@ REQUESTS = {
     ("POST", "/ui/s/{sub}/jobs/{job_id}/stop"): (f"{S}/jobs/{{job}}/stop", {}),
     ("GET", "/ui/readiness"): ("/ui/readiness", None),
     ("GET", "/ui/keyvault"): ("/ui/keyvault", None),
+    ("GET", "/ui/network"): ("/ui/network", None),
     ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/points/{point}/files"): (f"{I}/points/{{point}}/files?path=/", None),
     ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/points/{point}/download"): (f"{I}/points/{{point}}/download?path=/", None),
     ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/find"): (f"{I}/find?name=x", None),

@@ -236,6 +236,8 @@ class HostOut(BaseModel):
     agent: Literal["server", "remote"] = "server"
     agent_version: str | None = None
     shares: list[str] = Field(default_factory=list, description="The subscriptions the host is shared with (those the caller sees).")
+    network: dict[str, Any] | None = Field(None, description="The host agent's last network report: its proxy settings (no secrets) "
+                                                                "and its probe of each vault's storage (remote agents only).")
 
 
 class HostIn(Strict):

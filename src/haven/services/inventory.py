@@ -256,7 +256,8 @@ def _redacted_uri(uri: str) -> str:
 def host_view(h: Host, shares: list[str] | None = None) -> dict:
     return {"id": h.id, "name": h.name, "region": h.region, "adapter": h.adapter_url.split("://", 1)[0],
             "adapter_uri": _redacted_uri(h.adapter_url), "last_seen": h.last_seen,
-            "agent": "remote" if h.remote else "server", "agent_version": h.agent_version, "shares": shares or []}
+            "agent": "remote" if h.remote else "server", "agent_version": h.agent_version, "shares": shares or [],
+            "network": h.network}  # the agent's own report: its proxy settings (no secrets) and each vault's probe
 
 
 def _merge_facts(old: dict, new: dict) -> dict:

@@ -17,7 +17,7 @@ URLs use the subscription's *name* (services accept a name or an id)::
 
 from __future__ import annotations
 
-from haven.web.pages import files, items, jobs, keyvault, readiness, signin, vaults  # noqa: F401 (each adds its pages to the router)
+from haven.web.pages import files, items, jobs, keyvault, network, readiness, signin, vaults  # noqa: F401 (each adds its pages to the router)
 from haven.web.pages.base import router, templates
 
 __all__ = ["router", "templates"]
