@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from haven.db.models import Job, ProtectedItem, VirtualMachine
 from haven.domain.enums import JobStatus, JobType, Role
@@ -21,12 +22,44 @@ class JobFilterInvalid(UserError):
     recommendation = "Use one of the known values."
 
 
+class JobCursorInvalid(UserError):
+    code = "UserErrorCursorInvalid"
+    message = "The cursor {cursor!r} was not made by this list."
+    recommendation = "Start again without a cursor, then pass the cursor each page's X-Next-Cursor header gives."
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, job_id = text.split("|", 1)
+        created = datetime.fromisoformat(when)
+    except (ValueError, UnicodeDecodeError):
+        raise JobCursorInvalid(cursor=cursor[:80]) from None
+    if not job_id or created.tzinfo is None:
+        raise JobCursorInvalid(cursor=cursor[:80])
+    return created, job_id
+
+
 class JobService:
     def __init__(self, core):
         self.core = core
 
     def list(self, caller: Caller, subscription: str, vault_name: str, status: str | None = None, type: str | None = None,
              vm: str | None = None, start: datetime | None = None, end: datetime | None = None, limit: int = 100) -> list[dict]:
+        return self.page(caller, subscription, vault_name, status, type, vm, start, end, limit)[0]
+
+    def page(self, caller: Caller, subscription: str, vault_name: str, status: str | None = None, type: str | None = None,
+             vm: str | None = None, start: datetime | None = None, end: datetime | None = None, limit: int = 100,
+             cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """Newest first, ``limit`` at a time: the jobs after ``cursor`` and the cursor of the next page (None at the end).
+        Keyset pagination on (created_at, id): a page costs the same however deep it is, and jobs added meanwhile
+        never shift a page."""
+        after = decode_cursor(cursor) if cursor else None
+        limit = max(1, min(limit, 1000))
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name)
             _check(status, JobStatus, "status")
@@ -42,8 +75,24 @@ class JobService:
                 q = q.where(Job.created_at >= start)
             if end:
                 q = q.where(Job.created_at <= end)
-            rows = s.scalars(q.order_by(Job.created_at.desc()).limit(max(1, min(limit, 1000)))).all()
-            return [self.view(j, s) for j in rows]
+            if after:
+                q = q.where(or_(Job.created_at < after[0], and_(Job.created_at == after[0], Job.id < after[1])))
+            rows = s.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            names = self._vm_names(s, rows)
+            views = [self.view(j, vm_name=names.get(j.item_id)) for j in rows]
+            return views, (encode_cursor(rows[-1].created_at, rows[-1].id) if more else None)
+
+    @staticmethod
+    def _vm_names(s, jobs: list[Job]) -> dict[str, str]:
+        """item id -> VM name for a page of jobs, in one query."""
+        ids = {j.item_id for j in jobs if j.item_id}
+        if not ids:
+            return {}
+        rows = s.execute(select(ProtectedItem.id, VirtualMachine.name).join(VirtualMachine, ProtectedItem.vm_id == VirtualMachine.id)
+                         .where(ProtectedItem.id.in_(ids)))
+        return dict(rows.all())
 
     def show(self, caller: Caller, subscription: str, job_id: str) -> dict:
         with self.core.db.session() as s:
@@ -61,9 +110,9 @@ class JobService:
         with self.core.db.session() as s:
             return self.view(s.get(Job, job.id), s)
 
-    def view(self, job: Job, s=None) -> dict:
-        vm = None
-        if s is not None and job.item_id:
+    def view(self, job: Job, s=None, vm_name: str | None = None) -> dict:
+        vm = vm_name
+        if vm is None and s is not None and job.item_id:
             item = s.get(ProtectedItem, job.item_id)
             vm = s.get(VirtualMachine, item.vm_id).name if item else None
         duration = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from haven.db.models import Host, Job, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
@@ -265,7 +265,7 @@ class ProtectionService:
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name)
             items = s.scalars(select(ProtectedItem).where(ProtectedItem.vault_id == vault.id)).all()
-            return sorted((self.view(s, i) for i in items), key=lambda v: v["vm"])
+            return sorted(self.views(s, items), key=lambda v: v["vm"])
 
     def show_item(self, caller: Caller, subscription: str, vault_name: str, vm: str) -> dict:
         with self.core.db.session() as s:
@@ -303,10 +303,28 @@ class ProtectionService:
             raise DiskSelectionInvalid(reason="every disk would be excluded.")
 
     def view(self, s, item: ProtectedItem) -> dict:
-        vm = s.get(VirtualMachine, item.vm_id)
-        host = s.get(Host, vm.host_id)
-        policy = s.get(Policy, item.policy_id) if item.policy_id else None
-        latest = s.scalar(select(RecoveryPoint).where(RecoveryPoint.item_id == item.id).order_by(RecoveryPoint.time.desc()).limit(1))
+        return self.views(s, [item])[0]
+
+    def views(self, s, items: list[ProtectedItem]) -> list[dict]:
+        """The views of many items in a fixed number of queries, however many items there are (a list
+        endpoint must not cost one query per item)."""
+        if not items:
+            return []
+        ids = [i.id for i in items]
+        vms = {vm.id: vm for vm in s.scalars(select(VirtualMachine).where(VirtualMachine.id.in_({i.vm_id for i in items})))}
+        hosts = {h.id: h for h in s.scalars(select(Host).where(Host.id.in_({vm.host_id for vm in vms.values()})))}
+        policy_ids = {i.policy_id for i in items if i.policy_id}
+        policies = {p.id: p for p in s.scalars(select(Policy).where(Policy.id.in_(policy_ids)))} if policy_ids else {}
+        vaults = {v.id: v for v in s.scalars(select(Vault).where(Vault.id.in_({i.vault_id for i in items})))}
+        newest = (select(RecoveryPoint.item_id, func.max(RecoveryPoint.time).label("time"))
+                  .where(RecoveryPoint.item_id.in_(ids)).group_by(RecoveryPoint.item_id).subquery())
+        latest = {p.item_id: p for p in s.scalars(select(RecoveryPoint).join(
+            newest, (RecoveryPoint.item_id == newest.c.item_id) & (RecoveryPoint.time == newest.c.time)))}
+        return [self._view(item, vms[item.vm_id], hosts[vms[item.vm_id].host_id], policies.get(item.policy_id),
+                           latest.get(item.id), vaults[item.vault_id]) for item in items]
+
+    def _view(self, item: ProtectedItem, vm: VirtualMachine, host: Host, policy: Policy | None, latest: RecoveryPoint | None,
+              vault: Vault) -> dict:
         next_run = None
         if policy is not None and item.state == ProtectionState.PROTECTED.value:
             from haven.domain.schedule import Schedule
@@ -327,6 +345,6 @@ class ProtectionService:
             "include_disks": item.include_disks,
             "exclude_disks": item.exclude_disks,
             "deleted_at": item.deleted_at,
-            "purge_at": item.deleted_at + timedelta(days=s.get(Vault, item.vault_id).soft_delete_days) if item.deleted_at else None,
+            "purge_at": item.deleted_at + timedelta(days=vault.soft_delete_days) if item.deleted_at else None,
             "created_at": item.created_at,
         }

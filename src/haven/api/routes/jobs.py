@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from haven.api.deps import caller, core
 from haven.api.routes.params import Id, Sub, VaultName
@@ -14,15 +14,22 @@ router = APIRouter(prefix="/subscriptions/{subscription}", tags=["jobs"])
 
 @router.get("/vaults/{vault}/jobs", response_model=list[JobOut])
 def list_jobs(
-    subscription: Sub, vault: VaultName,
+    request: Request, response: Response, subscription: Sub, vault: VaultName,
     status: Annotated[str | None, Query(max_length=32)] = None,
     type: Annotated[str | None, Query(max_length=32)] = None,
     vm: Annotated[str | None, Query(max_length=128)] = None,
     start: datetime | None = None, end: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200, description="The X-Next-Cursor of the previous page.")] = None,
     app=Depends(core), who=Depends(caller),
 ):
-    return app.jobs.list(who, subscription, vault, status, type, vm, _aware(start), _aware(end), limit)
+    """Newest first, ``limit`` at a time. When there is more, the answer carries ``X-Next-Cursor`` and a ``Link``
+    header (``rel="next"``) to the next page."""
+    jobs, following = app.jobs.page(who, subscription, vault, status, type, vm, _aware(start), _aware(end), limit, cursor)
+    if following:
+        response.headers["X-Next-Cursor"] = following
+        response.headers["Link"] = f'<{request.url.include_query_params(cursor=following)}>; rel="next"'
+    return jobs
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
