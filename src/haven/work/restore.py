@@ -1,137 +1,60 @@
-"""What a host agent does with a job the server planned: back up a VM, or restore disks to a folder.
+"""The host's part of the restores: disks into a folder, a new VM, disks put back into a VM.
 
-The server plans a job (what to read, where to write, which parent, which point id), the agent on
-the VM's host carries it out, and the server records the outcome. ``haven serve`` runs all three
-steps in one process; a remote ``haven agent`` gets the plan over the agent API and sends the
-outcome back. Either way the same two functions below do the host's part, so the in-process and
-the remote path cannot drift apart.
-
-``ctx`` is anything with the ``JobContext`` surface the work needs: ``subtask``, ``progress_for``,
-``warn``, ``check_cancelled`` and a ``cancel`` event.
+Every restore writes each disk under a temporary name and gives the disks their names only when all
+of them are complete; a failure or a stop leaves none behind, and no restore overwrites a file.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BackupPlan", "BackupOutcome", "RestorePlan", "SNAPSHOT", "TRANSFER", "consistency_label", "RestoreVmPlan", "restore_disks_into", "run_backup", "run_restore_disks", "run_restore_vm"]
+from haven.hypervisor.definitions import domain_xml_for_point, write_vm_definition
+from haven.hypervisor.errors import VmAlreadyExists, VmNotFound
+from haven.work.errors import (
+    ReplaceDisksMismatch,
+    ReplaceDisksVmRunning,
+    RestoreVmNameInUse,
+    refuse_existing,
+    would_overwrite,
+)
+from haven.work.plans import (
+    ReplaceDisksOutcome,
+    ReplaceDisksPlan,
+    RestoreDisksOutcome,
+    RestorePlan,
+    RestoreVmOutcome,
+    RestoreVmPlan,
+)
+from haven.work.protocols import Adapter, JobWork, Repository
 
-SNAPSHOT = "Take snapshot"
-TRANSFER = "Transfer data to vault"
-TRACKING_LOST = ("Changed-block tracking was lost since the last backup (VM restarted or bitmap missing): "
-                 "this backup read every allocated block, compared it with the last recovery point and stored only what changed. "
-                 "Tracking restarts now.")
+__all__ = ["restore_disks_into", "run_restore_disks", "run_cross_region_restore", "run_restore_vm", "run_replace_disks",
+           "BACKUP_CURRENT", "REPLACE"]
 
-
-class _Wire:
-    """Plans and outcomes cross the agent API as JSON objects."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        try:
-            return cls(**d)
-        except TypeError as e:
-            from haven.errors import UserError
-
-            raise UserError(f"The agent's {cls.__name__} does not match this server's: {e}.",
-                            "Run the same Haven version on the server and its host agents.") from None
-
-
-@dataclass
-class BackupPlan(_Wire):
-    item_id: str
-    vault_id: str
-    point_id: str
-    vm: str
-    started: str  # ISO time the server gave the point
-    meta: dict[str, Any]  # the point's metadata without what only the snapshot knows
-    parent_point_id: str | None = None
-    checkpoint: str | None = None
-    include_disks: list[str] | None = None
+BACKUP_CURRENT = "Back up current disks"
+REPLACE = "Replace disks"
 
 
-@dataclass
-class BackupOutcome(_Wire):
-    consistency: str
-    disks: list[dict]
-    bytes_read: int
-    bytes_new: int
-    checkpoint: str | None
-    warned: bool
-    extension: dict | None = None
-
-
-@dataclass
-class RestorePlan(_Wire):
-    item_id: str
-    point_id: str
-    target: str
-    disks: list[str]
-    format: str = "raw"
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RestoreVmPlan(_Wire):
-    item_id: str
-    point_id: str
-    name: str
-    format: str
-    target: str | None
-    host: str
-    meta: dict[str, Any]
-    disks: list[str]
-    notes: list[str] = field(default_factory=list)
-
-
-def run_backup(plan: BackupPlan, adapter, repo, ctx) -> BackupOutcome:
-    """Snapshot the VM, send its disks to the vault, release the snapshot; the point is not recorded here."""
-    ctx.subtask(SNAPSHOT, percent=0)
-    with adapter.snapshot(plan.vm, previous_checkpoint=plan.checkpoint, include_disks=plan.include_disks) as snap:
-        for warning in snap.warnings:
-            ctx.warn(warning)
-        if snap.tracking_lost:
-            ctx.warn(TRACKING_LOST)
-        consistency = snap.consistency if snap.consistency in ("application", "filesystem") else "crash"
-        ctx.subtask(SNAPSHOT, "Completed", 100, consistency=consistency_label(consistency))
-        ctx.check_cancelled()
-        ctx.subtask(TRANSFER, percent=0)
-        disks = [{"name": d.name, "size": d.size, "format": d.format} for d in snap.disks]
-        meta = {**plan.meta, "consistency": consistency_label(consistency), "disks": disks}
-        summary = repo.backup(plan.item_id, plan.point_id, list(snap.disks), meta, parent_point_id=plan.parent_point_id,
-                              progress=ctx.progress_for(TRANSFER), cancel=ctx.cancel)
-        extension = getattr(snap, "extension", None)
-        outcome = BackupOutcome(
-            consistency=consistency, disks=disks, bytes_read=summary.bytes_read, bytes_new=summary.bytes_new,
-            checkpoint=snap.checkpoint, warned=bool(snap.warnings or snap.tracking_lost),
-            extension=extension.to_dict() if hasattr(extension, "to_dict") else extension,
-        )
-    ctx.subtask(TRANSFER, "Completed", 100, bytes_read=outcome.bytes_read, bytes_stored=outcome.bytes_new)
-    return outcome
-
-
-def consistency_label(level: str) -> str:
-    from haven.domain.enums import Consistency
-
-    return {"application": Consistency.APPLICATION, "filesystem": Consistency.FILE_SYSTEM}.get(level, Consistency.CRASH).value
-
-
-def run_restore_disks(plan: RestorePlan, repo, ctx) -> list[str]:
+def run_restore_disks(plan: RestorePlan, repo: Repository, ctx: JobWork) -> RestoreDisksOutcome:
     """Write the point's disks into ``plan.target``, then its VM definition; never overwrite a file.
 
-    Returns the files written (disks, then the VM definition). On any failure no disk is left behind.
+    The files written: disks, then the VM definition. On any failure no disk is left behind.
     """
-    from haven.services.points import refuse_existing
-    from haven.services.restore import write_vm_definition
-
     target = Path(plan.target)
     refuse_existing(target, plan.disks, plan.format, plan.target)
+    return RestoreDisksOutcome(files=_disks_and_definition(plan, repo, ctx))
+
+
+def run_cross_region_restore(plan: RestorePlan, repo: Repository, ctx: JobWork) -> RestoreDisksOutcome:
+    """restore-disks from the paired region's copy (``repo``); the target was checked when the job was asked for."""
+    return RestoreDisksOutcome(files=_disks_and_definition(plan, repo, ctx))
+
+
+def _disks_and_definition(plan: RestorePlan, repo: Repository, ctx: JobWork) -> list[str]:
+    target = Path(plan.target)
     disks = restore_disks_into(repo, plan.item_id, plan.point_id, plan.disks, target, plan.format, ctx)
     try:
         return list(disks.values()) + write_vm_definition(target, plan.meta, disks, plan.point_id)  # libvirt XML + JSON template
@@ -141,7 +64,8 @@ def run_restore_disks(plan: RestorePlan, repo, ctx) -> list[str]:
         raise
 
 
-def restore_disks_into(repo, item_id: str, point_id: str, names: list[str], target: Path, fmt: str, ctx) -> dict[str, str]:
+def restore_disks_into(repo: Repository, item_id: str, point_id: str, names: list[str], target: Path, fmt: str,
+                       ctx: JobWork) -> dict[str, str]:
     """Restore ``names`` under temporary names in ``target``, then give them their names; returns name -> path.
 
     A subtask per disk ("Restore disk NAME"); a failure or a stop leaves none of them behind, and a
@@ -173,8 +97,6 @@ def restore_disks_into(repo, item_id: str, point_id: str, names: list[str], targ
 def _publish_new(partial: Path, final: Path, shown: str) -> None:
     """Rename ``partial`` to ``final`` unless ``final`` exists (a hard link fails on an existing name,
     where a rename would replace it). Filesystems without hard links get a check, then a rename."""
-    from haven.services.points import would_overwrite
-
     try:
         os.link(partial, final, follow_symlinks=False)
     except FileExistsError:
@@ -187,30 +109,21 @@ def _publish_new(partial: Path, final: Path, shown: str) -> None:
     partial.unlink()
 
 
-def run_restore_vm(plan: RestoreVmPlan, adapter, repo, ctx, staging_root: Path) -> dict:
+def run_restore_vm(plan: RestoreVmPlan, adapter: Adapter, repo: Repository, ctx: JobWork, staging_root: Path) -> RestoreVmOutcome:
     """Restore the point's disks and define a new VM from them on this host; never replace a VM.
 
-    Image-folder VMs get their disks in the new VM's folder; otherwise the disks go to ``plan.target``
-    (or ``staging_root/NAME``). On failure, the disks and the staging folder are removed.
+    The disks go to ``plan.target``, or where the adapter keeps a new VM's disks (``new_vm_staging``,
+    then ``adopt_new_vm_disks``), or ``staging_root/NAME``. The VM's definition is clean of the
+    original's runtime state (``hypervisor.definitions``). On failure, the disks and the staging
+    folder are removed.
     """
-    import shutil
-
-    from haven.hypervisor.errors import VmAlreadyExists, VmNotFound
-    from haven.services.points import refuse_existing
-    from haven.services.restore import RestoreVmNameInUse, settle_folder_vm, write_vm_definition
-
     try:
         adapter.describe(plan.name)
         raise RestoreVmNameInUse(name=plan.name, host=plan.host)
     except VmNotFound:
         pass
-    folder_vm = getattr(adapter, "kind", "") == "folder" and not plan.target
-    if plan.target:
-        staging = Path(plan.target)
-    elif folder_vm:
-        staging = Path(adapter.root) / f".{plan.name}.restoring-{plan.point_id[:8]}"
-    else:
-        staging = staging_root / plan.name
+    own_staging = None if plan.target else adapter.new_vm_staging(plan.name, plan.point_id[:8])
+    staging = Path(plan.target) if plan.target else own_staging or staging_root / plan.name
     refuse_existing(staging, plan.disks, plan.format)
     for note in plan.notes:
         ctx.warn(note)
@@ -219,24 +132,84 @@ def run_restore_vm(plan: RestoreVmPlan, adapter, repo, ctx, staging_root: Path) 
     try:
         files = restore_disks_into(repo, plan.item_id, plan.point_id, plan.disks, staging, plan.format, ctx)
         ctx.subtask("Create VM", percent=0)
+        definition = plan.meta.get("definition")
+        domain_xml = None
+        if own_staging is None and isinstance(definition, str):  # the definition as the new VM's, in its own files
+            domain_xml = domain_xml_for_point(plan.name, plan.meta, files, plan.point_id, files_dir=staging)
+            definition = domain_xml
         try:
-            info = adapter.define_vm(plan.name, files, plan.meta.get("definition"))
+            info = adapter.define_vm(plan.name, files, definition)
         except VmAlreadyExists:
             raise RestoreVmNameInUse(name=plan.name, host=plan.host) from None
-        if folder_vm:
-            files = settle_folder_vm(Path(adapter.root) / plan.name, files)
+        out_dir = staging
+        adopted = adapter.adopt_new_vm_disks(plan.name, files) if own_staging is not None else None
+        if adopted is not None:
+            files, out_dir = adopted
             shutil.rmtree(staging, ignore_errors=True)
-            out_dir = Path(adapter.root) / plan.name
-        else:
-            out_dir = staging
-        extra = write_vm_definition(out_dir, plan.meta, files, plan.point_id, plan.name)
+        extra = write_vm_definition(out_dir, plan.meta, files, plan.point_id, plan.name, domain_xml=domain_xml)
         ctx.subtask("Create VM", "Completed", 100)
     except BaseException:
         for f in files.values():
             Path(f).unlink(missing_ok=True)
-        if created_staging or folder_vm:
+        if created_staging or own_staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {"vm": plan.name, "host": plan.host, "disks": files, "files": list(files.values()) + extra,
-            "nics": plan.meta.get("nics") or [], "notes": plan.notes, "power_state": info.power_state,
-            "recovery_point": plan.point_id}
+    return RestoreVmOutcome(vm=plan.name, host=plan.host, disks=files, files=list(files.values()) + extra,
+                            nics=plan.meta.get("nics") or [], notes=plan.notes, power_state=info.power_state,
+                            recovery_point=plan.point_id)
+
+
+def run_replace_disks(plan: ReplaceDisksPlan, adapter: Adapter, repo: Repository, ctx: JobWork,
+                      keep_undo: Callable[[list[dict[str, Any]], int], None]) -> ReplaceDisksOutcome:
+    """Put a point's disks back into a stopped VM, after keeping what it has now as a recovery point.
+
+    ``keep_undo(disks, stored_bytes)`` records the undo point (the server does, under the job's
+    lease); nothing is replaced unless it returned. Each disk is written next to the original, then
+    renamed over it, while no backup may read the VM.
+    """
+    info = adapter.describe(plan.vm, probe_guest=False)  # type: ignore[call-arg]
+    if info.power_state != "stopped":
+        raise ReplaceDisksVmRunning(vm=plan.vm, state=info.power_state)
+    current = {d.name: d for d in info.disks}
+    missing = [n for n in plan.disks if n not in current]
+    if missing:
+        raise ReplaceDisksMismatch(vm=plan.vm, disks=", ".join(missing), point=plan.point_id, have=", ".join(current))
+    # 1. keep what the VM has now as a recovery point: the replace can be undone
+    ctx.subtask(BACKUP_CURRENT, percent=0)
+    with adapter.snapshot(plan.vm) as snap:
+        disks = [{"name": d.name, "size": d.size, "format": d.format} for d in snap.disks]
+        meta = {**plan.meta, "definition": plan.meta.get("definition") or info.definition,
+                "disks": disks, "nics": plan.meta.get("nics", info.nics)}
+        summary = repo.backup(plan.item_id, plan.undo_point_id, list(snap.disks), meta, parent_point_id=plan.parent_point_id,
+                              progress=ctx.progress_for(BACKUP_CURRENT), cancel=ctx.cancel)
+    keep_undo(disks, summary.bytes_new)
+    ctx.subtask(BACKUP_CURRENT, "Completed", 100, recovery_point=plan.undo_point_id)
+    # 2. write each disk next to the original, then rename over it
+    ctx.check_cancelled()
+    ctx.subtask(REPLACE, percent=0)
+    finals = {n: Path(current[n].path) for n in plan.disks}
+    groups: dict[str, list[str]] = {}
+    for n in plan.disks:
+        groups.setdefault(current[n].format if current[n].format in ("raw", "qcow2") else "raw", []).append(n)
+    partials: list[tuple[Path, Path]] = []
+    release = adapter.acquire_vm(plan.vm, "backup")  # no backup reads the disks while they are replaced
+    try:
+        info = adapter.describe(plan.vm, probe_guest=False)  # type: ignore[call-arg]
+        if info.power_state != "stopped":
+            raise ReplaceDisksVmRunning(vm=plan.vm, state=info.power_state)
+        for fmt, names in groups.items():
+            for n in names:
+                final = finals[n]
+                partial = final.with_name(f".{final.name}.haven-replace")
+                repo.restore_disk(plan.item_id, plan.point_id, n, str(partial), fmt=fmt, progress=ctx.progress_for(f"Restore disk {n}"))
+                partials.append((partial, final))
+        for partial, final in partials:
+            os.replace(partial, final)
+    except BaseException:
+        for partial, _ in partials:
+            partial.unlink(missing_ok=True)
+        raise
+    finally:
+        release()
+    ctx.subtask(REPLACE, "Completed", 100)
+    return ReplaceDisksOutcome(replaced={n: str(f) for n, f in finals.items()}, undo_stored_bytes=summary.bytes_new)
