@@ -1,5 +1,5 @@
-"""The job handlers: each job type one class with ``plan`` (here), ``run`` (the host's part, in
-``haven.work``) and ``record`` (here), and their registry ``handlers(core)``, keyed by ``JobType``.
+"""The job handlers of backup, restore-disks and verify: each job type one class with ``plan`` (here),
+``run`` (the host's part, in ``haven.work``) and ``record`` (here); their registry is ``handlers``.
 
 One backup, one way: ``BackupHandler.plan`` fixes the point → ``work.run_backup`` on the VM's host
 (snapshot, engine) → ``BackupHandler.record`` inserts the point (``recording.record_point``) in the
@@ -28,7 +28,7 @@ from haven.services.recording import ItemNoLongerProtected, PointRecord, lock_it
 from haven.work import HOST_JOBS, Host as WorkHost, HostJob
 from haven.work.plans import BackupOutcome, BackupPlan, RestoreDisksOutcome, RestorePlan, Wire
 
-__all__ = ["JobHandlerBase", "BackupHandler", "RestoreHandler", "VerifyHandler", "handlers", "ItemNoLongerProtected",
+__all__ = ["JobHandlerBase", "BackupHandler", "RestoreHandler", "VerifyHandler", "ItemNoLongerProtected",
            "lock_item_for_point", "withdraw_point", "PointNotStored"]
 
 log = logging.getLogger(__name__)
@@ -274,23 +274,3 @@ class VerifyHandler:
 
     def __call__(self, ctx: JobContext) -> None:
         self.core.lifecycle.run_verify(ctx)
-
-
-class HandlerRegistry(dict):
-    """``JobType`` -> handler; looked up by a job's stored type string as well (``JobType`` is a ``str``)."""
-
-    def __init__(self, entries: dict[JobType, Any]):
-        super().__init__(entries)
-
-    def for_type(self, job_type: str) -> Any:
-        return self[JobType(job_type)]
-
-
-def handlers(core) -> HandlerRegistry:
-    """Every job type this server runs, one handler each."""
-    from haven.services.restore_jobs import restore_handlers
-
-    entries: dict[JobType, Any] = {JobType.BACKUP: BackupHandler(core), JobType.RESTORE: RestoreHandler(core),
-                                   JobType.VERIFY: VerifyHandler(core), **restore_handlers(core)}
-    return HandlerRegistry(entries)
-

@@ -19,7 +19,9 @@ from haven.hypervisor.definitions import nic_notes
 from haven.jobs.queue import Claimed
 from haven.jobs.runner import Commit, JobContext
 from haven.services.execution import JobHandlerBase
+from haven.services.points import PointNotFound
 from haven.services.recording import PointRecord, record_point, withdraw_point
+from haven.services.restore import mount_instructions
 from haven.work import HOST_JOBS, run_cross_region_restore, run_replace_disks
 from haven.work.plans import (
     FileRecoveryPlan,
@@ -43,8 +45,6 @@ class _Base(JobHandlerBase):
         with self.core.db.session() as s:
             point = s.get(RecoveryPoint, p["point_id"])
             if point is None:
-                from haven.services.points import PointNotFound
-
                 raise PointNotFound(point=p["point_id"], vm=p.get("vm", "?"))
             vault = s.get(Vault, point.vault_id)
             s.expunge(vault)
@@ -200,8 +200,6 @@ class FileRecoveryHandler(_Base):
         return open_session(plan, repo, ctx, self.core.clock.now)
 
     def record(self, commit: Commit, job: Claimed, plan: FileRecoveryPlan, session: dict, remote: bool = False) -> None:
-        from haven.services.restore import mount_instructions
-
         with self.core.db.session() as s:
             vault = s.get(Vault, job.vault_id)
             subscription, vault_name = s.get(Subscription, vault.subscription_id).name, vault.name
