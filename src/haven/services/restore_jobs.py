@@ -120,8 +120,6 @@ class ReplaceDisksHandler(_Base):
     point's disks back (``run_replace_disks``); the server's host only."""
 
     job_type = JobType.REPLACE_DISKS
-    BACKUP_STEP = "Back up current disks"
-    REPLACE_STEP = "Replace disks"
 
     def plan(self, job: Claimed) -> ReplaceDisksPlan:
         vault, item_id, point_id, _ = self._load(job)

@@ -167,7 +167,7 @@ def run_replace_disks(plan: ReplaceDisksPlan, adapter: Adapter, repo: Repository
     lease); nothing is replaced unless it returned. Each disk is written next to the original, then
     renamed over it, while no backup may read the VM.
     """
-    info = adapter.describe(plan.vm, probe_guest=False)  # type: ignore[call-arg]
+    info = adapter.describe(plan.vm, probe_guest=False)
     if info.power_state != "stopped":
         raise ReplaceDisksVmRunning(vm=plan.vm, state=info.power_state)
     current = {d.name: d for d in info.disks}
@@ -194,7 +194,7 @@ def run_replace_disks(plan: ReplaceDisksPlan, adapter: Adapter, repo: Repository
     partials: list[tuple[Path, Path]] = []
     release = adapter.acquire_vm(plan.vm, "backup")  # no backup reads the disks while they are replaced
     try:
-        info = adapter.describe(plan.vm, probe_guest=False)  # type: ignore[call-arg]
+        info = adapter.describe(plan.vm, probe_guest=False)
         if info.power_state != "stopped":
             raise ReplaceDisksVmRunning(vm=plan.vm, state=info.power_state)
         for fmt, names in groups.items():
