@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -36,7 +37,9 @@ def test_restore_vm_defines_a_new_folder_vm_with_identical_disks_and_the_origina
     assert set(sources) == set(DISKS) and all(str(folder) in p for p in sources.values())
     macs = [i.find("mac").get("address") for i in dom.iter("interface")]
     nets = [i.find("source").get("network") for i in dom.iter("interface")]
-    assert macs == [n["mac"] for n in NICS] and nets == ["default", "storage-net"]
+    # networks as they were, new MAC addresses: the new VM can start next to its original (issue 18, item 4)
+    assert nets == ["default", "storage-net"] and len(set(macs)) == 2 and not set(macs) & {n["mac"] for n in NICS}
+    assert all(re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", m) for m in macs), macs
     template = json.loads((folder / "vm-template.json").read_text())
     assert template["recovery_point"] == point["id"] and template["nics"] == NICS
     # the inventory sees the new VM (stopped), and it can be protected like any other
@@ -90,11 +93,13 @@ def test_domain_xml_from_a_libvirt_definition_keeps_devices_and_points_at_the_re
             "nics": [{"mac": "52:54:00:01:02:03"}, {"mac": "52:54:00:01:02:04"}]}
     files = write_vm_definition(tmp_path, meta, {"vda": str(tmp_path / "vda.qcow2")}, "p1", name="db1-copy")
     dom = ET.parse(files[0]).getroot()
-    assert dom.findtext("name") == "db1-copy" and dom.find("uuid") is None
+    assert dom.findtext("name") == "db1-copy" and dom.findtext("uuid") not in (None, "6f0c0bc4-0000-4000-8000-000000000001")
     disk = next(d for d in dom.iter("disk") if d.get("device") == "disk")
     assert disk.get("type") == "file" and disk.find("source").get("file") == str(tmp_path / "vda.qcow2")
     assert disk.find("driver").get("type") == "qcow2"
-    assert [i.find("mac").get("address") for i in dom.iter("interface")] == ["52:54:00:01:02:03", "52:54:00:01:02:04"]
+    macs = [i.find("mac").get("address") for i in dom.iter("interface")]
+    assert len(set(macs)) == 2 and not set(macs) & {"52:54:00:01:02:03", "52:54:00:01:02:04"}  # new addresses
+    assert [i.find("source").attrib for i in dom.iter("interface")] == [{"bridge": "br0"}, {"network": "backend"}]
     assert "p1" in dom.findtext("description")
     template = json.loads((tmp_path / "vm-template.json").read_text())
     assert template["notes"] and "2 NICs" in template["notes"][0]

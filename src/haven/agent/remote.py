@@ -1,7 +1,7 @@
 """``haven agent``: the host agent on a hypervisor host other than the server's.
 
 It talks to the server's agent API with its host's credential: says hello, reports the VMs its
-adapter sees, claims the jobs queued for its host, carries them out (``haven.agent.work``) with
+adapter sees, claims the jobs queued for its host, carries them out (``haven.work.HOST_JOBS``) with
 the data going straight to the vault's storage (the server's storage endpoint for folder vaults),
 renews each job's lease and reports progress while it works, then completes or fails the job.
 It never holds a vault's key-encryption key: the server unwraps the vault's data key for a job the
@@ -20,18 +20,17 @@ import uuid
 from pathlib import Path
 
 from haven import __version__
-from haven.agent.work import BackupPlan, RestorePlan, RestoreVmPlan, run_backup, run_restore_disks, run_restore_vm
 from haven.cli.client import ApiClient, ServerUnreachable
-from haven.domain.enums import JobType
 from haven.errors import HavenError, InternalError
 from haven.jobs.queue import LeaseLost
 from haven.jobs.runner import JobCancelled, WorkContext
+from haven.work import HOST_JOBS, Host, host_job
 
 __all__ = ["RemoteAgent", "RemoteJobContext", "ServerKeyWrapper"]
 
 log = logging.getLogger(__name__)
 
-JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value, "RestoreVm")
+JOB_TYPES = tuple(t.value for t in HOST_JOBS)
 
 
 class ServerKeyWrapper:
@@ -208,16 +207,13 @@ class RemoteAgent:
                 time.sleep(min(self.lease_seconds / attempts, 2.0))
 
     def _execute(self, job: dict, ctx: RemoteJobContext, worker: str) -> dict:
-        repo = self._open_repo(job, worker)
-        if job["type"] == JobType.BACKUP.value:
-            return run_backup(BackupPlan.from_dict(job["plan"]), self.adapter, repo, ctx).to_dict()
-        if job["type"] == JobType.RESTORE.value:
-            return {"files": run_restore_disks(RestorePlan.from_dict(job["plan"]), repo, ctx)}
-        if job["type"] == "RestoreVm":
-            result = run_restore_vm(RestoreVmPlan.from_dict(job["plan"]), self.adapter, repo, ctx, self.home / "restored")
+        work = host_job(job["type"])
+        if work is None:
+            raise InternalError(f"this agent does not run {job['type']} jobs")
+        outcome = work.run_wire(job["plan"], Host(self.adapter, self.home / "restored"), self._open_repo(job, worker), ctx)
+        if work.changes_inventory:
             self._report_quietly()
-            return result
-        raise InternalError(f"this agent does not run {job['type']} jobs")
+        return outcome
 
     def _open_repo(self, job: dict, worker: str):
         from haven.agent.network import open_agent_backend

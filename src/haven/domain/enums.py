@@ -44,9 +44,15 @@ class JobStatus(StrEnum):
 
 
 class JobType(StrEnum):
+    """Every kind of job; the values are stored in ``jobs.type`` and shown by the API, never renamed."""
+
     CONFIGURE_BACKUP = "ConfigureBackup"
     BACKUP = "Backup"
-    RESTORE = "Restore"
+    RESTORE = "Restore"  # restore-disks
+    RESTORE_VM = "RestoreVm"
+    REPLACE_DISKS = "ReplaceDisks"
+    CROSS_REGION_RESTORE = "CrossRegionRestore"  # restore-disks from the paired region's copy
+    FILE_RECOVERY = "FileRecovery"  # mount a recovery point as read-only NBD exports
     DISABLE_BACKUP = "DisableBackup"
     DELETE_BACKUP_DATA = "DeleteBackupData"
     VERIFY = "Verify"

@@ -393,6 +393,27 @@ class ImageFolderAdapter(HypervisorAdapter):
         tmp.rename(folder / DEFINITION_FILE)
         return self._describe(name, probe_guest=False, strict_paths=None)  # the disks Haven itself just restored
 
+    def new_vm_staging(self, name: str, tag: str) -> Path | None:
+        return self.root / f".{name}.restoring-{tag}"
+
+    def adopt_new_vm_disks(self, name: str, files: dict[str, str]) -> tuple[dict[str, str], Path] | None:
+        """Move the restored disks into the new VM's folder; its vm.json refers to them relatively."""
+        folder = self._folder(name)
+        moved = {}
+        for dname, path in files.items():
+            dest = folder / Path(path).name
+            os.replace(path, dest)
+            moved[dname] = str(dest)
+        vm_json = folder / DEFINITION_FILE
+        definition = json.loads(vm_json.read_text())
+        for d in definition.get("disks", []):
+            if d.get("name") in moved:
+                d["file"] = Path(moved[d["name"]]).name
+        tmp = folder / f".{DEFINITION_FILE}.tmp"
+        tmp.write_text(json.dumps(definition, indent=2))
+        tmp.rename(vm_json)
+        return moved, folder
+
     def guest_agent_status(self, name: str) -> GuestAgentInfo:
         info, agent = self._open_agent(name)
         if agent is not None:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from haven.domain.guest import DEFAULT_MIN_AGENT_VERSION
@@ -245,6 +246,17 @@ class HypervisorAdapter(abc.ABC):
 
     @abc.abstractmethod
     def define_vm(self, name: str, disk_paths: dict[str, str], definition: Any) -> VmInfo: ...
+
+    def new_vm_staging(self, name: str, tag: str) -> Path | None:
+        """Where a restore writes the disks of a new VM ``name`` before defining it, when this host keeps
+        a VM's disks in a home of its own (``adopt_new_vm_disks`` moves them there afterwards); ``tag``
+        tells concurrent restores apart. None: the restore puts them where it likes."""
+        return None
+
+    def adopt_new_vm_disks(self, name: str, files: dict[str, str]) -> tuple[dict[str, str], Path] | None:
+        """Move a just-defined VM's restored disks (disk name -> path) into its home; returns their new
+        paths and the home, or None when the VM uses its disks where they are."""
+        return None
 
     @abc.abstractmethod
     def guest_agent_status(self, name: str) -> GuestAgentInfo: ...

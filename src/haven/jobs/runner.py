@@ -1,9 +1,12 @@
 """Runs queued jobs on worker threads: claim, heartbeat, cancel, and record the outcome.
 
-A handler gets a ``JobContext``. It does its work, checking ``ctx.check_cancelled()`` between
-steps, and records what the job produced with ``ctx.commit(fn)``: ``fn(session)`` runs in the
-same transaction that marks the job finished, and only while the worker still holds the job's
-lease. A worker that lost its lease therefore records nothing.
+Each job type has a handler (``JobHandler``): ``plan`` on the server, ``run`` on the VM's host,
+``record`` on the server. ``perform`` drives the three for the server's own host; a remote host
+agent runs the middle step and the agent API the other two. ``record`` stores what the job produced
+with ``commit(fn)``: ``fn(session)`` runs in the same transaction that marks the job finished, and
+only while the worker still holds the job's lease (``commit_under_lease``, the one lease-checked
+commit). A worker that lost its lease therefore records nothing. A plain function of the context is
+a handler too (tests, jobs without a host part).
 """
 
 from __future__ import annotations
@@ -13,15 +16,33 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from haven.domain.enums import JobStatus
 from haven.db.session import database_error
 from haven.errors import HavenError, InternalError
 from haven.jobs.queue import Claimed, JobQueue, LeaseLost
 
-__all__ = ["WorkContext", "JobContext", "JobRunner", "JobCancelled", "Handler"]
+__all__ = ["WorkContext", "JobContext", "JobRunner", "JobCancelled", "Handler", "JobHandler", "Commit", "Record",
+           "commit_under_lease", "perform", "PROGRESS_EVERY"]
+
+#: the most often a job's progress is written to the database (the last value is always written)
+PROGRESS_EVERY = 1.0
+
+Record = Callable[[Any], "dict | None"]
+Commit = Callable[[Record], JobStatus]
+
+
+def commit_under_lease(queue: JobQueue, job_id: str, worker: str, record: Record | None, finish: bool = True) -> JobStatus | None:
+    """Run ``record(session)`` in one transaction with the job's completion (``finish``), only while
+    ``worker`` holds the job's lease; raise ``LeaseLost`` otherwise. Without ``finish`` the job goes on
+    (a step whose result must be kept before the job continues, such as a replace's undo point)."""
+    with queue.db.session() as s:
+        if not queue.holds_lease(s, job_id, worker):
+            raise LeaseLost(job_id=job_id)
+        result = record(s) if record else None
+        return queue.finish(s, job_id, worker, result or {}) if finish else None
 
 log = logging.getLogger(__name__)
 
@@ -86,37 +107,91 @@ class WorkContext:
 
 
 class JobContext(WorkContext):
-    def __init__(self, queue: JobQueue, job: Claimed, worker: str):
+    """A job run by this process: progress goes to the job's row, at most every ``PROGRESS_EVERY``
+    seconds (a status change at once, the last value before the job ends always)."""
+
+    def __init__(self, queue: JobQueue, job: Claimed, worker: str, every: float = PROGRESS_EVERY):
         super().__init__(job.id)
         self.queue, self.job, self.worker = queue, job, worker
         self.committed = False
+        self.every = every
+        self._pending: list[dict] | None = None
+        self._written = float("-inf")
+        self._write_lock = threading.Lock()
 
     def _publish(self, subtasks: list[dict], changed: bool) -> None:
-        self.queue.update_progress(self.job.id, self.worker, subtasks)
+        with self._write_lock:
+            self._pending = subtasks
+        if changed or time.monotonic() - self._written >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the latest progress, if not written yet."""
+        with self._write_lock:
+            subtasks, self._pending = self._pending, None
+            if subtasks is None:
+                return
+            self._written = time.monotonic()
+            self.queue.update_progress(self.job.id, self.worker, subtasks)
+
+    def flush_due(self) -> None:
+        """Write progress held back by the throttle once it is due (the heartbeat calls this)."""
+        if self._pending is not None and time.monotonic() - self._written >= self.every:
+            self.flush()
 
     def warn(self, message: str) -> None:
         self.queue.add_warning(self.job.id, message)
 
-    def commit(self, record: Callable[[Any], dict | None] | None = None) -> JobStatus:
+    def commit(self, record: Record | None = None) -> JobStatus:
         """Record the job's outcome atomically with its completion, if we still hold the lease."""
         self.check_cancelled()
-        with self.queue.db.session() as s:
-            if not self.queue.holds_lease(s, self.job.id, self.worker):
-                raise LeaseLost(job_id=self.job.id)
-            result = record(s) if record else None
-            status = self.queue.finish(s, self.job.id, self.worker, result or {})
+        self.flush()
+        status = commit_under_lease(self.queue, self.job.id, self.worker, record)
         self.committed = True
-        return status
+        return status  # type: ignore[return-value]
+
+    def within_lease(self, record: Record) -> None:
+        """Run ``record(session)`` in a transaction that checks the lease, without ending the job."""
+        self.check_cancelled()
+        commit_under_lease(self.queue, self.job.id, self.worker, record, finish=False)
 
 
-Handler = Callable[[JobContext], None]
+@runtime_checkable
+class JobHandler(Protocol):
+    """One job type: ``plan`` (server), ``run`` (the VM's host), ``record`` (server, through ``commit``)."""
+
+    def plan(self, job: Claimed) -> Any: ...
+
+    def run(self, plan: Any, ctx: JobContext) -> Any: ...
+
+    def record(self, commit: Commit, job: Claimed, plan: Any, outcome: Any) -> None: ...
+
+    def failed(self, job: Claimed, cancelled: bool) -> None:
+        """The job failed or was stopped (after ``plan`` or ``run`` raised): undo what it marked."""
+
+
+def perform(handler: JobHandler | Callable[[JobContext], None], ctx: JobContext) -> None:
+    """Plan, run and record one job in this process."""
+    if not isinstance(handler, JobHandler):
+        handler(ctx)
+        return
+    try:
+        plan = handler.plan(ctx.job)
+        outcome = handler.run(plan, ctx)
+        handler.record(ctx.commit, ctx.job, plan, outcome)
+    except HavenError:
+        handler.failed(ctx.job, ctx.cancel.is_set() and not ctx.lease_lost.is_set())
+        raise
+
+
+Handler = JobHandler | Callable[[JobContext], None]
 
 
 class JobRunner:
     def __init__(
         self,
         queue: JobQueue,
-        handlers: dict[str, Handler],
+        handlers: Mapping[str, Handler],
         workers: int = 2,
         name: str = "server",
         poll_interval: float = 0.5,
@@ -145,16 +220,19 @@ class JobRunner:
 
     def run_once(self, worker: str | None = None) -> str | None:
         """Claim and run one job on the calling thread; returns its id (for tests and the CLI)."""
-        job = self.queue.claim(worker or f"{self.name}-inline", tuple(self.handlers), self.host_id)
+        job = self.queue.claim(worker or f"{self.name}-inline", self._types(), self.host_id)
         if job is None:
             return None
         self._run(job, worker or f"{self.name}-inline")
         return job.id
 
+    def _types(self) -> tuple[str, ...]:
+        return tuple(str(t) for t in self.handlers)
+
     def _loop(self, worker: str) -> None:
         while not self._stop.is_set():
             try:
-                job = self.queue.claim(worker, tuple(self.handlers), self.host_id)
+                job = self.queue.claim(worker, self._types(), self.host_id)
             except Exception:  # database briefly unavailable: try again
                 log.exception("claim failed")
                 job = None
@@ -184,14 +262,16 @@ class JobRunner:
         beat = threading.Thread(target=self._heartbeat, args=(ctx,), daemon=True)
         beat.start()
         try:
-            self.handlers[job.type](ctx)
+            perform(self.handlers[job.type], ctx)
             if not ctx.committed:
                 ctx.commit()
         except JobCancelled as e:
+            self._flush_quietly(ctx)
             self.queue.fail(job.id, worker, e, cancelled=True)
         except LeaseLost:
             log.warning("job %s: lease lost, nothing recorded", job.id)
         except HavenError as e:
+            self._flush_quietly(ctx)
             if ctx.cancel.is_set() and not ctx.lease_lost.is_set():  # the work stopped because a user asked
                 self.queue.fail(job.id, worker, JobCancelled(), cancelled=True)
                 return
@@ -199,11 +279,20 @@ class JobRunner:
             self._report_failure(job.id)
         except Exception as e:  # a lost database, or a bug: fail the job (the trace in the log), never leave it running
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+            self._flush_quietly(ctx)
             self.queue.fail(job.id, worker, database_error(e) or InternalError(f"{type(e).__name__}: {e}"))
             self._report_failure(job.id)
         finally:
             ctx.committed = True  # stops the heartbeat loop
             beat.join(5)
+
+    @staticmethod
+    def _flush_quietly(ctx: JobContext) -> None:
+        """The job's last progress, before its end is written (best effort: the end matters more)."""
+        try:
+            ctx.flush()
+        except Exception:
+            log.exception("job %s: last progress not written", ctx.job.id)
 
     def _heartbeat(self, ctx: JobContext) -> None:
         """Renew the lease every third of its length; look for a stop request four times a second."""
@@ -218,4 +307,8 @@ class JobRunner:
                 last_renewal = time.monotonic()
             if not ctx.cancel.is_set() and self.queue.cancel_requested(ctx.job.id):
                 ctx.cancel.set()
+            try:
+                ctx.flush_due()
+            except Exception:  # the next round writes it
+                log.exception("job %s: progress not written", ctx.job.id)
             time.sleep(0.25)

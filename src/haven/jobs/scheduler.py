@@ -138,7 +138,7 @@ class Scheduler:
             item = s.get(ProtectedItem, item_id)
             vault = s.get(Vault, item.vault_id)
             try:
-                job = self.core.protection._enqueue_backup(s, vault, item, None, trigger="scheduled", slot=slot)
+                job = self.core.protection.enqueue_scheduled_backup(s, vault, item, slot)
             except HavenError as e:  # e.g. the previous backup still runs: this slot is missed
                 self.core.alerts.raise_alert(s, vault, "BackupWindowMissed", "Warning",
                                              f"The scheduled backup of {item.vm.name} at {slot.isoformat()} did not start: {e.text}",

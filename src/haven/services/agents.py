@@ -19,20 +19,22 @@ import logging
 
 from sqlalchemy import select
 
-from haven.agent.work import BackupOutcome, BackupPlan, RestorePlan
 from haven.db.models import Host, Job, Vault
-from haven.domain.enums import JobStatus, JobType, PrincipalKind, Role
+from haven.domain.enums import JobStatus, PrincipalKind, Role
 from haven.errors import Conflict, Forbidden, HavenError, PreconditionFailed, UserError, error_from_payload
 from haven.jobs.queue import Claimed, JobNotFound, LeaseLost
+from haven.jobs.runner import commit_under_lease
 from haven.services.auth import AgentScopeViolation, Caller
+from haven.services.execution import PointNotStored
 from haven.services.inventory import host_view
+from haven.work import HOST_JOBS
 
 __all__ = ["AgentService", "AGENT_JOB_TYPES", "NotAnAgent", "HostExists", "HostCannotRun", "PointNotStored", "UnwrapNotOwnVault"]
 
 log = logging.getLogger(__name__)
 
 #: the job types a remote agent runs (backup, restore-disks, restore-vm); the rest stay with the server's own agent
-AGENT_JOB_TYPES = (JobType.BACKUP.value, JobType.RESTORE.value, "RestoreVm")
+AGENT_JOB_TYPES = tuple(t.value for t in HOST_JOBS)
 
 
 class NotAnAgent(Forbidden):
@@ -51,12 +53,6 @@ class HostCannotRun(PreconditionFailed):
     code = "UserErrorHostCannotRunJob"
     message = "The agent of host {host!r} does not run {operation} jobs (it runs: {types})."
     recommendation = "Restore the disks to that host with 'haven restore restore-disks --host {host}', or pick a host whose agent runs {operation}."
-
-
-class PointNotStored(PreconditionFailed):
-    code = "UserErrorPointNotStored"
-    message = "The agent reported recovery point {point} done, but its manifest is not in the vault's storage: nothing was recorded."
-    recommendation = "Check the agent's connection to the vault's storage endpoint and run the backup again."
 
 
 class UnwrapNotOwnVault(Forbidden):
@@ -205,23 +201,13 @@ class AgentService:
         return base64.b64encode(unwrap_config_key(kek, repo.config)).decode()
 
     def complete(self, caller: Caller, job_id: str, worker: str, outcome: dict) -> str:
+        """Record what the agent did, through the job type's handler, under the agent's lease."""
         job = self._running(caller, job_id, worker)
         claimed = Claimed.of(job)
         owner = _worker(caller, worker)
-        commit = lambda record: self._commit(job_id, owner, record)  # noqa: E731
         handler = self.core.job_handlers()[job.type]
-        if job.type == JobType.BACKUP.value:
-            plan, result = BackupPlan.from_dict(job.params["plan"]), BackupOutcome.from_dict(outcome)
-            with self.core.db.session() as s:
-                vault = s.get(Vault, job.vault_id)
-            repo = self.core.storage.open(vault)
-            self._confirm_stored(repo, plan, result)
-            handler.record(commit, claimed, plan, result, repo, background=True)  # the agent need not wait for replication
-        elif job.type == JobType.RESTORE.value:
-            plan = RestorePlan.from_dict(job.params["plan"])
-            commit(lambda s: {"target": plan.target, "files": list(outcome.get("files", []))})
-        else:  # restore-vm: the agent reports the new VM with its next inventory, sent right after
-            commit(lambda s: {**outcome, "secondary_region": False})
+        plan, result = handler.plan_from(job.params), handler.outcome_from(outcome)
+        handler.record(lambda record: commit_under_lease(self.core.queue, job_id, owner, record), claimed, plan, result, remote=True)
         return self.core.queue.get(job_id).status
 
     def fail(self, caller: Caller, job_id: str, worker: str, error: dict, cancelled: bool) -> None:
@@ -231,27 +217,9 @@ class AgentService:
     # ---- internals ----
     def _fail(self, job: Claimed, worker: str, error: HavenError, cancelled: bool = False) -> None:
         self.core.queue.fail(job.id, worker, error, cancelled=cancelled)
-        if job.type == JobType.BACKUP.value:
-            self.core.job_handlers()[job.type].mark_failed(job.item_id, cancelled)
+        self.core.job_handlers()[job.type].failed(job, cancelled)
         if not cancelled:
             self.core.alerts.job_failed(job.id)
-
-    def _commit(self, job_id: str, worker: str, record) -> JobStatus:
-        with self.core.db.session() as s:
-            if not self.core.queue.holds_lease(s, job_id, worker):
-                raise LeaseLost(job_id=job_id)
-            result = record(s)
-            return self.core.queue.finish(s, job_id, worker, result or {})
-
-    @staticmethod
-    def _confirm_stored(repo, plan: BackupPlan, outcome: BackupOutcome) -> None:
-        """Durability first: the manifest the agent wrote must be there, authentic, and match its report."""
-        try:
-            manifest = repo.load_point(plan.item_id, plan.point_id)
-        except HavenError:
-            raise PointNotStored(point=plan.point_id) from None
-        if sorted(d.name for d in manifest.disks) != sorted(d["name"] for d in outcome.disks):
-            raise PointNotStored(point=plan.point_id)
 
     def _host_of(self, caller: Caller) -> str:
         if caller.kind != PrincipalKind.AGENT.value or not caller.host_id:

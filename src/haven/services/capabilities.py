@@ -99,7 +99,7 @@ class StorageCapabilities:
         return GrantedBackend(self._folder(vault_id), grant, self.core.clock)
 
     def _job_grant(self, claims: dict) -> StorageGrant:
-        from haven.agent.work import BackupPlan
+        from haven.work.plans import BackupPlan
         from haven.db.models import Job
         from haven.domain.enums import JobStatus, JobType
 

@@ -93,7 +93,7 @@ class Haven:
         self.regions.sync_from_settings()
 
     def job_handlers(self) -> dict:
-        from haven.services.execution import handlers
+        from haven.services.handlers import handlers
 
         return handlers(self)
 

@@ -1,8 +1,12 @@
-"""The job handlers that move data: backup (VM → vault) and restore (vault → disks).
+"""The job handlers of backup, restore-disks and verify: each job type one class with ``plan`` (here),
+``run`` (the host's part, in ``haven.work``) and ``record`` (here); their registry is ``handlers``.
 
-One backup, one way: snapshot (hypervisor adapter) → engine (chunks, manifest) → recovery point
-in the database, recorded in the transaction that completes the job and only while this worker
-still holds the job's lease.
+One backup, one way: ``BackupHandler.plan`` fixes the point → ``work.run_backup`` on the VM's host
+(snapshot, engine) → ``BackupHandler.record`` inserts the point (``recording.record_point``) in the
+transaction that completes the job, only while the worker still holds the job's lease. The job
+runner (``jobs.runner.perform``) drives the three for the server's own host; for a remote host the
+agent API plans at claim (``AgentService.claim``) and records at completion (``AgentService.complete``),
+and the agent runs ``work.HOST_JOBS``.
 """
 
 from __future__ import annotations
@@ -10,55 +14,86 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select
 
-from haven.agent.work import BackupOutcome, BackupPlan, RestorePlan, consistency_label, run_backup, run_restore_disks
 from haven.db.models import Host, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
 from haven.db.types import new_id
 from haven.domain.enums import Consistency, JobType, ProtectionState
-from haven.errors import Conflict, HavenError
-from haven.jobs.runner import JobContext
+from haven.errors import HavenError, PreconditionFailed
+from haven.jobs.queue import Claimed
+from haven.jobs.runner import Commit, JobContext
+from haven.services.recording import ItemNoLongerProtected, PointRecord, lock_item_for_point, record_point, withdraw_point
+from haven.work import HOST_JOBS, Host as WorkHost, HostJob
+from haven.work.plans import BackupOutcome, BackupPlan, RestoreDisksOutcome, RestorePlan, Wire
 
-__all__ = ["BackupHandler", "RestoreHandler", "handlers", "ItemNoLongerProtected", "lock_item_for_point", "withdraw_point"]
+__all__ = ["JobHandlerBase", "BackupHandler", "RestoreHandler", "VerifyHandler", "ItemNoLongerProtected",
+           "lock_item_for_point", "withdraw_point", "PointNotStored"]
 
 log = logging.getLogger(__name__)
 
-
-class ItemNoLongerProtected(Conflict):
-    code = "UserErrorItemNoLongerProtected"
-    message = "Item {vm!r} is {state} now: its protection was stopped or its data deleted while job {job_id} ran, so no recovery point was recorded."
-    recommendation = "Resume protection (haven protection enable-for-vm --vm {vm}; undelete the item first if its data was deleted), then run the backup again."
+P = TypeVar("P", bound=Wire)
+O = TypeVar("O", bound=Wire)
 
 
-def lock_item_for_point(s, item_id: str, job_id: str, vm: str, allowed: tuple[str, ...]) -> ProtectedItem:
-    """The item a point is about to be recorded on, locked until the transaction ends, if its state still allows it.
+class PointNotStored(PreconditionFailed):
+    code = "UserErrorPointNotStored"
+    message = "The agent reported recovery point {point} done, but its manifest is not in the vault's storage: nothing was recorded."
+    recommendation = "Check the agent's connection to the vault's storage endpoint and run the backup again."
 
-    Called in the transaction that inserts the point: a stop of protection that commits first is seen here,
-    one that comes later waits for this transaction (and then finds the job finished)."""
-    row = s.get(ProtectedItem, item_id, with_for_update=True, populate_existing=True)
-    if row is None or row.state not in allowed:
-        raise ItemNoLongerProtected(vm=vm, state=row.state if row is not None else "deleted", job_id=job_id)
-    return row
 
-class BackupHandler:
-    """Plan on the server, run on the VM's host (``haven.agent.work.run_backup``), record on the server."""
+class JobHandlerBase(Generic[P, O]):
+    """A job type on the server. ``host_job``: its host part, when a remote host agent may run it."""
+
+    job_type: JobType
+    host_job: HostJob[P, O] | None = None
 
     def __init__(self, core):
         self.core = core
 
-    def __call__(self, ctx: JobContext) -> None:
-        try:
-            plan, vault, host = self._prepare(ctx.job.item_id, ctx.job.id)
-            repo = self.core.storage.open(vault)
-            outcome = run_backup(plan, self.core.adapters.for_host(host), repo, ctx)
-            self.record(ctx.commit, ctx.job, plan, outcome, repo)
-        except HavenError:
-            self.mark_failed(ctx.job.item_id, ctx.cancel.is_set() and not ctx.lease_lost.is_set())
-            raise
+    def plan(self, job: Claimed) -> P:
+        raise NotImplementedError
 
-    def plan(self, job) -> BackupPlan:
+    def run(self, plan: P, ctx: JobContext) -> O:
+        """The host part, run for the server's own host."""
+        raise NotImplementedError
+
+    def record(self, commit: Commit, job: Claimed, plan: P, outcome: O, remote: bool = False) -> None:
+        raise NotImplementedError
+
+    def failed(self, job: Claimed, cancelled: bool) -> None:
+        return None
+
+    # the agent API's side
+    def plan_from(self, job_params: dict) -> P:
+        assert self.host_job is not None
+        return self.host_job.plan_type.from_dict(job_params["plan"])
+
+    def outcome_from(self, outcome: dict) -> O:
+        assert self.host_job is not None
+        return self.host_job.outcome_type.from_dict(outcome)
+
+    def _host(self, host: Host) -> WorkHost:
+        return WorkHost(self.core.adapters.for_host(host), self.core.settings.home / "restored")
+
+
+class BackupHandler(JobHandlerBase[BackupPlan, BackupOutcome]):
+    """Plan on the server, run on the VM's host (``haven.work.run_backup``), record on the server."""
+
+    job_type = JobType.BACKUP
+    host_job = HOST_JOBS[JobType.BACKUP]
+
+    def plan(self, job: Claimed) -> BackupPlan:
         return self._prepare(job.item_id, job.id)[0]
+
+    def run(self, plan: BackupPlan, ctx: JobContext) -> BackupOutcome:
+        with self.core.db.session() as s:
+            vault = s.get(Vault, plan.vault_id)
+            host = s.get(Host, s.get(VirtualMachine, s.get(ProtectedItem, plan.item_id).vm_id).host_id)
+            s.expunge(vault)
+            s.expunge(host)
+        return self.host_job.run(plan, self._host(host), self.core.storage.open(vault), ctx)
 
     def _prepare(self, item_id: str, job_id: str) -> tuple[BackupPlan, Vault, Host]:
         with self.core.db.session() as s:
@@ -85,13 +120,18 @@ class BackupHandler:
                           checkpoint=checkpoint if parent else None, include_disks=include)
         return plan, vault, host
 
-    def record(self, commit, job, plan: BackupPlan, outcome: BackupOutcome, repo, background: bool = False) -> None:
+    def record(self, commit: Commit, job: Claimed, plan: BackupPlan, outcome: BackupOutcome, remote: bool = False) -> None:
         """Record the point in the transaction that completes the job (``commit``), then the after-steps
-        (replication to the paired region, retention) — on a thread of their own with ``background``."""
+        (replication to the paired region, retention). A remote agent's point is recorded only once its
+        manifest is found in storage, and it need not wait for the after-steps (they run on a thread)."""
+        repo = None
+        if remote:
+            repo = self._open(plan.vault_id)
+            self._confirm_stored(repo, plan, outcome)
         started = datetime.fromisoformat(plan.started)
         retain_until = job.params.get("retain_until")
         retain_until = datetime.fromisoformat(retain_until) if retain_until else None
-        consistency = Consistency(consistency_label(outcome.consistency))
+        consistency = Consistency(self.consistency(outcome.consistency))
         with self.core.db.session() as s:
             item = s.get(ProtectedItem, plan.item_id)
             vm_id = item.vm_id if item is not None else None  # a purged item: ``write`` refuses the point
@@ -101,13 +141,11 @@ class BackupHandler:
             self._record_extension_state(vm_id, outcome.extension)
 
         def write(s) -> dict:
-            row = lock_item_for_point(s, plan.item_id, job.id, plan.vm, (ProtectionState.PROTECTED.value,))
-            s.add(RecoveryPoint(
-                id=plan.point_id, item_id=plan.item_id, vault_id=plan.vault_id, job_id=job.id, time=started,
-                consistency=consistency.value, size_bytes=sum(d["size"] for d in outcome.disks),
-                stored_bytes=outcome.bytes_new, disks=outcome.disks, expires_at=expires, retain_until=retain_until,
-                checkpoint=outcome.checkpoint,
-            ))
+            row = record_point(s, PointRecord(
+                point_id=plan.point_id, item_id=plan.item_id, vault_id=plan.vault_id, job_id=job.id, time=started,
+                consistency=consistency.value, disks=outcome.disks, stored_bytes=outcome.bytes_new, expires_at=expires,
+                retain_until=retain_until, checkpoint=outcome.checkpoint,
+            ), plan.vm, (ProtectionState.PROTECTED.value,))
             row.last_backup_time, row.last_success_time, row.checkpoint = started, started, outcome.checkpoint
             row.last_backup_status = "CompletedWithWarnings" if outcome.warned else "Completed"
             return {"recovery_point_id": plan.point_id, "consistency": consistency.value, "bytes_read": outcome.bytes_read,
@@ -116,12 +154,34 @@ class BackupHandler:
         try:
             commit(write)
         except HavenError:
-            withdraw_point(repo, plan.item_id, plan.point_id)
+            withdraw_point(repo or self._open(plan.vault_id), plan.item_id, plan.point_id)
             raise
-        if background:
+        if remote:
             threading.Thread(target=self._after, args=(plan,), daemon=True, name=f"after-{plan.point_id[:8]}").start()
         else:
             self._after(plan)
+
+    @staticmethod
+    def consistency(level: str) -> str:
+        from haven.work import consistency_label
+
+        return consistency_label(level)
+
+    def _open(self, vault_id: str):
+        with self.core.db.session() as s:
+            vault = s.get(Vault, vault_id)
+            s.expunge(vault)
+        return self.core.storage.open(vault)
+
+    @staticmethod
+    def _confirm_stored(repo, plan: BackupPlan, outcome: BackupOutcome) -> None:
+        """Durability first: the manifest the agent wrote must be there, authentic, and match its report."""
+        try:
+            manifest = repo.load_point(plan.item_id, plan.point_id)
+        except HavenError:
+            raise PointNotStored(point=plan.point_id) from None
+        if sorted(d.name for d in manifest.disks) != sorted(d["name"] for d in outcome.disks):
+            raise PointNotStored(point=plan.point_id)
 
     def _after(self, plan: BackupPlan) -> None:
         for after in (lambda: self.core.replication.after_backup(plan.vault_id, plan.item_id, plan.point_id),
@@ -147,6 +207,9 @@ class BackupHandler:
             return [d["name"] for d in info.get("disks", []) if d["name"] not in exclude]
         return None
 
+    def failed(self, job: Claimed, cancelled: bool) -> None:
+        self.mark_failed(job.item_id, cancelled)
+
     def mark_failed(self, item_id: str | None, cancelled: bool) -> None:
         if not item_id:
             return
@@ -169,47 +232,45 @@ def _expiry(policy: Policy | None, when: datetime) -> datetime | None:
     return when + timedelta(days=days) if days else None
 
 
-def withdraw_point(repo, item_id: str, point_id: str) -> None:
-    """The point's manifest is written but the point could not be recorded (lease lost, item no longer
-    protected): withdraw it from storage too."""
-    try:
-        repo.delete_point(item_id, point_id)
-    except Exception:  # GC finds it later; never hide the original error
-        log.exception("could not withdraw point %s that was not recorded", point_id)
-
-
-class RestoreHandler:
+class RestoreHandler(JobHandlerBase[RestorePlan, RestoreDisksOutcome]):
     """Restore disks: planned on the server, written on the target's host (``run_restore_disks``)."""
+
+    job_type = JobType.RESTORE
+    host_job = HOST_JOBS[JobType.RESTORE]
+
+    def plan(self, job: Claimed) -> RestorePlan:
+        params = job.params
+        with self.core.db.session() as s:
+            point = s.get(RecoveryPoint, params["point_id"])
+            vault = s.get(Vault, point.vault_id)
+            s.expunge(vault)
+            item_id, point_id = point.item_id, point.id
+        repo = self.core.storage.open(vault)
+        manifest = repo.load_point(item_id, point_id)
+        meta = getattr(manifest, "meta", {}) or {}
+        # An encrypted VM's disks are only useful with their keys: refuse while they are gone (seed 003).
+        self.core.keyvault.check_restore(meta.get("encryption"), vault.subscription_id)
+        return RestorePlan(item_id=item_id, point_id=point_id, target=params["target"], disks=list(params["disks"]),
+                           format=params["format"], meta=meta)
+
+    def run(self, plan: RestorePlan, ctx: JobContext) -> RestoreDisksOutcome:
+        with self.core.db.session() as s:
+            vault = s.get(Vault, s.get(RecoveryPoint, plan.point_id).vault_id)
+            s.expunge(vault)
+        # restore-disks needs no adapter: the disks go to a folder of the host
+        return self.host_job.run(plan, WorkHost(None, self.core.settings.home / "restored"), self.core.storage.open(vault), ctx)  # type: ignore[arg-type]
+
+    def record(self, commit: Commit, job: Claimed, plan: RestorePlan, outcome: RestoreDisksOutcome, remote: bool = False) -> None:
+        commit(lambda s: {"target": plan.target, "files": list(outcome.files)})
+
+
+class VerifyHandler:
+    """Verify a vault (``Lifecycle.run_verify``): server-side only, it records its own report."""
+
+    job_type = JobType.VERIFY
 
     def __init__(self, core):
         self.core = core
 
     def __call__(self, ctx: JobContext) -> None:
-        plan, repo = self._prepare(ctx.job.params)
-        files = run_restore_disks(plan, repo, ctx)
-        ctx.commit(lambda s: {"target": plan.target, "files": files})
-
-    def plan(self, job) -> RestorePlan:
-        return self._prepare(job.params)[0]
-
-    def _prepare(self, params: dict):
-        """The plan, and the vault's repository it was read from (the same one writes the disks)."""
-        with self.core.db.session() as s:
-            point = s.get(RecoveryPoint, params["point_id"])
-            vault = s.get(Vault, point.vault_id)
-            item_id = point.item_id
-        repo = self.core.storage.open(vault)
-        manifest = repo.load_point(item_id, point.id)
-        meta = getattr(manifest, "meta", {}) or {}
-        # An encrypted VM's disks are only useful with their keys: refuse while they are gone (seed 003).
-        self.core.keyvault.check_restore(meta.get("encryption"), vault.subscription_id)
-        plan = RestorePlan(item_id=item_id, point_id=point.id, target=params["target"], disks=list(params["disks"]),
-                           format=params["format"], meta=meta)
-        return plan, repo
-
-
-def handlers(core) -> dict:
-    from haven.services.restore import restore_handlers
-
-    return {JobType.BACKUP.value: BackupHandler(core), JobType.RESTORE.value: RestoreHandler(core),
-            JobType.VERIFY.value: core.lifecycle.run_verify, **restore_handlers(core)}
+        self.core.lifecycle.run_verify(ctx)

@@ -11,6 +11,7 @@ from haven.db.models import RecoveryPoint
 from haven.domain.enums import JobType, PointState, ProtectionState, Role
 from haven.errors import Conflict, NotFound, UserError
 from haven.services.auth import Caller
+from haven.work.errors import RestoreTargetInvalid, refuse_existing, would_overwrite
 
 __all__ = ["PointService", "PointNotFound", "PointCorrupt", "refuse_corrupt"]
 
@@ -41,23 +42,6 @@ def refuse_corrupt(vault, point: RecoveryPoint, vm: str) -> None:
         raise PointCorrupt(point=point.id, vm=vm, vault=vault.name)
 
 
-class RestoreTargetInvalid(UserError):
-    code = "UserErrorRestoreTargetInvalid"
-    message = "The restore target {target!r} is invalid: {reason}"
-    recommendation = "Give an absolute path of a folder on the host (it is created if missing) that holds no files of the same names."
-
-
-def would_overwrite(out: Path, shown: str) -> RestoreTargetInvalid:
-    return RestoreTargetInvalid(target=shown, reason=f"{out} already exists; a restore never overwrites files.")
-
-
-def refuse_existing(folder: Path, names, fmt: str, shown: str | None = None) -> None:
-    """A restore never overwrites a file: refuse if ``folder`` holds NAME.FMT for any name (a
-    dangling symlink of that name counts too: it is never written through)."""
-    for name in names:
-        out = folder / f"{name}.{fmt}"
-        if os.path.lexists(out):
-            raise would_overwrite(out, shown or str(folder))
 
 
 class RestoreFormatInvalid(UserError):

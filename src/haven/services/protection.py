@@ -227,6 +227,10 @@ class ProtectionService:
                 retain_until = now + timedelta(days=ON_DEMAND_RETENTION_DAYS)
             return self._enqueue_backup(s, vault, item, retain_until, trigger="on-demand")
 
+    def enqueue_scheduled_backup(self, s, vault: Vault, item: ProtectedItem, slot: datetime) -> dict:
+        """The scheduler's use case: the backup of a policy's ``slot``, in the caller's transaction."""
+        return self._enqueue_backup(s, vault, item, None, trigger="scheduled", slot=slot)
+
     def _enqueue_backup(self, s, vault: Vault, item: ProtectedItem, retain_until: datetime | None, trigger: str,
                         slot: datetime | None = None) -> dict:
         if item.state != ProtectionState.PROTECTED.value:
