@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from haven.demo import make_sample_vm
 from haven.services.jobs import _settled
 from tests.services.haven_server import HavenServer
-from tests.web.conftest import api, sign_in, wait_job
+from tests.web.conftest import api, close_file_recovery_sessions, sign_in, wait_job
 
 SUB, VAULT = "truth", "vault-truth"
 
@@ -32,6 +32,7 @@ def haven(tmp_path_factory):
                 c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items", json={"vm": vm}).raise_for_status()
         yield server
     finally:
+        close_file_recovery_sessions(home)
         server.stop()
 
 
@@ -83,3 +84,31 @@ def test_the_rule_settles_unfinished_steps_of_an_ended_job():
     assert [t["status"] for t in _settled(steps, "Cancelled")] == ["Completed", "Cancelled", "Cancelled"]
     assert [t["status"] for t in _settled(steps, "Failed")] == ["Completed", "Failed", "Failed"]
     assert _settled(steps, "InProgress") == steps
+
+
+def test_one_name_per_job_type_and_an_any_restore_filter(browser, haven):
+    item = f"/subscriptions/{SUB}/vaults/{VAULT}/items/sample-vm"
+    with api(haven) as c:
+        points = c.get(f"{item}/recovery-points").json()
+        if not points:
+            assert wait_job(c, SUB, c.post(f"{item}/backup", json={}).json()["id"])["status"].startswith("Completed")
+            points = c.get(f"{item}/recovery-points").json()
+        point = points[0]["id"]
+        copy = c.post(f"{item}/recovery-points/{point}/restore-vm", json={"target_vm_name": "truth-copy"}).json()
+        mount = c.post(f"{item}/recovery-points/{point}/mount", json={"hours": 0.1}).json()
+        assert wait_job(c, SUB, copy["id"])["status"].startswith("Completed")
+        mounted = wait_job(c, SUB, mount["id"])
+        assert mounted["status"].startswith("Completed")
+        assert [t["name"] for t in mounted["subtasks"]][:1] == ["Prepare disk vda for file recovery"]  # not "Restore disk"
+        c.post(f"{item}/recovery-points/{point}/unmount", json={}).raise_for_status()
+    page = sign_in(browser, haven, haven.token)
+    page.goto(haven.url + "/ui/jobs")
+    page.select_option("#job-filters select[name=type]", "any-restore")
+    page.click("#job-filters button[type=submit]")
+    shown = page.locator("tr.job td[data-label=Operation]").all_inner_texts()
+    assert "Restore VM" in shown and "File recovery (mount)" in shown and "Backup" not in shown, shown
+    page.locator("tr.job td[data-label=Operation] a", has_text="Restore VM").first.click()
+    expect(page.locator("h1")).to_contain_text("Restore VM")
+    expect(page.locator("#job dl.kv")).to_contain_text("Restore VM")
+    expect(page.locator("#job dl.kv")).not_to_contain_text("RestoreVm")
+    page.context.close()

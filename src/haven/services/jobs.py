@@ -49,12 +49,13 @@ class JobService:
         self.core = core
 
     def list(self, caller: Caller, subscription: str, vault_name: str, status: str | None = None, type: str | None = None,
-             vm: str | None = None, start: datetime | None = None, end: datetime | None = None, limit: int = 100) -> list[dict]:
-        return self.page(caller, subscription, vault_name, status, type, vm, start, end, limit)[0]
+             vm: str | None = None, start: datetime | None = None, end: datetime | None = None, limit: int = 100,
+             types: tuple[str, ...] | None = None) -> list[dict]:
+        return self.page(caller, subscription, vault_name, status, type, vm, start, end, limit, types=types)[0]
 
     def page(self, caller: Caller, subscription: str, vault_name: str, status: str | None = None, type: str | None = None,
              vm: str | None = None, start: datetime | None = None, end: datetime | None = None, limit: int = 100,
-             cursor: str | None = None) -> tuple[list[dict], str | None]:
+             cursor: str | None = None, types: tuple[str, ...] | None = None) -> tuple[list[dict], str | None]:
         """Newest first, ``limit`` at a time: the jobs after ``cursor`` and the cursor of the next page (None at the end).
         Keyset pagination on (created_at, id): a page costs the same however deep it is, and jobs added meanwhile
         never shift a page."""
@@ -69,6 +70,10 @@ class JobService:
                 q = q.where(Job.status == status)
             if type:
                 q = q.where(Job.type == type)
+            if types:
+                for t in types:
+                    _check(t, JobType, "type")
+                q = q.where(Job.type.in_(types))
             if vm:
                 q = q.join(ProtectedItem, Job.item_id == ProtectedItem.id).join(VirtualMachine).where(VirtualMachine.name == vm)
             if start:

@@ -65,10 +65,10 @@ def _disks_and_definition(plan: RestorePlan, repo: Repository, ctx: JobWork) -> 
 
 
 def restore_disks_into(repo: Repository, item_id: str, point_id: str, names: list[str], target: Path, fmt: str,
-                       ctx: JobWork) -> dict[str, str]:
+                       ctx: JobWork, step: str = "Restore disk {name}") -> dict[str, str]:
     """Restore ``names`` under temporary names in ``target``, then give them their names; returns name -> path.
 
-    A subtask per disk ("Restore disk NAME"); a failure or a stop leaves none of them behind, and a
+    A subtask per disk (``step``, "Restore disk NAME" by default); a failure or a stop leaves none of them behind, and a
     file (or symlink) that appeared under a disk's name meanwhile is never replaced.
     """
     target.mkdir(parents=True, exist_ok=True)
@@ -79,11 +79,11 @@ def restore_disks_into(repo: Repository, item_id: str, point_id: str, names: lis
             ctx.check_cancelled()
             final = target / f"{name}.{fmt}"
             partial = final.with_name(f".{final.name}.partial")
-            step = f"Restore disk {name}"
-            ctx.subtask(step, percent=0)
-            repo.restore_disk(item_id, point_id, name, str(partial), fmt=fmt, progress=ctx.progress_for(step))
+            shown = step.format(name=name)
+            ctx.subtask(shown, percent=0)
+            repo.restore_disk(item_id, point_id, name, str(partial), fmt=fmt, progress=ctx.progress_for(shown))
             done.append((partial, final))
-            ctx.subtask(step, "Completed", 100)
+            ctx.subtask(shown, "Completed", 100)
         for partial, final in done:
             _publish_new(partial, final, str(target))
             published.append(final)

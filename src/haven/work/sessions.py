@@ -52,7 +52,8 @@ def open_session(plan: FileRecoveryPlan, repo: Repository, ctx: JobWork, now: Ca
         for n in plan.disks:
             if sizes.get(n, 0) == 0:
                 ctx.warn(f"Disk {n} is empty (0 bytes): there is nothing to export.")
-        files = restore_disks_into(repo, plan.item_id, plan.point_id, serve, scratch, "raw", ctx)
+        files = restore_disks_into(repo, plan.item_id, plan.point_id, serve, scratch, "raw", ctx,
+                                   step="Prepare disk {name} for file recovery")
         seconds = plan.seconds
         exports, cmds = [], []
         sockets = Path(tempfile.mkdtemp(prefix="haven-fr-"))

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from haven.domain.enums import JobStatus, Role
+from haven.domain.enums import JobStatus, JobType, Role
 from haven.errors import HavenError, UserError
 from haven.services.auth import Caller
 from haven.web.session import SessionMissing, SignInRequired, csrf_token, current_caller
@@ -76,6 +76,23 @@ def _percent(job: dict) -> float | None:
         return 0.0 if job.get("status") in ACTIVE else None
     values = [float(t.get("percent") or (100.0 if t.get("status") == "Completed" else 0.0)) for t in subtasks]
     return round(sum(values) / len(values), 1)
+
+
+#: One name per job type, the same in titles, tables and filters (the API keeps the type and operation fields).
+JOB_LABELS = {
+    JobType.CONFIGURE_BACKUP.value: "Configure backup", JobType.BACKUP.value: "Backup", JobType.RESTORE.value: "Restore disks",
+    JobType.RESTORE_VM.value: "Restore VM", JobType.REPLACE_DISKS.value: "Replace disks",
+    JobType.CROSS_REGION_RESTORE.value: "Cross-region restore", JobType.FILE_RECOVERY.value: "File recovery (mount)",
+    JobType.DISABLE_BACKUP.value: "Stop protection", JobType.DELETE_BACKUP_DATA.value: "Delete backup data",
+    JobType.VERIFY.value: "Verify vault", JobType.GARBAGE_COLLECT.value: "Garbage collection",
+}
+#: What the jobs page's "Any restore" filter covers.
+RESTORE_KINDS = (JobType.RESTORE.value, JobType.RESTORE_VM.value, JobType.REPLACE_DISKS.value,
+                 JobType.CROSS_REGION_RESTORE.value, JobType.FILE_RECOVERY.value)
+
+
+def _job_label(job_type: str) -> str:
+    return JOB_LABELS.get(job_type, job_type)
 
 
 _POINT_KEYS = {"recovery_point_id": "Recovery point", "parent": "Parent point", "undo_recovery_point": "Undo point"}
@@ -161,7 +178,7 @@ def _verdict(vm: dict) -> dict:
             "detail": detail or "A stopped VM is still backed up; its recovery points are crash-consistent.", "fix": fix}
 
 
-templates.env.filters.update(dt=_dt, size=_size, duration=_duration, schedule=_schedule_text, retention=_retention_text, q=lambda s: quote(str(s), safe=""))
+templates.env.filters.update(job_label=_job_label, dt=_dt, size=_size, duration=_duration, schedule=_schedule_text, retention=_retention_text, q=lambda s: quote(str(s), safe=""))
 templates.env.globals.update(percent=_percent, verdict=_verdict, result_rows=_result_rows, FINISHED=FINISHED, ACTIVE=ACTIVE)
 
 

@@ -14,7 +14,7 @@ from haven.domain.enums import JobStatus, JobType
 from haven.errors import HavenError
 from haven.services.auth import Caller
 from haven.web.session import SignInRequired, check_csrf, current_caller
-from haven.web.pages.base import _dt, _duration, FINISHED, _go, _int_or_none, _percent, _render, router, _sub
+from haven.web.pages.base import JOB_LABELS, RESTORE_KINDS, _dt, _duration, FINISHED, _go, _int_or_none, _percent, _render, router, _sub
 
 # ------------------------------------------------------------------ jobs
 
@@ -41,12 +41,14 @@ def jobs_page(request: Request, vault: str = "", status: str = "", type: str = "
         key = f"{sub['name']}/{v['name']}"
         if vault and vault != key:
             continue
-        for j in core.jobs.list(caller, sub["id"], v["name"], status or None, type or None, vm or None, start, None, 200):
+        kinds = RESTORE_KINDS if type == "any-restore" else None
+        for j in core.jobs.list(caller, sub["id"], v["name"], status or None, None if kinds else (type or None), vm or None, start, None,
+                                200, types=kinds):
             jobs.append({**j, "sub": sub["name"], "vault": v["name"]})
     jobs.sort(key=lambda j: j["created_at"], reverse=True)
     filters = {"vault": vault, "status": status, "type": type, "vm": vm, "hours": hours}
     return _render(request, "jobs.html", caller, jobs=jobs[:300], vaults=vaults, filters=filters,
-                   statuses=[s.value for s in JobStatus], types=[t.value for t in JobType])
+                   statuses=[s.value for s in JobStatus], types=[(t.value, JOB_LABELS.get(t.value, t.value)) for t in JobType])
 
 
 @router.get("/s/{sub}/jobs/{job_id}")
