@@ -47,11 +47,14 @@ class HavenError(Exception):
     exit_code: ClassVar[int] = 1
     #: True when retrying the same call later may succeed (storage hiccups, time-outs).
     transient: ClassVar[bool] = False
+    #: The fix in the dashboard's words (its fields and buttons, not CLI flags), when they differ.
+    recommendation_ui: ClassVar[str | None] = None
 
     def __init__(self, message: str | None = None, recommendation: str | None = None, **fields: Any):
         self.fields = fields
         self.text = message if message is not None else _fill(self.message, fields)
         self.fix = recommendation if recommendation is not None else _fill(self.recommendation, fields)
+        self.ui_fix = _fill(self.recommendation_ui, fields) if recommendation is None and self.recommendation_ui else self.fix
         super().__init__(self.text)
 
     def to_payload(self) -> dict[str, Any]:

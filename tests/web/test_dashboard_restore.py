@@ -50,8 +50,9 @@ def test_restore_vm_under_a_new_name_and_a_name_in_use_is_refused(browser, haven
     err = page.locator("#restore-vm-panel .error")
     expect(err.locator(".error-code")).to_have_text("UserErrorRestoreVmNameInUse")
     expect(err.locator(".error-msg")).to_contain_text("already exists")
-    expect(err.locator(".error-fix")).to_contain_text("restore under a new name")
-    expect(err.locator(".error-fix")).to_contain_text("replace-disks")
+    expect(err.locator(".error-fix")).to_contain_text("restore under a new name (the new VM's name field)")
+    expect(err.locator(".error-fix")).to_contain_text("choose Replace disks")  # the dashboard's words, not CLI flags
+    expect(err.locator(".error-fix")).not_to_contain_text("--target-vm-name")
     expect(page.locator("#restore-vm-name")).to_have_value(VM)
     with api(haven) as c:
         assert [j for j in c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/jobs").json() if j["type"] == "RestoreVm"] == []

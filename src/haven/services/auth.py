@@ -52,6 +52,7 @@ class RoleTooLow(Forbidden):
     code = "UserErrorAuthorizationFailed"
     message = "Principal {principal!r} needs the role {needed} on subscription {subscription!r} for this operation; it has {has}."
     recommendation = "Ask an Owner of the subscription to assign the role (haven token create --role {needed} --subscription {subscription})."
+    recommendation_ui = "Ask an Owner of the subscription for the {needed} role (a token with that role), then sign in with it."
 
 
 class AgentScopeViolation(Forbidden):

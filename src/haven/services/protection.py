@@ -48,6 +48,7 @@ class ItemSoftDeleted(Conflict):
     code = "UserErrorItemSoftDeleted"
     message = "The backup data of VM {vm!r} in vault {vault!r} is soft-deleted; protection cannot be enabled again until it is undeleted or purged."
     recommendation = "Undelete it with 'haven protection undelete --vault {vault} --vm {vm}', then resume protection."
+    recommendation_ui = "Undelete it (the Undelete button on the vault's page), then resume protection with Configure backup."
 
 
 class ItemNotSoftDeleted(Conflict):
@@ -85,6 +86,7 @@ class RetainUntilInvalid(UserError):
     code = "UserErrorRetainUntilInvalid"
     message = "The expiry {value} of an on-demand backup must lie in the future (and at most 99 years ahead)."
     recommendation = "Give a later date with --retain-until (e.g. 2027-01-31)."
+    recommendation_ui = "Pick a later day in 'Retain backup till'."
 
 
 _ACTIVE_JOB = (JobStatus.QUEUED.value, JobStatus.IN_PROGRESS.value, JobStatus.CANCELLING.value)

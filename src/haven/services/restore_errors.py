@@ -45,6 +45,7 @@ class MountDurationInvalid(UserError):
     code = "UserErrorFileRecoveryDurationInvalid"
     message = "A recovery point can stay mounted between a few seconds and {max} hours, not {hours} hours."
     recommendation = "Give --hours between 0.01 and {max} (the default is 12)."
+    recommendation_ui = "Keep it mounted between 0.01 and {max} hours (12 by default)."
 
 
 class FileRecoverySessionNotFound(NotFound):

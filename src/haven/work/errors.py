@@ -36,6 +36,8 @@ class RestoreVmNameInUse(Conflict):
                "during restore: a restore never silently replaces a VM.")
     recommendation = ("Delete the existing VM first, or restore under a new name (--target-vm-name). To put the "
                       "recovery point's disks back into the existing VM, use 'haven restore replace-disks'.")
+    recommendation_ui = ("Delete the existing VM first, or restore under a new name (the new VM's name field). To put the "
+                         "recovery point's disks back into the existing VM, choose Replace disks.")
 
 
 class ReplaceDisksVmRunning(Conflict):
