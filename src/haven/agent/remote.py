@@ -21,7 +21,7 @@ from pathlib import Path
 
 from haven import __version__
 from haven.agent.work import BackupPlan, RestorePlan, RestoreVmPlan, run_backup, run_restore_disks, run_restore_vm
-from haven.cli.client import ApiClient, ServerUnreachable
+from haven.transport.client import ApiClient, ServerUnreachable
 from haven.domain.enums import JobType
 from haven.errors import HavenError, InternalError
 from haven.jobs.queue import LeaseLost
@@ -217,7 +217,7 @@ class RemoteAgent:
         raise InternalError(f"this agent does not run {job['type']} jobs")
 
     def _open_repo(self, job: dict, worker: str):
-        from haven.agent.network import open_agent_backend
+        from haven.transport import open_agent_backend
         from haven.engine import Repository
 
         url, options = self._storage_location(job["storage"])
@@ -235,7 +235,7 @@ class RemoteAgent:
 
     def check_network(self, timeout: float = 10.0) -> dict[str, dict]:
         """Probe the path (DNS, TCP, proxy, TLS, an authenticated request) to each vault of the region; report it."""
-        from haven.agent.network import agent_config_path, load_agent_config, probe_endpoint
+        from haven.transport import agent_config_path, load_agent_config, probe_endpoint
 
         config = load_agent_config(self.home)
         results = {}

@@ -60,7 +60,7 @@ class StorageService:
 
     def backend(self, storage_url: str):
         # The host agent's path: its proxy (agent.conf / http(s)_proxy), typed proxy and time-out errors, retries.
-        from haven.agent.network import open_agent_backend
+        from haven.transport import open_agent_backend
 
         options = self.backend_options.get(storage_url.split("://", 1)[0], {})
         return open_agent_backend(storage_url, options, home=self.core.settings.home)
