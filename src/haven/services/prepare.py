@@ -11,6 +11,7 @@ check                        what
 ``guest-agent-version``      ... at least the minimum version
 ``backup-extension``         the backup extension can be installed/upgraded through the agent
 ``agent-proxy``              the host agent's outbound path (direct / proxy) and its configuration
+``storage-credentials``      where the server takes an S3 / Azure Blob vault's credentials from ([regions.storage])
 ``storage-connectivity``     DNS, TCP, proxy, TLS and an authenticated request to the vault's storage
 ``support:<rule>``           the support-matrix rules (data disks, guest OS, …) of ``SupportRules``
 ==========================  ===================================================================
@@ -115,6 +116,8 @@ class PrepareService:
         checks += self._agent_checks(info, power_state, parse_version)
         checks += self._support_checks(info)
         if vault_view is not None and remote is not None:
+            credentials = self._credentials_check(vault_view["storage_url"])
+            checks += [credentials] if credentials is not None else []
             checks += _reported_network_checks(host_name, vault_view, remote)
         elif vault_view is not None:
             checks += self._network_checks(vault_view["storage_url"], timeout)
@@ -211,9 +214,12 @@ class PrepareService:
         else:
             out.append(_check("agent-proxy", "pass", "the host agent goes to the storage endpoint directly (no proxy configured)",
                               None, None, **desc))
-        scheme = storage_url.split("://", 1)[0]
-        options = self.core.storage.backend_options.get(scheme, {})
-        options = {k: v for k, v in options.items() if k not in ("retry", "retry_attempts")}
+        credentials = self._credentials_check(storage_url)
+        if credentials is not None:
+            out.append(credentials)
+            if credentials["status"] == "fail":
+                return out
+        options = {k: v for k, v in self.core.storage.options_for(storage_url).items() if k not in ("retry", "retry_attempts")}
         result = probe_endpoint(storage_url, options, config, timeout=timeout, config_path=cfg_path)
         details = result.to_dict()
         failed = result.failed
@@ -224,6 +230,28 @@ class PrepareService:
         else:
             out.append(_check("storage-connectivity", "fail", f"{failed.step}: {failed.reason}", failed.fix, failed.code, **details))
         return out
+
+
+    def _credentials_check(self, storage_url: str) -> dict | None:
+        """``storage-credentials``: where the server takes the credentials of an S3 or Azure Blob vault from (never their
+        value); None for other storage, which has none of its own."""
+        scheme = storage_url.split("://", 1)[0].lower()
+        if scheme not in ("s3", "azure"):
+            return None
+        storage = self.core.storage.region_storage(storage_url)
+        if storage is None:
+            return _check("storage-credentials", "warn", "no [regions.storage] settings for this vault's region in haven.toml: "
+                          "the storage SDK's own configuration (its environment variables and files) is used",
+                          "Give the region its endpoint and credentials under [regions.storage] in haven.toml "
+                          "(docs/guides/object-storage.md).")
+        try:
+            self.core.storage.options_for(storage_url)
+        except HavenError as exc:
+            return _from_error("storage-credentials", exc, **storage.describe())
+        return _check("storage-credentials", "pass", f"region {storage.region!r} has {scheme}:// settings in {storage.where}: "
+                      + ", ".join(f"{k} from {v}" if k in {s.key for s in storage.secrets} else f"{k} = {v}"
+                                  for k, v in storage.describe().items()),
+                      None, None, **storage.describe())
 
 
 def _reported_network_checks(host: str, vault: dict, report: dict) -> list[dict]:

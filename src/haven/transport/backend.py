@@ -3,7 +3,9 @@
 ``backend_options(url, options, config)`` turns the agent configuration into the options ``open_backend`` takes for each
 kind of storage URL (``proxies=`` for Azure Blob, S3 and Haven's endpoint; ``connection_verify=`` /
 ``verify=`` for the CA). ``open_agent_backend`` opens a backend the agent way: the engine's backend,
-wrapped by :class:`ProxyAwareBackend` (typed proxy and time-out errors), wrapped by the engine's retry.
+wrapped by :class:`ProxyAwareBackend` (typed proxy and time-out errors), by
+:class:`~haven.transport.credentials.CredentialsBackend` when it holds credentials (the region's settings named when
+they are refused, secrets kept out of errors), and by the engine's retry.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from haven.engine.backend import Backend, WrappingBackend
 from haven.engine.errors import StorageTimeout, StorageUnavailable
 from haven.errors import HavenError
 from haven.transport.agentconf import DEFAULT_TIMEOUT, AgentNetworkConfig, _bracket, agent_config_path, load_agent_config
-from haven.transport.errors import ProxyAuthenticationRequired, ProxyUnreachable, StorageEndpointTimeout
+from haven.transport.credentials import CREDENTIALS_FROM, CredentialsBackend, scrub, secret_values
+from haven.transport.errors import ProxyAuthenticationRequired, ProxyUnreachable, StorageEndpointTimeout, StorageOptionsInvalid
 
 __all__ = ["Endpoint", "endpoint_of", "backend_options", "open_agent_backend", "ProxyAwareBackend"]
 
@@ -108,10 +111,20 @@ def open_agent_backend(storage_url: str, options: dict[str, Any] | None = None, 
     opts = dict(options or {})
     retry = opts.pop("retry", True)
     attempts = opts.pop("retry_attempts", 5)
+    credentials_from = opts.pop(CREDENTIALS_FROM, None)
+    secrets = secret_values(opts)
     config = config or load_agent_config(home)
     opts = backend_options(storage_url, opts, config)
-    inner = open_backend(storage_url, retry=False, **opts)
-    wrapped = ProxyAwareBackend(inner, storage_url, opts, config, config_path=str(agent_config_path(home)) if home else "agent.conf")
+    try:
+        inner = open_backend(storage_url, retry=False, **opts)
+    except (TypeError, ValueError) as exc:
+        if not secrets:
+            raise
+        raise StorageOptionsInvalid(url=storage_url, reason=scrub(str(exc), secrets)) from None
+    wrapped: Backend = ProxyAwareBackend(inner, storage_url, opts, config,
+                                         config_path=str(agent_config_path(home)) if home else "agent.conf")
+    if credentials_from or secrets:
+        wrapped = CredentialsBackend(wrapped, credentials_from, secrets)
     return RetryingBackend(wrapped, attempts=attempts) if retry else wrapped
 
 

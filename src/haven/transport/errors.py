@@ -15,6 +15,8 @@ __all__ = [
     "StorageOptionsInvalid",
     "AgentConfigInvalid",
     "ProxyHostInvalid",
+    "StorageSecretUnreadable",
+    "StorageCredentialsRejected",
 ]
 
 
@@ -82,3 +84,18 @@ class ProxyHostInvalid(UserError):
     message = "The proxy host {host!r} is not a host name or an IP address."
     recommendation = ("Give the proxy's host name or IP address alone, e.g. "
                       "'haven prepare proxy set --host proxy.example.com --port 3128'; to go direct: 'haven prepare proxy set'.")
+
+
+class StorageSecretUnreadable(PreconditionFailed):
+    code = "UserErrorStorageSecretUnreadable"
+    message = "The storage secret {key} of region {region!r} could not be read from {source}: {reason}."
+    recommendation = ("Put the secret in {source} on the server (a file readable by the Haven service user only, mode 0600, "
+                      "or a variable in the server's environment), then run 'haven prepare check'.")
+
+
+class StorageCredentialsRejected(PreconditionFailed):
+    code = "UserErrorStorageCredentialsRejected"
+    message = "The storage of region {region!r} ({location}) refused the credentials configured for it ({detail})."
+    recommendation = ("Check the credentials in [regions.storage] of region {region!r} on the server ({settings}): the key id, "
+                      "the secret in its file or variable, and the account's permissions on the bucket or container; "
+                      "then run 'haven prepare check'.")

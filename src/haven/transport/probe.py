@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from haven.engine.backend import Backend
 from haven.errors import HavenError
 from haven.transport.agentconf import AgentNetworkConfig, _bracket, _redact
 from haven.transport.backend import ProxyAwareBackend, _tcp_ok, backend_options, endpoint_of
+from haven.transport.credentials import CREDENTIALS_FROM, CredentialsBackend, scrub, secret_values
 from haven.transport.errors import (
     ProxyAuthenticationRequired,
     ProxyRefusedEndpoint,
@@ -92,7 +94,10 @@ def _read_status(sock: socket.socket) -> tuple[int, str]:
 def probe_endpoint(storage_url: str, options: dict[str, Any] | None, config: AgentNetworkConfig, *,
                    timeout: float = 10.0, config_path: str = "agent.conf", probe_name: str = "config") -> ProbeResult:
     """Walk the path to the vault's storage step by step, each step within ``timeout`` seconds."""
-    opts = backend_options(storage_url, options, config)
+    opts = dict(options or {})
+    credentials_from = opts.pop(CREDENTIALS_FROM, None)
+    secrets = secret_values(opts)
+    opts = backend_options(storage_url, opts, config)
     endpoint = endpoint_of(storage_url, opts)
     scheme = urlparse(storage_url).scheme.lower()
     proxies = opts.get("proxies") if isinstance(opts.get("proxies"), dict) else None
@@ -231,9 +236,11 @@ def probe_endpoint(storage_url: str, options: dict[str, Any] | None, config: Age
         except HavenError as exc:
             return ProbeStep("request", "fail", exc.text, exc.fix, exc.code)
         except (TypeError, ValueError) as exc:
-            err = StorageOptionsInvalid(url=storage_url, reason=str(exc))
+            err = StorageOptionsInvalid(url=storage_url, reason=scrub(str(exc), secrets))
             return ProbeStep("request", "fail", err.text, err.fix, err.code)
-        backend = ProxyAwareBackend(inner, storage_url, req_opts, replace(config, timeout=timeout), config_path)
+        backend: Backend = ProxyAwareBackend(inner, storage_url, req_opts, replace(config, timeout=timeout), config_path)
+        if credentials_from or secrets:
+            backend = CredentialsBackend(backend, credentials_from, secrets)
         try:
             backend.exists(probe_name)
             return ProbeStep("request", "pass", f"an authenticated request to {backend.location} succeeded")
