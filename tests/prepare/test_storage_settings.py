@@ -230,3 +230,32 @@ def test_a_direct_vaults_credentials_go_only_with_a_claimed_job(core, home, owne
     storage = claim.json()["storage"]
     assert storage["kind"] == "direct" and storage["options"]["secret_key"] == s3_server["secret_key"]
     assert storage["options"]["endpoint_url"] == s3_server["endpoint_url"] and storage["options"]["access_key"] == s3_server["access_key"]
+
+    # prepare check for the remote host's VM: the server asks the storage with the region's settings itself
+    checks = {c["check"]: c for c in core.prepare.check(root, "prod", "far-vm", timeout=5)["checks"]}
+    assert checks["storage-credentials"]["status"] == "pass" and "answered the server's request" in checks["storage-credentials"]["reason"]
+    _secret(Path(secret), WRONG_S3)
+    result = core.prepare.check(root, "prod", "far-vm", timeout=5)
+    creds = {c["check"]: c for c in result["checks"]}["storage-credentials"]
+    assert creds["status"] == "fail" and creds["code"] == "UserErrorStorageCredentialsRejected" and not result["ok"], creds
+    assert WRONG_S3 not in json.dumps(result) and s3_server["secret_key"] not in json.dumps(result)
+
+
+def test_an_error_that_quotes_a_secret_is_scrubbed(tmp_path):
+    """Whatever an SDK puts in its error text, a secret given to the backend never leaves in a Haven error."""
+    from haven.engine.errors import StorageUnavailable
+    from haven.engine.local import LocalBackend
+    from haven.transport.credentials import CredentialsBackend, secret_values
+
+    secret = "AccountKey-" + uuid.uuid4().hex
+
+    class Leaky(LocalBackend):
+        def load(self, name):
+            raise StorageUnavailable(detail=f"bad request with DefaultEndpointsProtocol=http;AccountKey={secret};")
+
+    options = {"connection_string": f"DefaultEndpointsProtocol=http;AccountName=a;AccountKey={secret};"}
+    backend = CredentialsBackend(Leaky(str(tmp_path)), {"region": "east", "settings": "s"}, secret_values(options))
+    with pytest.raises(StorageUnavailable) as info:
+        backend.load("config")
+    assert secret not in json.dumps(info.value.to_payload()) and "***" in info.value.text
+    assert info.value.__cause__ is None and info.value.__suppress_context__

@@ -116,7 +116,7 @@ class PrepareService:
         checks += self._agent_checks(info, power_state, parse_version)
         checks += self._support_checks(info)
         if vault_view is not None and remote is not None:
-            credentials = self._credentials_check(vault_view["storage_url"])
+            credentials = self._credentials_check(vault_view["storage_url"], request_timeout=timeout)
             checks += [credentials] if credentials is not None else []
             checks += _reported_network_checks(host_name, vault_view, remote)
         elif vault_view is not None:
@@ -231,10 +231,10 @@ class PrepareService:
             out.append(_check("storage-connectivity", "fail", f"{failed.step}: {failed.reason}", failed.fix, failed.code, **details))
         return out
 
-
-    def _credentials_check(self, storage_url: str) -> dict | None:
+    def _credentials_check(self, storage_url: str, request_timeout: float | None = None) -> dict | None:
         """``storage-credentials``: where the server takes the credentials of an S3 or Azure Blob vault from (never their
-        value); None for other storage, which has none of its own."""
+        value) and, with ``request_timeout``, whether the storage answers the server's own request made with them (for a
+        VM on a remote host, whose agent's report says nothing of the server's settings); None for other storage."""
         scheme = storage_url.split("://", 1)[0].lower()
         if scheme not in ("s3", "azure"):
             return None
@@ -245,13 +245,28 @@ class PrepareService:
                           "Give the region its endpoint and credentials under [regions.storage] in haven.toml "
                           "(docs/guides/object-storage.md).")
         try:
-            self.core.storage.options_for(storage_url)
+            options = self.core.storage.options_for(storage_url)
+            if request_timeout is not None:
+                self._ask_storage(storage_url, options, request_timeout)
         except HavenError as exc:
             return _from_error("storage-credentials", exc, **storage.describe())
         return _check("storage-credentials", "pass", f"region {storage.region!r} has {scheme}:// settings in {storage.where}: "
                       + ", ".join(f"{k} from {v}" if k in {s.key for s in storage.secrets} else f"{k} = {v}"
-                                  for k, v in storage.describe().items()),
+                                  for k, v in storage.describe().items())
+                      + ("; the storage answered the server's request made with them" if request_timeout is not None else ""),
                       None, None, **storage.describe())
+
+
+    def _ask_storage(self, storage_url: str, options: dict, timeout: float) -> None:
+        """One authenticated request (does the vault's ``config`` exist?), without retries: the storage's typed error if refused."""
+        from haven.transport import open_agent_backend
+
+        opts = {**options, "retry": False, "timeout": timeout, "sdk_retries": 0}
+        backend = open_agent_backend(storage_url, opts, home=self.core.settings.home)
+        try:
+            backend.exists("config")
+        finally:
+            backend.close()
 
 
 def _reported_network_checks(host: str, vault: dict, report: dict) -> list[dict]:
