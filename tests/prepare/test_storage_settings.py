@@ -259,3 +259,21 @@ def test_an_error_that_quotes_a_secret_is_scrubbed(tmp_path):
         backend.load("config")
     assert secret not in json.dumps(info.value.to_payload()) and "***" in info.value.text
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_missing_s3_credentials_are_a_typed_error_not_a_retried_outage(tmp_path, s3_server):
+    """Before: 'Unable to locate credentials' was StorageErrorBackendUnavailable (transient, retried, 'check the network')."""
+    home = tmp_path / "srv"
+    _toml(home, f'[[regions]]\nname = "local"\nstorage_url = "s3://haven-{uuid.uuid4().hex[:12]}"\n'
+                f'[regions.storage]\nendpoint_url = "{s3_server["endpoint_url"]}"\n')
+    env = {k: "" for k in os.environ if k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")  # no instance-metadata look-up on a test machine
+    server = HavenServer(home, env=env).start()
+    try:
+        run(server, "subscription", "create", "--name", "prod")
+        refused = run(server, "vault", "create", "-s", "prod", "--name", "v1", "--region", "local", expect=7)
+        assert "UserErrorStorageCredentialsMissing" in refused.output and "secret_access_key_file" in refused.output, refused.output
+        assert run(server, "vault", "list", "-s", "prod") == []
+    finally:
+        server.stop()
