@@ -241,20 +241,20 @@ def test_a_direct_vaults_credentials_go_only_with_a_claimed_job(core, home, owne
     assert WRONG_S3 not in json.dumps(result) and s3_server["secret_key"] not in json.dumps(result)
 
 
-def test_an_error_that_quotes_a_secret_is_scrubbed(tmp_path):
-    """Whatever an SDK puts in its error text, a secret given to the backend never leaves in a Haven error."""
+def test_an_error_that_quotes_a_secret_is_scrubbed(tmp_path, monkeypatch):
+    """Whatever an SDK puts in its error text, a secret given to the host's backend never leaves in a Haven error."""
+    from haven.engine import azure as azure_backend
     from haven.engine.errors import StorageUnavailable
-    from haven.engine.local import LocalBackend
-    from haven.transport.credentials import CredentialsBackend, secret_values
+    from haven.transport import open_agent_backend
 
-    secret = "AccountKey-" + uuid.uuid4().hex
+    secret = "QWNjb3VudEtleQ" + uuid.uuid4().hex + "=="
+    connection = f"DefaultEndpointsProtocol=http;AccountName=a;AccountKey={secret};BlobEndpoint=http://127.0.0.1:9/a;"
 
-    class Leaky(LocalBackend):
-        def load(self, name):
-            raise StorageUnavailable(detail=f"bad request with DefaultEndpointsProtocol=http;AccountKey={secret};")
+    def leaky_load(self, name):  # an SDK that quotes the connection string in its error
+        raise StorageUnavailable(detail=f"bad request with {connection}")
 
-    options = {"connection_string": f"DefaultEndpointsProtocol=http;AccountName=a;AccountKey={secret};"}
-    backend = CredentialsBackend(Leaky(str(tmp_path)), {"region": "east", "settings": "s"}, secret_values(options))
+    monkeypatch.setattr(azure_backend.AzureBackend, "load", leaky_load)
+    backend = open_agent_backend("azure://c", {"connection_string": connection, "retry": False}, home=tmp_path)
     with pytest.raises(StorageUnavailable) as info:
         backend.load("config")
     assert secret not in json.dumps(info.value.to_payload()) and "***" in info.value.text

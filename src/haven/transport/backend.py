@@ -3,9 +3,8 @@
 ``backend_options(url, options, config)`` turns the agent configuration into the options ``open_backend`` takes for each
 kind of storage URL (``proxies=`` for Azure Blob, S3 and Haven's endpoint; ``connection_verify=`` /
 ``verify=`` for the CA). ``open_agent_backend`` opens a backend the agent way: the engine's backend,
-wrapped by :class:`ProxyAwareBackend` (typed proxy and time-out errors), by
-:class:`~haven.transport.credentials.CredentialsBackend` when it holds credentials (the region's settings named when
-they are refused, secrets kept out of errors), and by the engine's retry.
+wrapped by :class:`ProxyAwareBackend` (typed proxy and time-out errors; with a region's credentials, their
+settings named when they are refused and secrets kept out of errors), wrapped by the engine's retry.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from haven.engine.backend import Backend, WrappingBackend
 from haven.engine.errors import StorageTimeout, StorageUnavailable
 from haven.errors import HavenError
 from haven.transport.agentconf import DEFAULT_TIMEOUT, AgentNetworkConfig, _bracket, agent_config_path, load_agent_config
-from haven.transport.credentials import CREDENTIALS_FROM, CredentialsBackend, scrub, secret_values
+from haven.transport.credentials import CREDENTIALS_FROM, credentials_error, scrub, secret_values
 from haven.transport.errors import ProxyAuthenticationRequired, ProxyUnreachable, StorageEndpointTimeout, StorageOptionsInvalid
 
 __all__ = ["Endpoint", "endpoint_of", "backend_options", "open_agent_backend", "ProxyAwareBackend"]
@@ -121,10 +120,8 @@ def open_agent_backend(storage_url: str, options: dict[str, Any] | None = None, 
         if not secrets:
             raise
         raise StorageOptionsInvalid(url=storage_url, reason=scrub(str(exc), secrets)) from None
-    wrapped: Backend = ProxyAwareBackend(inner, storage_url, opts, config,
-                                         config_path=str(agent_config_path(home)) if home else "agent.conf")
-    if credentials_from or secrets:
-        wrapped = CredentialsBackend(wrapped, credentials_from, secrets)
+    wrapped = ProxyAwareBackend(inner, storage_url, opts, config, config_path=str(agent_config_path(home)) if home else "agent.conf",
+                                credentials_from=credentials_from, secrets=secrets)
     return RetryingBackend(wrapped, attempts=attempts) if retry else wrapped
 
 
@@ -201,12 +198,15 @@ class ProxyAwareBackend(WrappingBackend):
 
     407 from the proxy → :class:`ProxyAuthenticationRequired` (permanent: retrying cannot help);
     the proxy refuses connections → :class:`ProxyUnreachable`; a time-out →
-    :class:`StorageEndpointTimeout` naming the endpoint (and the proxy it went through).
+    :class:`StorageEndpointTimeout` naming the endpoint (and the proxy it went through). With a region's
+    credentials (``credentials_from``, ``secrets``: see :mod:`haven.transport.credentials`), credentials the
+    storage refuses name the region's settings, and no error carries a secret.
     """
 
     def __init__(self, inner: Backend, storage_url: str, options: dict[str, Any], config: AgentNetworkConfig,
-                 config_path: str = "agent.conf"):
+                 config_path: str = "agent.conf", credentials_from: dict[str, str] | None = None, secrets: list[str] | None = None):
         super().__init__(inner)
+        self.credentials_from, self.secrets = credentials_from, list(secrets or ())
         self.storage_url = storage_url
         self.endpoint = endpoint_of(storage_url, options)
         proxies = options.get("proxies")
@@ -250,10 +250,16 @@ class ProxyAwareBackend(WrappingBackend):
         try:
             return fn()
         except HavenError as exc:
-            new = self._translate(exc)
+            new = credentials_error(self._translate(exc), self.location, self.credentials_from, self.secrets)
             if new is exc:
                 raise
+            if self.secrets:
+                raise new from None  # the SDK's exception is not chained: its text may hold a secret
             raise new from exc
+        except Exception as exc:  # an SDK's own exception that no backend converted: its text must not carry a secret
+            if any(s in str(exc) for s in self.secrets):
+                raise StorageUnavailable(detail=scrub(f"{type(exc).__name__}: {exc}", self.secrets)) from None
+            raise
 
     def is_permanent(self, exc: BaseException) -> bool:
         if isinstance(exc, ProxyAuthenticationRequired):

@@ -4,10 +4,10 @@
 is opened* and answers the options ``open_backend`` takes (S3: ``endpoint_url``, ``region``,
 ``addressing_style``, ``access_key``, ``secret_key``; Azure Blob: ``connection_string``, or
 ``account_url`` + ``credential``), plus ``credentials_from``: a description of where they come from,
-without any secret, that :class:`CredentialsBackend` names when the storage refuses them.
+without any secret, that :func:`credentials_error` names when the storage refuses them.
 
-Secrets never leave as text: :class:`CredentialsBackend` removes every secret value from the errors
-that pass through it, and :func:`scrub` does the same for any other text.
+Secrets never leave as text: the host's backend (``haven.transport.backend.ProxyAwareBackend``) passes every
+error through :func:`credentials_error`, which removes every secret value; :func:`scrub` does the same for any text.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from haven.config import RegionConfig, RegionStorage, SecretSource
-from haven.engine.backend import Backend, WrappingBackend
-from haven.engine.errors import StorageAccessDenied, StorageUnavailable
+from haven.engine.errors import StorageAccessDenied
 from haven.errors import HavenError
 from haven.transport.errors import StorageCredentialsRejected, StorageSecretUnreadable
 
-__all__ = ["storage_options", "region_for_url", "CredentialsBackend", "secret_values", "scrub", "CREDENTIALS_FROM",
+__all__ = ["storage_options", "region_for_url", "credentials_error", "secret_values", "scrub", "CREDENTIALS_FROM",
            "SECRET_OPTIONS"]
 
 #: the option that says where the credentials come from (popped before the backend is opened)
@@ -137,27 +136,12 @@ def _scrubbed(exc: HavenError, secrets: list[str]) -> HavenError:
     return type(exc)(text, fix, **fields)
 
 
-class CredentialsBackend(WrappingBackend):
-    """Names the region's settings when the storage refuses their credentials, and keeps every secret out of errors."""
-
-    def __init__(self, inner: Backend, credentials_from: Mapping[str, str] | None, secrets: list[str]):
-        super().__init__(inner)
-        self.credentials_from, self.secrets = dict(credentials_from or {}), secrets
-
-    def _call(self, fn):
-        try:
-            return fn()
-        except HavenError as exc:
-            new = exc
-            if isinstance(exc, StorageAccessDenied) and self.credentials_from:
-                new = StorageCredentialsRejected(region=self.credentials_from.get("region", "?"), location=self.location,
-                                                 settings=self.credentials_from.get("settings", "haven.toml"),
-                                                 detail=exc.fields.get("detail", exc.text))
-            new = _scrubbed(new, self.secrets)
-            if new is exc:
-                raise
-            raise new from None  # the SDK's exception is not chained: its text may hold what was scrubbed
-        except Exception as exc:  # an SDK's own exception that no backend converted: its text must not carry a secret
-            if any(s in str(exc) for s in self.secrets):
-                raise StorageUnavailable(detail=scrub(f"{type(exc).__name__}: {exc}", self.secrets)) from None
-            raise
+def credentials_error(exc: HavenError, location: str, credentials_from: Mapping[str, str] | None,
+                      secrets: list[str]) -> HavenError:
+    """``exc`` as the user must see it: refused credentials name the region's settings, and no text holds a secret."""
+    new = exc
+    if isinstance(exc, StorageAccessDenied) and credentials_from:
+        new = StorageCredentialsRejected(region=credentials_from.get("region", "?"), location=location,
+                                         settings=credentials_from.get("settings", "haven.toml"),
+                                         detail=exc.fields.get("detail", exc.text))
+    return _scrubbed(new, secrets) if secrets else new

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from haven.engine.backend import Backend
 from haven.errors import HavenError
 from haven.transport.agentconf import AgentNetworkConfig, _bracket, _redact
 from haven.transport.backend import ProxyAwareBackend, _tcp_ok, backend_options, endpoint_of
-from haven.transport.credentials import CREDENTIALS_FROM, CredentialsBackend, scrub, secret_values
+from haven.transport.credentials import CREDENTIALS_FROM, scrub, secret_values
 from haven.transport.errors import (
     ProxyAuthenticationRequired,
     ProxyRefusedEndpoint,
@@ -238,9 +237,8 @@ def probe_endpoint(storage_url: str, options: dict[str, Any] | None, config: Age
         except (TypeError, ValueError) as exc:
             err = StorageOptionsInvalid(url=storage_url, reason=scrub(str(exc), secrets))
             return ProbeStep("request", "fail", err.text, err.fix, err.code)
-        backend: Backend = ProxyAwareBackend(inner, storage_url, req_opts, replace(config, timeout=timeout), config_path)
-        if credentials_from or secrets:
-            backend = CredentialsBackend(backend, credentials_from, secrets)
+        backend = ProxyAwareBackend(inner, storage_url, req_opts, replace(config, timeout=timeout), config_path,
+                                    credentials_from=credentials_from, secrets=secrets)
         try:
             backend.exists(probe_name)
             return ProbeStep("request", "pass", f"an authenticated request to {backend.location} succeeded")
