@@ -14,7 +14,8 @@ from pathlib import Path
 from haven.domain.guest import DEFAULT_MIN_AGENT_VERSION, FLOOR_AGENT_VERSION, parse_version
 from haven.errors import UserError
 
-__all__ = ["RegionConfig", "Settings", "load_settings", "default_home", "SHARE_OWN_HOST", "SettingInvalid", "SettingNotPositive"]
+__all__ = ["RegionConfig", "Settings", "load_settings", "default_home", "SHARE_OWN_HOST", "SettingInvalid", "SettingNotPositive",
+           "RegionStorage", "SecretSource", "StorageSettingInvalid", "region_storage"]
 
 #: ``[server] share_own_host``: "all" shares the server's own host with every subscription (when either
 #: is created); "none" leaves it to 'haven host share' like any remote host.
@@ -47,6 +48,8 @@ class RegionConfig:
     storage_url: str
     paired_region: str | None = None
     ip_ranges: tuple[str, ...] = ("127.0.0.0/8",)
+    #: ``[regions.storage]``: endpoint and credentials of an S3 or Azure Blob ``storage_url`` (see below)
+    storage: RegionStorage | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ def load_settings(home: Path | None = None, **overrides) -> Settings:
             storage_url=r.get("storage_url", f"file://{home / 'storage' / r['name']}"),
             paired_region=r.get("paired_region"),
             ip_ranges=tuple(r.get("ip_ranges", ("127.0.0.0/8",))),
+            storage=region_storage(r, cfg),
         )
         for r in data.get("regions", [{"name": "local"}])
     )
@@ -186,3 +190,115 @@ def _days(key: str, env, data: dict, cfg: Path) -> float:
     if not days > 0 or days != days or days == float("inf"):
         raise SettingNotPositive(key=key, value=raw, where=var if env.get(var) else str(cfg))
     return days
+
+
+# ---- [regions.storage]: an object store's endpoint and credentials (S3, Azure Blob) ----
+#
+# Secrets are never written in haven.toml: each is named by a file (``<key>_file``) or by an environment
+# variable (``<key>_env``) and read when the storage is opened (``haven.transport.credentials``), so a
+# rotated secret is used without a restart and no settings view can hold it.
+
+#: secret settings: each is given as ``<key>_file`` or ``<key>_env``, never as ``<key>`` itself
+SECRET_KEYS = {"s3": ("secret_access_key", "session_token"), "azure": ("connection_string", "account_key")}
+#: plain settings of each kind of storage URL
+PLAIN_KEYS = {"s3": ("endpoint_url", "region", "addressing_style", "access_key_id"),
+              "azure": ("endpoint_url", "account_name")}
+ADDRESSING_STYLES = ("path", "virtual", "auto")
+
+
+class StorageSettingInvalid(UserError):
+    code = "UserErrorStorageSettingInvalid"
+    message = "The storage setting {key} of region {region!r} is invalid: {reason}."
+    recommendation = ("Fix [regions.storage] of region {region!r} in {where} (docs/guides/object-storage.md lists the settings), "
+                      "then start the server again.")
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where a secret is read from: a file (its whole content, surrounding white space removed) or an environment variable."""
+
+    key: str  # e.g. "secret_access_key"
+    file: str | None = None
+    env: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.key}_file = {self.file!r}" if self.file else f"{self.key}_env = {self.env!r}"
+
+
+@dataclass(frozen=True)
+class RegionStorage:
+    """``[regions.storage]`` of one region: plain settings, and where each secret is read from (never its value)."""
+
+    region: str
+    kind: str  # s3 | azure
+    where: str  # the file it was read from, for messages
+    plain: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[SecretSource, ...] = ()
+
+    def get(self, key: str) -> str | None:
+        return dict(self.plain).get(key)
+
+    def secret(self, key: str) -> SecretSource | None:
+        return next((s for s in self.secrets if s.key == key), None)
+
+    def describe(self) -> dict:
+        """What is configured, safe to show anywhere: plain values, and for each secret only where it comes from."""
+        return {**dict(self.plain), **{s.key: (f"file {s.file}" if s.file else f"environment variable {s.env}") for s in self.secrets}}
+
+
+def region_storage(region: dict, cfg: Path) -> RegionStorage | None:
+    """Parse and check ``[regions.storage]`` of one ``[[regions]]`` entry (None when absent)."""
+    raw = region.get("storage")
+    if raw is None:
+        return None
+    name, where = str(region.get("name")), str(cfg)
+    kind = str(region.get("storage_url", "")).split("://", 1)[0].lower()
+
+    def bad(key: str, reason: str) -> StorageSettingInvalid:
+        return StorageSettingInvalid(key=key, region=name, reason=reason, where=where)
+
+    if not isinstance(raw, dict):
+        raise bad("[regions.storage]", "it must be a table of settings")
+    if kind not in SECRET_KEYS:
+        raise bad("[regions.storage]", f"only an s3:// or azure:// storage_url takes storage settings, not {kind or 'a default'}://")
+    plain, secrets = [], []
+    for key, value in raw.items():
+        if key in SECRET_KEYS[kind]:
+            raise bad(key, f"a secret is never written in haven.toml; give {key}_file = \"<path>\" or {key}_env = \"<VARIABLE>\"")
+        base, _, how = key.rpartition("_")
+        if how in ("file", "env") and base in SECRET_KEYS[kind]:
+            if not isinstance(value, str) or not value.strip():
+                raise bad(key, "it must name a file or an environment variable")
+            if raw.get(f"{base}_file") and raw.get(f"{base}_env"):
+                raise bad(key, f"give {base}_file or {base}_env, not both")
+            if base not in (s.key for s in secrets):
+                secrets.append(SecretSource(base, file=raw.get(f"{base}_file"), env=raw.get(f"{base}_env")))
+            continue
+        if key not in PLAIN_KEYS[kind]:
+            known = ", ".join([*PLAIN_KEYS[kind], *(f"{k}_file/_env" for k in SECRET_KEYS[kind])])
+            raise bad(key, f"it is not a setting of {kind}:// storage (known: {known})")
+        if not isinstance(value, str) or not value.strip():
+            raise bad(key, "it must be a non-empty string")
+        plain.append((key, value.strip()))
+    storage = RegionStorage(name, kind, where, tuple(plain), tuple(secrets))
+    style = storage.get("addressing_style")
+    if style is not None and style not in ADDRESSING_STYLES:
+        raise bad("addressing_style", f"{style!r} is not one of {', '.join(ADDRESSING_STYLES)}")
+    endpoint = storage.get("endpoint_url")
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise bad("endpoint_url", "it must be an http:// or https:// URL")
+    if kind == "s3" and bool(storage.get("access_key_id")) != bool(storage.secret("secret_access_key")):
+        raise bad("access_key_id", "access_key_id and secret_access_key_file (or _env) go together")
+    if kind == "azure":
+        if storage.secret("account_key") and not storage.get("account_name"):
+            raise bad("account_name", "account_key_file (or _env) needs account_name")
+        if storage.secret("account_key") and storage.secret("connection_string"):
+            raise bad("connection_string_file", "give a connection string or an account key, not both")
+        if storage.get("account_name") and not storage.secret("account_key"):
+            raise bad("account_key_file", "account_name needs account_key_file (or account_key_env)")
+        if storage.secret("connection_string") and storage.get("endpoint_url"):
+            raise bad("endpoint_url", "a connection string names its own BlobEndpoint; endpoint_url goes with account_name")
+        if not storage.secret("connection_string") and not storage.get("account_name"):
+            raise bad("[regions.storage]", "an azure:// region needs connection_string_file (or _env), or account_name "
+                      "with account_key_file (or _env)")
+    return storage

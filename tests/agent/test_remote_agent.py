@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from haven.cli.client import ApiClient
+from haven.transport.client import ApiClient
 from haven.errors import HavenError
 from tests.foundation.helpers import make_folder_vm
 from tests.services._util import start, stop

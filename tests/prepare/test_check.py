@@ -335,7 +335,7 @@ class _Http:
 @pytest.fixture
 def cli(api, monkeypatch):
     from haven.cli import state as cli_state
-    from haven.cli.client import ApiClient
+    from haven.transport.client import ApiClient
 
     def factory(server=None, token=None):
         c = ApiClient.__new__(ApiClient)

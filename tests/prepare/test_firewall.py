@@ -66,7 +66,7 @@ def test_cli_proxy_set_and_show_write_agent_conf(tmp_path, monkeypatch):
 
     from typer.testing import CliRunner
 
-    from haven.agent.network import load_agent_config
+    from haven.transport import load_agent_config
     from haven.cli.main import app
 
     monkeypatch.setenv("HAVEN_HOME", str(tmp_path))

@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from haven.agent.network import (
+from haven.engine import LocalKeyWrapper, Repository
+from haven.engine.retry import RetryingBackend
+from haven.transport import (
     ProxyAuthenticationRequired,
     ProxyUnreachable,
     StorageEndpointTimeout,
     load_agent_config,
     open_agent_backend,
 )
-from haven.engine import LocalKeyWrapper, Repository
-from haven.engine.retry import RetryingBackend
 from tests.engine.sources import random_disk
 
 from .conftest import write_conf
@@ -162,7 +162,7 @@ def test_timeout_names_the_endpoint_that_did_not_answer(tmp_path, blackhole, squ
 
 
 def test_agent_conf_is_validated_and_secrets_are_not_shown(tmp_path):
-    from haven.agent.network import AgentConfigInvalid, write_agent_config
+    from haven.transport import AgentConfigInvalid, write_agent_config
 
     home = tmp_path / "home"
     write_conf(home, "HttpProxy.Host=10.0.0.5\nHttpProxy.Port=99999\n")

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from haven.cli.client import ApiClient, ServerUnreachable
+from haven.transport.client import ApiClient, ServerUnreachable
 from tests.foundation.helpers import make_folder_vm
 from tests.reliability.conftest import report, size
 from tests.services._util import start, stop

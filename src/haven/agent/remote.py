@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from haven import __version__
-from haven.cli.client import ApiClient, ServerUnreachable
+from haven.transport.client import ApiClient, ServerUnreachable
 from haven.errors import HavenError, InternalError
 from haven.jobs.queue import LeaseLost
 from haven.jobs.runner import JobCancelled, WorkContext
@@ -216,7 +216,7 @@ class RemoteAgent:
         return outcome
 
     def _open_repo(self, job: dict, worker: str):
-        from haven.agent.network import open_agent_backend
+        from haven.transport import open_agent_backend
         from haven.engine import Repository
 
         url, options = self._storage_location(job["storage"])
@@ -230,11 +230,12 @@ class RemoteAgent:
             scheme = "haven+https" if self.server.startswith("https:") else "haven+http"
             return (f"{scheme}://{self.server.split('://', 1)[1]}/{storage['vault_id']}",
                     {**self.backend_options.get("haven", {}), "token": storage.get("capability") or ""})
-        return storage["url"], dict(self.backend_options.get(storage["url"].split("://", 1)[0], {}))
+        # a direct vault (S3, Azure): the region's settings come with the job's claim; the agent's own options win
+        return storage["url"], {**storage.get("options", {}), **self.backend_options.get(storage["url"].split("://", 1)[0], {})}
 
     def check_network(self, timeout: float = 10.0) -> dict[str, dict]:
         """Probe the path (DNS, TCP, proxy, TLS, an authenticated request) to each vault of the region; report it."""
-        from haven.agent.network import agent_config_path, load_agent_config, probe_endpoint
+        from haven.transport import agent_config_path, load_agent_config, probe_endpoint
 
         config = load_agent_config(self.home)
         results = {}

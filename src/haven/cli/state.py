@@ -9,7 +9,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 
-from haven.cli.client import ApiClient
+from haven.transport.client import ApiClient
 from haven.cli.output import emit, emit_error
 from haven.errors import HavenError
 

@@ -16,10 +16,11 @@ def open_backend(url: str, *, retry: bool = True, retry_attempts: int = 5, **opt
     """Open the backend a storage URL names, wrapped in ``RetryingBackend`` unless ``retry=False``.
 
     ``file:///abs/path``                          local folder (``fsync=``)
-    ``azure://<container>``                       ``connection_string=`` (or ``account_url=`` + ``credential=``),
+    ``azure://<container>``                       ``connection_string=`` (or ``account_url=`` + ``credential=``, e.g.
+                                                  ``{"account_name": …, "account_key": …}``),
                                                   ``proxies=``, ``connection_verify=``, ``prefix=``
-    ``s3://<bucket>[/<prefix>]``                  ``endpoint_url=``, ``access_key=``, ``secret_key=``, ``region=``,
-                                                  ``proxies=``, ``verify=``
+    ``s3://<bucket>[/<prefix>]``                  ``endpoint_url=``, ``access_key=``, ``secret_key=``, ``session_token=``,
+                                                  ``region=``, ``addressing_style=``, ``proxies=``, ``verify=``
     ``haven+http(s)://host:port/<vault-id>``      Haven's storage endpoint: ``token=``, ``proxies=``, ``verify=``
     """
     parsed = urlparse(url)

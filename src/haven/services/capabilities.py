@@ -8,6 +8,9 @@ stored; ``resolve`` checks it on *every* request against the job row — still r
 held by the same agent and attempt — and answers with the vault's folder backend wrapped in the
 ``GrantedBackend`` of what the job may do (``haven.engine.grant``). A user's token (any role)
 gets no raw object access: the API is the way to a vault.
+
+A vault in S3 or Azure Blob is reached directly, not through the endpoint: the claim of a job on it
+answers instead with its region's endpoint and credentials (``with_direct_storage``), for that job alone.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
 from datetime import timedelta
 from urllib.parse import urlparse
 
 import blake3
 
 from haven.engine.grant import GrantedBackend, GrantMode, StorageGrant
-from haven.errors import Forbidden, NotFound, Unauthenticated
+from haven.errors import Forbidden, HavenError, NotFound, Unauthenticated
 
 __all__ = ["StorageCapabilities", "CAPABILITY_PREFIX", "PROBE_TTL", "CapabilityInvalid", "CapabilityExpired",
            "StorageUserRefused", "CapabilityRequired", "CapabilityOtherVault", "VaultNotServed"]
@@ -30,6 +34,8 @@ CAPABILITY_PREFIX = "hvcap1."
 PROBE_TTL = timedelta(hours=1)
 _CTX = "haven 2026-12 storage endpoint capability key"
 _MAX_TOKEN = 1024
+
+log = logging.getLogger(__name__)
 
 
 class CapabilityInvalid(Unauthenticated):
@@ -81,6 +87,33 @@ class StorageCapabilities:
     def for_probe(self, principal_id: str, vault_id: str) -> str:
         expires = self.core.clock.now() + PROBE_TTL
         return self._sign({"k": "probe", "h": principal_id, "v": vault_id, "e": expires.timestamp()})
+
+    def with_direct_storage(self, claimed: dict) -> dict:
+        """A job claim's answer, with the endpoint and credentials of its vault's region when the vault is reached
+        directly (S3, Azure Blob): ``storage.options``, the server's own backend options for that URL.
+
+        Only a claim carries them, and only while its job runs under the lease that claim took: an agent gets a
+        region's credentials for a job it holds, never for a probe, another host's job or a finished one. A secret
+        that cannot be read leaves them out (the agent then fails with the storage's typed error;
+        ``haven prepare check`` names the setting)."""
+        storage = claimed.get("storage") or {}
+        if storage.get("kind") != "direct":
+            return claimed
+        from haven.db.models import Job, Vault
+        from haven.domain.enums import JobStatus
+
+        with self.core.db.session() as s:
+            job = s.get(Job, claimed.get("id"))
+            vault = s.get(Vault, job.vault_id) if job is not None else None
+            if job is None or vault is None or job.status != JobStatus.IN_PROGRESS.value or vault.storage_url != storage.get("url"):
+                return claimed
+            url = vault.storage_url
+        try:
+            options = {k: v for k, v in self.core.storage.options_for(url).items() if k not in ("retry", "retry_attempts")}
+        except HavenError as exc:
+            log.warning("job %s: the storage settings of %s are not passed to the agent: %s", claimed.get("id"), url, exc.code)
+            return claimed
+        return {**claimed, "storage": {**storage, "options": options}} if options else claimed
 
     # ---- checking (the storage endpoint's resolver) ----
     def resolve(self, token: str, vault_id: str):

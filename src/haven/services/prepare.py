@@ -12,6 +12,7 @@ check                        what
 ``backup-extension``         the backup extension can be installed/upgraded through the agent
 ``key-vault``                an encrypted VM's key vault: exists (not soft-deleted), the backup service's access
 ``agent-proxy``              the host agent's outbound path (direct / proxy) and its configuration
+``storage-credentials``      where the server takes an S3 / Azure Blob vault's credentials from ([regions.storage])
 ``storage-connectivity``     DNS, TCP, proxy, TLS and an authenticated request to the vault's storage
 ``support:<rule>``           the support-matrix rules (data disks, guest OS, …) of ``SupportRules``
 ==========================  ===================================================================
@@ -21,8 +22,6 @@ check                        what
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from typing import Any
 
 from sqlalchemy import select
@@ -32,6 +31,7 @@ from haven.domain.enums import Role
 from haven.domain.vault import vault_name_key
 from haven.errors import HavenError, PreconditionFailed, UserError
 from haven.services.auth import Caller
+from haven.transport.firewall import FirewallOptionInvalid, nftables_rules
 
 __all__ = ["PrepareService", "nftables_rules", "FirewallOptionInvalid", "KeyVaultSoftDeleted", "NoVaultInRegion", "GUIDE_AGENT", "GUIDE_PROXY"]
 
@@ -51,12 +51,6 @@ class KeyVaultSoftDeleted(PreconditionFailed):
     code = "UserErrorKeyVaultSoftDeleted"
     message = "Key vault {name!r}, which holds the encrypted VM's keys, is soft-deleted: backups of the VM fail until it is recovered."
     recommendation = "Recover it: haven keyvault recover -s {subscription} --name {name}"
-
-
-class FirewallOptionInvalid(UserError):
-    code = "UserErrorFirewallOptionInvalid"
-    message = "Cannot render firewall rules: {reason}."
-    recommendation = "Use --option allow-list, or --option proxy with --proxy-host <IP address> [--proxy-port <port>]."
 
 
 def _check(check: str, status: str, reason: str, fix: str | None = None, code: str | None = None, **details: Any) -> dict:
@@ -134,6 +128,8 @@ class PrepareService:
         checks += self._keyvault_checks(info, sub_id)
         checks += self._support_checks(info)
         if vault_view is not None and remote is not None:
+            credentials = self._credentials_check(vault_view["storage_url"], request_timeout=timeout)
+            checks += [credentials] if credentials is not None else []
             checks += _reported_network_checks(host_name, vault_view, remote)
         elif vault_view is not None:
             checks += self._network_checks(vault_view["storage_url"], timeout)
@@ -255,7 +251,7 @@ class PrepareService:
                 for r in self.core.support.evaluate(info)]
 
     def _network_checks(self, storage_url: str, timeout: float) -> list[dict]:
-        from haven.agent.network import agent_config_path, load_agent_config, probe_endpoint
+        from haven.transport import agent_config_path, load_agent_config, probe_endpoint
 
         home = self.core.settings.home
         cfg_path = str(agent_config_path(home))
@@ -271,9 +267,12 @@ class PrepareService:
         else:
             out.append(_check("agent-proxy", "pass", "the host agent goes to the storage endpoint directly (no proxy configured)",
                               None, None, **desc))
-        scheme = storage_url.split("://", 1)[0]
-        options = self.core.storage.backend_options.get(scheme, {})
-        options = {k: v for k, v in options.items() if k not in ("retry", "retry_attempts")}
+        credentials = self._credentials_check(storage_url)
+        if credentials is not None:
+            out.append(credentials)
+            if credentials["status"] == "fail":
+                return out
+        options = {k: v for k, v in self.core.storage.options_for(storage_url).items() if k not in ("retry", "retry_attempts")}
         result = probe_endpoint(storage_url, options, config, timeout=timeout, config_path=cfg_path)
         details = result.to_dict()
         failed = result.failed
@@ -284,6 +283,43 @@ class PrepareService:
         else:
             out.append(_check("storage-connectivity", "fail", f"{failed.step}: {failed.reason}", failed.fix, failed.code, **details))
         return out
+
+    def _credentials_check(self, storage_url: str, request_timeout: float | None = None) -> dict | None:
+        """``storage-credentials``: where the server takes the credentials of an S3 or Azure Blob vault from (never their
+        value) and, with ``request_timeout``, whether the storage answers the server's own request made with them (for a
+        VM on a remote host, whose agent's report says nothing of the server's settings); None for other storage."""
+        scheme = storage_url.split("://", 1)[0].lower()
+        if scheme not in ("s3", "azure"):
+            return None
+        storage = self.core.storage.region_storage(storage_url)
+        if storage is None:
+            return _check("storage-credentials", "warn", "no [regions.storage] settings for this vault's region in haven.toml: "
+                          "the storage SDK's own configuration (its environment variables and files) is used",
+                          "Give the region its endpoint and credentials under [regions.storage] in haven.toml "
+                          "(docs/guides/object-storage.md).")
+        try:
+            options = self.core.storage.options_for(storage_url)
+            if request_timeout is not None:
+                self._ask_storage(storage_url, options, request_timeout)
+        except HavenError as exc:
+            return _from_error("storage-credentials", exc, **storage.describe())
+        return _check("storage-credentials", "pass", f"region {storage.region!r} has {scheme}:// settings in {storage.where}: "
+                      + ", ".join(f"{k} from {v}" if k in {s.key for s in storage.secrets} else f"{k} = {v}"
+                                  for k, v in storage.describe().items())
+                      + ("; the storage answered the server's request made with them" if request_timeout is not None else ""),
+                      None, None, **storage.describe())
+
+
+    def _ask_storage(self, storage_url: str, options: dict, timeout: float) -> None:
+        """One authenticated request (does the vault's ``config`` exist?), without retries: the storage's typed error if refused."""
+        from haven.transport import open_agent_backend
+
+        opts = {**options, "retry": False, "timeout": timeout, "sdk_retries": 0}
+        backend = open_agent_backend(storage_url, opts, home=self.core.settings.home)
+        try:
+            backend.exists("config")
+        finally:
+            backend.close()
 
 
 def _reported_network_checks(host: str, vault: dict, report: dict) -> list[dict]:
@@ -305,102 +341,3 @@ def _reported_network_checks(host: str, vault: dict, report: dict) -> list[dict]
         out.append(_check("storage-connectivity", "fail", f"host {host!r}, {failed['step']}: {failed['reason']} (probed at {when})",
                           failed.get("fix"), failed.get("code"), **probe))
     return out
-
-
-# ---- haven prepare firewall-rules ----
-
-
-def _split(ranges: list[str]) -> tuple[list[str], list[str]]:
-    v4, v6 = [], []
-    for r in ranges:
-        net = ipaddress.ip_network(r.strip(), strict=False)
-        (v4 if net.version == 4 else v6).append(str(net))
-    return v4, v6
-
-
-def _ports(ports: list[int]) -> str:
-    ports = sorted(set(ports))
-    if ports == [80, 443]:
-        return "{ 80, 443 }"
-    return "{ " + ", ".join(str(p) for p in ports) + " }" if len(ports) > 1 else str(ports[0])
-
-
-def nftables_rules(ranges_doc: dict, option: str, proxy_host: str | None = None, proxy_port: int = 3128,
-                   ports: list[int] | None = None) -> str:
-    """The nftables rules for a network option (``allow-list`` or ``proxy``) from ``GET /regions/{r}/ip-ranges``."""
-    region = ranges_doc.get("region", "?")
-    ranges = list(ranges_doc.get("ip_ranges") or [])
-    ports = list(ports or [80, 443])
-    try:
-        v4, v6 = _split(ranges)
-    except ValueError as exc:
-        raise FirewallOptionInvalid(reason=f"the region publishes an invalid range ({exc})") from None
-    dport = _ports(ports)
-    head = [
-        "#!/usr/sbin/nft -f",
-        f"# Haven: outbound backup traffic of the host agents, region {region!r} ({option}).",
-        f"# Published ranges of the region's storage endpoints (GET /api/v1/regions/{region}/ip-ranges): {', '.join(ranges) or 'none'}",
-        "# Load with: nft -f <this file>. Re-run when the region's ranges change.",
-        "",
-    ]
-    if option == "allow-list":
-        if not ranges:
-            raise FirewallOptionInvalid(reason=f"region {region!r} publishes no address ranges")
-        body = ["table inet haven_backup {"]
-        if v4:
-            body += ["    set storage_v4 {", "        type ipv4_addr; flags interval;", f"        elements = {{ {', '.join(v4)} }}", "    }"]
-        if v6:
-            body += ["    set storage_v6 {", "        type ipv6_addr; flags interval;", f"        elements = {{ {', '.join(v6)} }}", "    }"]
-        body += ["    chain output {", "        type filter hook output priority 0; policy accept;",
-                 "        ct state established,related accept", '        oifname "lo" accept']
-        if v4:
-            body.append(f'        ip daddr @storage_v4 tcp dport {dport} accept comment "allow-backup-storage"')
-        if v6:
-            body.append(f'        ip6 daddr @storage_v6 tcp dport {dport} accept comment "allow-backup-storage"')
-        body += [f'        tcp dport {dport} drop comment "lockdown: no other outbound web traffic"', "    }", "}"]
-        return "\n".join(head + body) + "\n"
-    if option == "proxy":
-        if not proxy_host:
-            raise FirewallOptionInvalid(reason="--proxy-host is required with --option proxy")
-        try:
-            addr = ipaddress.ip_address(proxy_host)
-        except ValueError:
-            try:
-                addr = ipaddress.ip_address(socket.gethostbyname(proxy_host))
-            except OSError:
-                raise FirewallOptionInvalid(reason=f"the proxy host {proxy_host!r} is not an address and does not resolve") from None
-        fam = "ip" if addr.version == 4 else "ip6"
-        prefix = f"{addr}/{32 if addr.version == 4 else 128}"
-        body = [
-            "# 1. On each host running 'haven agent': only the proxy may be reached (HttpProxy.Host/HttpProxy.Port).",
-            "table inet haven_backup {",
-            "    chain output {",
-            "        type filter hook output priority 0; policy accept;",
-            "        ct state established,related accept",
-            '        oifname "lo" accept',
-            f'        {fam} daddr {addr} tcp dport {proxy_port} accept comment "allow-proxy"',
-            f'        tcp dport {dport} drop comment "lockdown: backup traffic goes through the proxy"',
-            "    }",
-            "}",
-            "",
-            f"# 2. On the proxy server: incoming connections to the proxy's port {proxy_port} (TCP, any remote port).",
-            "table inet haven_proxy_inbound {",
-            "    chain input {",
-            "        type filter hook input priority 0; policy accept;",
-            f'        tcp dport {proxy_port} accept comment "allow-proxy-inbound"',
-            "    }",
-            "}",
-            "",
-            "# 3. On the network firewall (the seeds' NSG rule 'allow-proxy', priority 200): outbound TCP from the proxy",
-            f"#    {prefix}, any source port, to the internet on ports {ports[0]}-{ports[-1]}; other hosts stay locked down.",
-            "table inet haven_proxy_egress {",
-            "    chain forward {",
-            "        type filter hook forward priority 0; policy accept;",
-            "        ct state established,related accept",
-            f'        {fam} saddr {prefix} tcp dport {min(ports)}-{max(ports)} accept comment "allow-proxy"',
-            f'        tcp dport {dport} drop comment "NSG-lockdown"',
-            "    }",
-            "}",
-        ]
-        return "\n".join(head + body) + "\n"
-    raise FirewallOptionInvalid(reason=f"unknown option {option!r}")

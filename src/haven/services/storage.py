@@ -58,12 +58,28 @@ class StorageService:
 
         return LocalKeyWrapper(self.master_key())
 
+    def region_storage(self, storage_url: str):
+        """``[regions.storage]`` of the region ``storage_url`` lies in (a ``RegionStorage``), or None."""
+        from haven.transport.credentials import region_for_url
+
+        region = region_for_url(self.core.settings.regions, storage_url)
+        return region.storage if region is not None else None
+
+    def options_for(self, storage_url: str) -> dict:
+        """The backend options of ``storage_url``: its region's endpoint and credentials from haven.toml (secrets read
+        now: a typed ``StorageSecretUnreadable`` when one cannot be), overridden by the options this server was built with."""
+        from haven.transport.credentials import storage_options
+
+        storage = self.region_storage(storage_url)
+        options = dict(storage_options(storage)) if storage is not None else {}
+        options.update(self.backend_options.get(storage_url.split("://", 1)[0], {}))
+        return options
+
     def backend(self, storage_url: str):
         # The host agent's path: its proxy (agent.conf / http(s)_proxy), typed proxy and time-out errors, retries.
-        from haven.agent.network import open_agent_backend
+        from haven.transport import open_agent_backend
 
-        options = self.backend_options.get(storage_url.split("://", 1)[0], {})
-        return open_agent_backend(storage_url, options, home=self.core.settings.home)
+        return open_agent_backend(storage_url, self.options_for(storage_url), home=self.core.settings.home)
 
     def init_vault(self, vault, subscription) -> None:
         from haven.engine import Repository

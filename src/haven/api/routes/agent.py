@@ -123,9 +123,10 @@ def report_network(body: NetworkIn, app=Depends(core), who=Depends(caller)):
 
 @router.post("/agent/jobs/claim", response_model=ClaimedOut, responses={204: {"description": "No job is queued for this host."}})
 def claim(body: ClaimIn, app=Depends(core), who=Depends(caller)):
-    """Take the oldest job queued for the agent's host, with its plan."""
+    """Take the oldest job queued for the agent's host, with its plan (and, for a vault in S3 or Azure Blob, its
+    region's storage endpoint and credentials, for this job only)."""
     job = app.agents.claim(who, body.worker, body.types)
-    return job if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
+    return app.capabilities.with_direct_storage(job) if job is not None else Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(JOB + "/heartbeat", response_model=HeartbeatOut)

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import httpx
 import typer
 
-from haven.cli.client import ServerUnreachable
+from haven.transport.client import ServerUnreachable
 from haven.cli.commands.protection import _items
 from haven.cli.commands.restore import RpOpt, _point, files
 from haven.cli.output import err_console

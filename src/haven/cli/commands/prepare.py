@@ -9,6 +9,8 @@ from rich.markup import escape
 
 from haven.cli.output import console, emit
 from haven.cli.state import SubOpt, handled, state
+from haven.transport.agentconf import set_agent_proxy, show_agent_proxy
+from haven.transport.firewall import nftables_rules
 
 app = typer.Typer(help="Prepare the environment for VM backup: checks, firewall rules, the agent's proxy.", no_args_is_help=True)
 proxy = typer.Typer(help="The host agent's proxy ($HAVEN_HOME/agent.conf, waagent.conf style).", no_args_is_help=True)
@@ -56,8 +58,6 @@ def firewall_rules(ctx: typer.Context,
                    proxy_port: Annotated[int, typer.Option("--proxy-port", help="The proxy's port (option proxy).")] = 3128,
                    port: Annotated[Optional[list[int]], typer.Option("--port", help="Destination ports (default 80 and 443).")] = None):
     """Print the nftables rules for a network option, from the region's published storage address ranges."""
-    from haven.services.prepare import nftables_rules
-
     st = state(ctx)
     ranges = st.client.get(f"/regions/{region}/ip-ranges")
     text = nftables_rules(ranges, option, proxy_host=proxy_host, proxy_port=proxy_port, ports=port or None)
@@ -71,12 +71,7 @@ def firewall_rules(ctx: typer.Context,
 @handled
 def proxy_show(ctx: typer.Context):
     """Show the host agent's outbound path as configured on this machine (passwords hidden)."""
-    from haven.agent.network import agent_config_path, load_agent_config
-    from haven.config import default_home
-
-    home = default_home()
-    cfg = load_agent_config(home)
-    emit({"config_file": str(agent_config_path(home)), **cfg.describe()}, state(ctx).output)
+    emit(show_agent_proxy(), state(ctx).output)
 
 
 @proxy.command("set")
@@ -90,10 +85,5 @@ def proxy_set(ctx: typer.Context,
               ca_bundle: Annotated[Optional[str], typer.Option("--ca-bundle", help="Storage.CABundle: a CA file for HTTPS endpoints")] = None,
               timeout: Annotated[Optional[float], typer.Option("--timeout", help="Storage.Timeout in seconds")] = None):
     """Write the proxy into $HAVEN_HOME/agent.conf on this machine (mode 0600); the agent uses it for its next request."""
-    from haven.agent.network import load_agent_config, write_agent_config
-    from haven.config import default_home
-
-    home = default_home()
-    path = write_agent_config(home, host=host or None, port=port if host else None, user=user, password=password,
-                              no_proxy=no_proxy, ca_bundle=ca_bundle, timeout=timeout)
-    emit({"config_file": str(path), **load_agent_config(home).describe()}, state(ctx).output)
+    emit(set_agent_proxy(host=host or None, port=port if host else None, user=user, password=password,
+                         no_proxy=no_proxy, ca_bundle=ca_bundle, timeout=timeout), state(ctx).output)

@@ -112,7 +112,7 @@ def own_hypervisors(settings) -> list[tuple[str, str]]:
 def _demo_when_up(server, settings, agent) -> None:
     import time
 
-    from haven.cli.client import ApiClient
+    from haven.transport.client import ApiClient
     from haven.demo import make_sample_vm, run_demo
 
     while not server.started:

@@ -1,4 +1,5 @@
-"""The CLI's HTTP client: finds the server and token by itself, turns API errors into HavenErrors."""
+"""The HTTP client of Haven's API, for the CLI and the remote host agent: finds the server and token by itself
+(unless given), turns API errors into HavenErrors."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class ApiClient:
         self.server = (server or os.environ.get("HAVEN_SERVER") or creds.get("server") or "http://127.0.0.1:8733").rstrip("/")
         self.token = token or os.environ.get("HAVEN_TOKEN") or creds.get("token")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        # The CLI talks to the control plane directly; proxies are for the agent's data path.
+        # The control plane is reached directly; proxies are for the agent's data path.
         self._http = httpx.Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout, trust_env=False)
 
     def request(self, method: str, path: str, **kwargs) -> Any:
