@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 from haven import __version__
 from haven.cli.commands import account, agent, guard, keyvault, prepare, protection, server, vaults
 from haven.cli.commands import restore as _restore_commands  # noqa: F401  (adds commands to existing groups)
+from haven.cli.commands import files as _file_commands  # noqa: F401  (ls/get/find straight from the vault join `restore files`)
 from haven.cli.state import State
 
 __all__ = ["app", "hoist_output"]

@@ -53,6 +53,26 @@ class ApiClient:
             raise error_from_payload(body, r.status_code)
         return body
 
+    def download(self, path: str, params: dict, sink) -> tuple[int, str]:
+        """GET a body too large to hold (a file, a tar stream): each block goes to ``sink`` as it arrives;
+        returns the bytes received and the content type. An error answer raises its HavenError."""
+        try:
+            with self._http.stream("GET", path, params={k: v for k, v in params.items() if v is not None}, timeout=None) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    try:
+                        body = r.json()
+                    except ValueError:
+                        body = {"error": {"code": "InternalError", "message": r.text[:500]}}
+                    raise error_from_payload(body, r.status_code)
+                total = 0
+                for block in r.iter_bytes(1 << 20):
+                    sink(block)
+                    total += len(block)
+                return total, r.headers.get("content-type", "")
+        except httpx.HTTPError as e:
+            raise ServerUnreachable(url=self.server, reason=str(e) or type(e).__name__) from None
+
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 

@@ -10,15 +10,13 @@ import tarfile
 from pathlib import Path
 from typing import Annotated, Optional
 
-import httpx
 import typer
 
-from haven.transport.client import ServerUnreachable
 from haven.cli.commands.protection import _items
 from haven.cli.commands.restore import RpOpt, _point, files
 from haven.cli.output import err_console
 from haven.cli.state import SubOpt, VaultOpt, VmOpt, handled, state
-from haven.errors import UserError, error_from_payload
+from haven.errors import UserError
 
 __all__ = ["ls", "get", "find", "volumes", "downloads"]
 
@@ -103,23 +101,7 @@ def ls(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt
 
 
 def _stream(st, url: str, params: dict, sink) -> tuple[int, str]:
-    client = st.client
-    try:
-        with client._http.stream("GET", url, params={k: v for k, v in params.items() if v is not None}, timeout=None) as r:
-            if r.status_code >= 400:
-                r.read()
-                try:
-                    body = r.json()
-                except ValueError:
-                    body = {"error": {"code": "InternalError", "message": r.text[:500]}}
-                raise error_from_payload(body, r.status_code)
-            total = 0
-            for block in r.iter_bytes(1 << 20):
-                sink(block)
-                total += len(block)
-            return total, r.headers.get("content-type", "")
-    except httpx.HTTPError as e:
-        raise ServerUnreachable(url=client.server, reason=str(e) or type(e).__name__) from None
+    return st.client.download(url, params, sink)
 
 
 @files.command("get")

@@ -18,7 +18,8 @@ from haven.cli.output import err_console
 from haven.cli.state import SubOpt, VaultOpt, VmOpt, handled, state
 from haven.errors import UserError
 
-files = typer.Typer(help="File recovery: serve a recovery point's disks read-only over NBD.", no_args_is_help=True)
+files = typer.Typer(help="File recovery: browse, find and download files straight from the vault (ls, get, find), "
+                         "or serve a recovery point's disks read-only over NBD (mount-rp).", no_args_is_help=True)
 restore.add_typer(files, name="files")
 
 RpOpt = Annotated[str, typer.Option("--rp-name", "-r", help="Recovery point id.")]
@@ -157,4 +158,3 @@ def import_vault(ctx: typer.Context, subscription: SubOpt,
     if region:
         body["region"] = region
     st.show(st.client.post(f"/subscriptions/{subscription}/vaults/import", body))
-from haven.cli.commands import files as _file_recovery  # noqa: E402,F401  (ls/get/find straight from the vault join the files group)
