@@ -121,7 +121,7 @@ def _wait_agent(adapter, name, timeout=180):
 
 
 def _guest_shell(dom, script: str) -> str:
-    from haven.hypervisor.libvirt_adapter import LibvirtGuestAgent
+    from haven.hypervisor.libvirt_agent import LibvirtGuestAgent
 
     res = LibvirtGuestAgent(dom, timeout=60).shell(script, timeout=120)
     assert res.ok, res.stderr

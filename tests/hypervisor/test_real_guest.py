@@ -47,7 +47,7 @@ def libvirtd():
 def guest(libvirtd, guest_images):
     import libvirt
 
-    from haven.hypervisor.libvirt_adapter import LibvirtGuestAgent
+    from haven.hypervisor.libvirt_agent import LibvirtGuestAgent
 
     work = Path(tempfile.mkdtemp(prefix="haven-real-", dir="/var/tmp"))
     os.chmod(work, 0o755)

@@ -20,7 +20,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DOMAIN_XML", "TEMPLATE_JSON", "clean_domain", "restored_domain_xml", "domain_xml_for_point",
+from haven.hypervisor.errors import VmDefinitionInvalid
+
+HAVEN_NS = "https://haven.dev/xmlns/libvirt/vm/1"
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+__all__ = ["HAVEN_NS", "AGENT_CHANNEL", "disks_of", "nics_of", "encryption_of", "domain_xml_from_definition", "rewrite_domain", "DOMAIN_XML", "TEMPLATE_JSON", "clean_domain", "restored_domain_xml", "domain_xml_for_point",
            "write_vm_definition", "nic_notes", "new_mac"]
 
 DOMAIN_XML = "vm-definition.xml"
@@ -165,7 +170,6 @@ def restored_domain_xml(name: str, definition: Any, disk_files: dict[str, str], 
                         nics: list | None = None) -> str:
     """A clean libvirt domain named ``name`` from a stored definition (domain XML, or a folder VM's
     ``vm.json``) with ``disk_files`` (disk name -> restored image) as its disks."""
-    from haven.hypervisor.libvirt_adapter import domain_xml_from_definition
 
     formats = _formats(disk_files)
     if files_dir is None and disk_files:
@@ -225,3 +229,142 @@ def nic_notes(vm: str | None, nics: list) -> list[str]:
             "so this restore is offered through the CLI/API and keeps the original NIC configuration (networks, models). "
             "The libvirt definition gives the NICs new MAC addresses so the VM can start next to its original; "
             "give them the original addresses (listed here) only once the original is gone."]
+
+
+def domain_xml_from_definition(name: str, disks: dict[str, tuple[str, str]], definition: dict[str, Any]) -> str:
+    """A libvirt domain for a folder VM's definition (``disks``: target -> (path, format))."""
+    dom = ET.Element("domain", type=definition.get("domain_type", "qemu"))
+    ET.SubElement(dom, "name").text = name
+    ET.SubElement(dom, "memory", unit="MiB").text = str(definition.get("memory_mib", 512))
+    ET.SubElement(dom, "vcpu").text = str(definition.get("vcpus", 1))
+    os_el = ET.SubElement(dom, "os")
+    ET.SubElement(os_el, "type", arch="x86_64", machine=definition.get("machine", "q35")).text = "hvm"
+    for key in ("kernel", "initrd", "cmdline"):
+        if definition.get(key):
+            ET.SubElement(os_el, key).text = str(definition[key])
+    if not definition.get("kernel"):
+        ET.SubElement(os_el, "boot", dev="hd")
+    if definition.get("encryption"):
+        md = ET.SubElement(dom, "metadata")
+        ET.SubElement(md, f"{{{HAVEN_NS}}}encryption", {k: str(v) for k, v in definition["encryption"].items()
+                                                          if isinstance(v, (str, int))})
+    ET.SubElement(dom, "on_reboot").text = "restart"
+    dev = ET.SubElement(dom, "devices")
+    for target, (path, fmt) in disks.items():
+        d = ET.SubElement(dev, "disk", type="file", device="disk")
+        ET.SubElement(d, "driver", name="qemu", type=fmt)
+        ET.SubElement(d, "source", file=path)
+        ET.SubElement(d, "target", dev=target, bus="virtio" if target.startswith("vd") else "sata")
+    for nic in definition.get("nics", []):
+        i = ET.SubElement(dev, "interface", type="network" if nic.get("network") else "user")
+        if nic.get("network"):
+            ET.SubElement(i, "source", network=nic["network"])
+        ET.SubElement(i, "model", type=nic.get("model", "virtio"))
+    ch = ET.SubElement(dev, "channel", type="unix")
+    ET.SubElement(ch, "target", type="virtio", name=AGENT_CHANNEL)
+    ET.register_namespace("haven", HAVEN_NS)
+    return ET.tostring(dom, encoding="unicode")
+
+
+def rewrite_domain(name: str, text: str, disk_paths: dict[str, str], formats: dict[str, str]) -> str:
+    """The source domain's XML with a new name, no uuid, no MACs, and the restored disks."""
+    try:
+        xml = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise VmDefinitionInvalid(name=name, reason=f"not XML ({exc})", path="(domain XML)") from exc
+    xml.find("name").text = name  # type: ignore[union-attr]
+    for tag in ("uuid",):
+        el = xml.find(tag)
+        if el is not None:
+            xml.remove(el)
+    devices = xml.find("devices")
+    if devices is None:
+        raise VmDefinitionInvalid(name=name, reason="no <devices>", path="(domain XML)")
+    for disk in list(devices.findall("disk")):
+        target = disk.find("target")
+        dev = target.get("dev") if target is not None else None
+        if disk.get("device", "disk") != "disk":
+            continue
+        if dev not in disk_paths:
+            devices.remove(disk)  # not restored (excluded from protection)
+            continue
+        disk.set("type", "file")
+        src = disk.find("source")
+        if src is not None:
+            disk.remove(src)
+        src = ET.Element("source", file=os.path.abspath(disk_paths[dev]))
+        disk.insert(1, src)
+        drv = disk.find("driver")
+        if drv is None:
+            drv = ET.SubElement(disk, "driver", name="qemu")
+        drv.set("type", formats[dev])
+        for stale in ("backingStore",):
+            el = disk.find(stale)
+            if el is not None:
+                disk.remove(el)
+    for iface in devices.findall("interface"):
+        mac = iface.find("mac")
+        if mac is not None:
+            iface.remove(mac)  # a new VM gets new addresses
+    for ch in devices.findall("channel"):
+        src = ch.find("source")
+        if src is not None and ch.get("type") == "unix":
+            ch.remove(src)  # libvirt picks a fresh socket path
+    return ET.tostring(xml, encoding="unicode")
+
+
+# ---- reading a domain's XML ----
+
+
+def disks_of(xml: ET.Element) -> list[dict[str, Any]]:
+    out = []
+    for d in xml.findall("./devices/disk"):
+        if d.get("device", "disk") != "disk":
+            continue
+        target = d.find("target")
+        source = d.find("source")
+        driver = d.find("driver")
+        if target is None or source is None:
+            continue
+        path = source.get("file") or source.get("dev") or source.get("name")
+        enc = d.find("./source/encryption")
+        if enc is None:
+            enc = d.find("encryption")
+        out.append({
+            "name": target.get("dev"),
+            "path": path,
+            "format": driver.get("type", "raw") if driver is not None else "raw",
+            "type": d.get("type", "file"),
+            "encryption": None if enc is None else {
+                "format": enc.get("format"),
+                "secrets": [dict(s.attrib) for s in enc.findall("secret")],
+            },
+        })
+    return out
+
+
+def nics_of(xml: ET.Element) -> list[dict[str, Any]]:
+    out = []
+    for i in xml.findall("./devices/interface"):
+        nic: dict[str, Any] = {"type": i.get("type")}
+        mac, src, model = i.find("mac"), i.find("source"), i.find("model")
+        if mac is not None:
+            nic["mac"] = mac.get("address")
+        if src is not None:
+            nic.update({k: v for k, v in src.attrib.items() if k in ("network", "bridge", "dev")})
+        if model is not None:
+            nic["model"] = model.get("type")
+        out.append(nic)
+    return out
+
+
+def encryption_of(xml: ET.Element, disks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Haven's encryption settings: ``<metadata><haven:encryption .../>`` plus the disks' LUKS secrets."""
+    enc: dict[str, Any] = {}
+    meta = xml.find(f"./metadata/{{{HAVEN_NS}}}encryption")
+    if meta is not None:
+        enc.update(meta.attrib)
+    luks = {d["name"]: d["encryption"] for d in disks if d.get("encryption")}
+    if luks:
+        enc["disks"] = luks
+    return enc or None

@@ -16,7 +16,6 @@ A stopped domain's disks are read directly (crash-consistent), like an image fol
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -33,11 +32,13 @@ from haven.hypervisor.errors import (
     VmDefinitionInvalid,
     VmNotFound,
 )
+from haven.hypervisor.definitions import AGENT_CHANNEL, disks_of, domain_xml_from_definition, encryption_of, nics_of, rewrite_domain
 from haven.hypervisor.extension import ExtensionConfig
 from haven.hypervisor.folder import image_info, offline_snapshot, stopped_agent_info
 from haven.hypervisor.guest import Quiescer, probe_agent
+from haven.hypervisor.libvirt_agent import LibvirtGuestAgent, libvirt_module
 from haven.hypervisor.live import CHECKPOINT_PREFIX, new_checkpoint_name
-from haven.hypervisor.qga import GuestAgent, GuestAgentCommandError, GuestAgentError, GuestAgentTimeout
+from haven.hypervisor.qga import GuestAgent
 from haven.hypervisor.sources import NbdDiskSource
 from haven.hypervisor.types import (
     DEFAULT_MIN_AGENT_VERSION,
@@ -49,173 +50,7 @@ from haven.hypervisor.types import (
     VmInfo,
 )
 
-__all__ = ["LibvirtAdapter", "LibvirtBackupSnapshot", "LibvirtGuestAgent", "domain_xml_from_definition", "HAVEN_NS"]
-
-HAVEN_NS = "https://haven.dev/xmlns/libvirt/vm/1"
-AGENT_CHANNEL = "org.qemu.guest_agent.0"
-
-
-def _libvirt():
-    try:
-        import libvirt
-    except ImportError as exc:  # pragma: no cover - depends on the host
-        raise LibvirtUnavailable(uri="(any)", reason="libvirt-python is not installed") from exc
-    return libvirt
-
-
-class LibvirtGuestAgent(GuestAgent):
-    """The guest agent reached through libvirt (which owns the channel and does guest-sync itself)."""
-
-    def __init__(self, domain: Any, timeout: float = 60.0, connect_timeout: float | None = None):
-        self._dom = domain
-        self.path = f"libvirt:{domain.name()}"
-        self.timeout = timeout
-        import threading
-
-        self._lock = threading.RLock()
-        self._buf = b""
-        self._dirty = False
-        self.execute("guest-ping", timeout=connect_timeout if connect_timeout is not None else timeout)
-
-    def sync(self, timeout: float | None = None) -> None:
-        return None
-
-    def execute(self, command: str, timeout: float | None = None, **arguments: Any) -> Any:
-        import libvirt_qemu
-
-        libvirt = _libvirt()
-        msg: dict[str, Any] = {"execute": command}
-        if arguments:
-            msg["arguments"] = arguments
-        limit = self.timeout if timeout is None else timeout
-        with self._lock:
-            try:
-                if command in ("guest-shutdown",):
-                    libvirt_qemu.qemuAgentCommand(self._dom, json.dumps(msg), 0, 0)
-                    return None
-                out = libvirt_qemu.qemuAgentCommand(self._dom, json.dumps(msg), max(1, int(round(limit))), 0)
-            except libvirt.libvirtError as exc:
-                code = exc.get_error_code()
-                text = exc.get_error_message() or str(exc)
-                if code in (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, getattr(libvirt, "VIR_ERR_AGENT_COMMAND_TIMEOUT", -99)):
-                    raise GuestAgentTimeout(f"{command}: {text}") from exc
-                if code == libvirt.VIR_ERR_OPERATION_INVALID or "not connected" in text or "not running" in text:
-                    raise GuestAgentError(f"{command}: {text}") from exc
-                raise GuestAgentCommandError(command, "GenericError", text) from exc
-        if out is None:
-            return None
-        reply = json.loads(out)
-        return reply.get("return")
-
-    def fsfreeze_freeze(self, timeout: float | None = None) -> int:
-        libvirt = _libvirt()
-        try:
-            return int(self._dom.fsFreeze())
-        except libvirt.libvirtError as exc:
-            raise GuestAgentCommandError("guest-fsfreeze-freeze", "GenericError", str(exc)) from exc
-
-    def fsfreeze_thaw(self, timeout: float | None = None) -> int:
-        libvirt = _libvirt()
-        try:
-            return int(self._dom.fsThaw())
-        except libvirt.libvirtError as exc:
-            raise GuestAgentCommandError("guest-fsfreeze-thaw", "GenericError", str(exc)) from exc
-
-    def close(self) -> None:
-        return None
-
-
-# ---- domain XML ----
-
-
-def _disks_of(xml: ET.Element) -> list[dict[str, Any]]:
-    out = []
-    for d in xml.findall("./devices/disk"):
-        if d.get("device", "disk") != "disk":
-            continue
-        target = d.find("target")
-        source = d.find("source")
-        driver = d.find("driver")
-        if target is None or source is None:
-            continue
-        path = source.get("file") or source.get("dev") or source.get("name")
-        enc = d.find("./source/encryption")
-        if enc is None:
-            enc = d.find("encryption")
-        out.append({
-            "name": target.get("dev"),
-            "path": path,
-            "format": driver.get("type", "raw") if driver is not None else "raw",
-            "type": d.get("type", "file"),
-            "encryption": None if enc is None else {
-                "format": enc.get("format"),
-                "secrets": [dict(s.attrib) for s in enc.findall("secret")],
-            },
-        })
-    return out
-
-
-def _nics_of(xml: ET.Element) -> list[dict[str, Any]]:
-    out = []
-    for i in xml.findall("./devices/interface"):
-        nic: dict[str, Any] = {"type": i.get("type")}
-        mac, src, model = i.find("mac"), i.find("source"), i.find("model")
-        if mac is not None:
-            nic["mac"] = mac.get("address")
-        if src is not None:
-            nic.update({k: v for k, v in src.attrib.items() if k in ("network", "bridge", "dev")})
-        if model is not None:
-            nic["model"] = model.get("type")
-        out.append(nic)
-    return out
-
-
-def _encryption_of(xml: ET.Element, disks: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Haven's encryption settings: ``<metadata><haven:encryption .../>`` plus the disks' LUKS secrets."""
-    enc: dict[str, Any] = {}
-    meta = xml.find(f"./metadata/{{{HAVEN_NS}}}encryption")
-    if meta is not None:
-        enc.update(meta.attrib)
-    luks = {d["name"]: d["encryption"] for d in disks if d.get("encryption")}
-    if luks:
-        enc["disks"] = luks
-    return enc or None
-
-
-def domain_xml_from_definition(name: str, disks: dict[str, tuple[str, str]], definition: dict[str, Any]) -> str:
-    """A libvirt domain for a folder VM's definition (``disks``: target -> (path, format))."""
-    dom = ET.Element("domain", type=definition.get("domain_type", "qemu"))
-    ET.SubElement(dom, "name").text = name
-    ET.SubElement(dom, "memory", unit="MiB").text = str(definition.get("memory_mib", 512))
-    ET.SubElement(dom, "vcpu").text = str(definition.get("vcpus", 1))
-    os_el = ET.SubElement(dom, "os")
-    ET.SubElement(os_el, "type", arch="x86_64", machine=definition.get("machine", "q35")).text = "hvm"
-    for key in ("kernel", "initrd", "cmdline"):
-        if definition.get(key):
-            ET.SubElement(os_el, key).text = str(definition[key])
-    if not definition.get("kernel"):
-        ET.SubElement(os_el, "boot", dev="hd")
-    if definition.get("encryption"):
-        md = ET.SubElement(dom, "metadata")
-        ET.SubElement(md, f"{{{HAVEN_NS}}}encryption", {k: str(v) for k, v in definition["encryption"].items()
-                                                          if isinstance(v, (str, int))})
-    ET.SubElement(dom, "on_reboot").text = "restart"
-    dev = ET.SubElement(dom, "devices")
-    for target, (path, fmt) in disks.items():
-        d = ET.SubElement(dev, "disk", type="file", device="disk")
-        ET.SubElement(d, "driver", name="qemu", type=fmt)
-        ET.SubElement(d, "source", file=path)
-        ET.SubElement(d, "target", dev=target, bus="virtio" if target.startswith("vd") else "sata")
-    for nic in definition.get("nics", []):
-        i = ET.SubElement(dev, "interface", type="network" if nic.get("network") else "user")
-        if nic.get("network"):
-            ET.SubElement(i, "source", network=nic["network"])
-        ET.SubElement(i, "model", type=nic.get("model", "virtio"))
-    ch = ET.SubElement(dev, "channel", type="unix")
-    ET.SubElement(ch, "target", type="virtio", name=AGENT_CHANNEL)
-    ET.register_namespace("haven", HAVEN_NS)
-    return ET.tostring(dom, encoding="unicode")
-
+__all__ = ["LibvirtAdapter", "LibvirtBackupSnapshot"]
 
 # ---- the snapshot ----
 
@@ -230,7 +65,7 @@ class LibvirtBackupSnapshot(Snapshot):
         self._created_checkpoint = False
 
     def _release(self, ok: bool) -> None:
-        libvirt = _libvirt()
+        libvirt = libvirt_module()
         for d in self.disks:
             d.close()  # type: ignore[attr-defined]
         try:
@@ -256,7 +91,7 @@ class LibvirtBackupSnapshot(Snapshot):
 
 
 def _delete_checkpoint(cp: Any) -> None:
-    libvirt = _libvirt()
+    libvirt = libvirt_module()
     try:
         cp.delete(0)
     except libvirt.libvirtError:
@@ -270,7 +105,7 @@ _STATES: dict[int, PowerState] = {}
 
 
 def _power_state(dom: Any) -> PowerState:
-    libvirt = _libvirt()
+    libvirt = libvirt_module()
     if not _STATES:
         _STATES.update({
             libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_BLOCKED: "running",
@@ -293,7 +128,7 @@ class LibvirtAdapter(HypervisorAdapter):
         min_agent_version: str = DEFAULT_MIN_AGENT_VERSION,
     ):
         super().__init__()
-        libvirt = _libvirt()
+        libvirt = libvirt_module()
         self.uri = uri
         self.scratch_dir = scratch_dir
         self.agent_timeout = agent_timeout
@@ -311,7 +146,7 @@ class LibvirtAdapter(HypervisorAdapter):
             pass
 
     def _dom(self, name: str) -> Any:
-        libvirt = _libvirt()
+        libvirt = libvirt_module()
         try:
             return self.conn.lookupByName(name)
         except libvirt.libvirtError as exc:
@@ -320,9 +155,9 @@ class LibvirtAdapter(HypervisorAdapter):
             raise LibvirtUnavailable(uri=self.uri, reason=str(exc)) from exc
 
     def _disk_infos(self, name: str, dom: Any, xml: ET.Element) -> list[DiskInfo]:
-        libvirt = _libvirt()
+        libvirt = libvirt_module()
         out = []
-        for d in _disks_of(xml):
+        for d in disks_of(xml):
             size = None
             try:
                 size = int(dom.blockInfo(d["name"])[0])
@@ -351,7 +186,7 @@ class LibvirtAdapter(HypervisorAdapter):
         text = dom.XMLDesc(0)
         xml = ET.fromstring(text)
         state = _power_state(dom)
-        disks_raw = _disks_of(xml)
+        disks_raw = disks_of(xml)
         agent: GuestAgentInfo
         connector = self._agent_connector(dom, xml)
         if state == "running" and probe_guest:
@@ -372,10 +207,10 @@ class LibvirtAdapter(HypervisorAdapter):
             uuid=dom.UUIDString(),
             power_state=state,
             disks=self._disk_infos(name, dom, xml),
-            nics=_nics_of(xml),
+            nics=nics_of(xml),
             guest_agent=agent,
             definition=text,
-            encryption=_encryption_of(xml, disks_raw),
+            encryption=encryption_of(xml, disks_raw),
             memory_mib=memory_mib,
             vcpus=int(vcpu.text) if vcpu is not None and vcpu.text else None,
             host=self.uri,
@@ -416,7 +251,7 @@ class LibvirtAdapter(HypervisorAdapter):
         return snap
 
     def _checkpoint_exists(self, dom: Any, name: str) -> bool:
-        libvirt = _libvirt()
+        libvirt = libvirt_module()
         try:
             dom.checkpointLookupByName(name)
             return True
@@ -436,7 +271,7 @@ class LibvirtAdapter(HypervisorAdapter):
         return scratch
 
     def _live(self, name, dom, xml, disks, selected, previous, freeze_timeout, extension) -> Snapshot:
-        libvirt = _libvirt()
+        libvirt = libvirt_module()
         scratch = self._scratch()
         snap = LibvirtBackupSnapshot(name, dom, scratch)
         snap.previous_checkpoint = previous
@@ -522,7 +357,7 @@ class LibvirtAdapter(HypervisorAdapter):
         return snap
 
     def define_vm(self, name: str, disk_paths: dict[str, str], definition: Any = None) -> VmInfo:
-        libvirt = _libvirt()
+        libvirt = libvirt_module()
         try:
             self.conn.lookupByName(name)
             raise VmAlreadyExists(name=name, host=self.uri)
@@ -537,7 +372,7 @@ class LibvirtAdapter(HypervisorAdapter):
             text = domain_xml_from_definition(name, {k: (os.path.abspath(p), formats[k]) for k, p in disk_paths.items()},
                                               definition)
         elif isinstance(definition, str):
-            text = _rewrite_domain(name, definition, disk_paths, formats)
+            text = rewrite_domain(name, definition, disk_paths, formats)
         else:
             text = domain_xml_from_definition(name, {k: (os.path.abspath(p), formats[k]) for k, p in disk_paths.items()}, {})
         try:
@@ -559,51 +394,3 @@ class LibvirtAdapter(HypervisorAdapter):
         if _power_state(dom) != "running":
             return stopped_agent_info(name, connector is not None, self.min_agent_version), None
         return probe_agent(name, connector, min_version=self.min_agent_version, timeout=self.agent_timeout)
-
-
-def _rewrite_domain(name: str, text: str, disk_paths: dict[str, str], formats: dict[str, str]) -> str:
-    """The source domain's XML with a new name, no uuid, no MACs, and the restored disks."""
-    try:
-        xml = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise VmDefinitionInvalid(name=name, reason=f"not XML ({exc})", path="(domain XML)") from exc
-    xml.find("name").text = name  # type: ignore[union-attr]
-    for tag in ("uuid",):
-        el = xml.find(tag)
-        if el is not None:
-            xml.remove(el)
-    devices = xml.find("devices")
-    if devices is None:
-        raise VmDefinitionInvalid(name=name, reason="no <devices>", path="(domain XML)")
-    for disk in list(devices.findall("disk")):
-        target = disk.find("target")
-        dev = target.get("dev") if target is not None else None
-        if disk.get("device", "disk") != "disk":
-            continue
-        if dev not in disk_paths:
-            devices.remove(disk)  # not restored (excluded from protection)
-            continue
-        disk.set("type", "file")
-        src = disk.find("source")
-        if src is not None:
-            disk.remove(src)
-        src = ET.Element("source", file=os.path.abspath(disk_paths[dev]))
-        disk.insert(1, src)
-        drv = disk.find("driver")
-        if drv is None:
-            drv = ET.SubElement(disk, "driver", name="qemu")
-        drv.set("type", formats[dev])
-        for stale in ("backingStore",):
-            el = disk.find(stale)
-            if el is not None:
-                disk.remove(el)
-    for iface in devices.findall("interface"):
-        mac = iface.find("mac")
-        if mac is not None:
-            iface.remove(mac)  # a new VM gets new addresses
-    for ch in devices.findall("channel"):
-        src = ch.find("source")
-        if src is not None and ch.get("type") == "unix":
-            ch.remove(src)  # libvirt picks a fresh socket path
-    return ET.tostring(xml, encoding="unicode")
-
