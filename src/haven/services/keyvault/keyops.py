@@ -51,27 +51,26 @@ class KeyOperations(VersionedObjects):
              version: str | None = None) -> dict:
         if not 1 <= len(value) <= MAX_WRAP:
             raise E.WrapInputInvalid(limit=MAX_WRAP, size=len(value))
-        with self.core.db.session() as s:
-            kv = self._data(s, caller, subscription, vault, "key", "wrapKey") if caller else self._system_vault(s, subscription, vault)
-            row = self._row(s, KEY, kv, name, version)
-            alg = check_alg(row, alg)
-            try:
-                wrapped = self._key_impl(kv, row, "wrap", value, alg)
-            except WrapError as exc:
-                raise E.WrapInputInvalid(limit=MAX_WRAP, size=len(value)) from exc
-            return {"kid": kid(kv, row), "alg": alg, "value": b64e(wrapped)}
+        return self._use_key("wrap", caller, subscription, vault, name, value, alg, version)
 
     def unwrap(self, caller: Caller | None, subscription: str, vault: str, name: str, value: bytes, alg: str | None = None,
                version: str | None = None) -> dict:
+        return self._use_key("unwrap", caller, subscription, vault, name, value, alg, version)
+
+    def _use_key(self, op: str, caller: Caller | None, subscription: str, vault: str, name: str, value: bytes, alg: str | None,
+                 version: str | None) -> dict:
+        """Wrap or unwrap ``value`` with the key (its newest version, or the one named); no caller: the server itself."""
         with self.core.db.session() as s:
-            kv = self._data(s, caller, subscription, vault, "key", "unwrapKey") if caller else self._system_vault(s, subscription, vault)
+            kv = self._data(s, caller, subscription, vault, "key", op + "Key") if caller else self._system_vault(s, subscription, vault)
             row = self._row(s, KEY, kv, name, version)
             alg = check_alg(row, alg)
             try:
-                plain = self._key_impl(kv, row, "unwrap", value, alg)
-            except WrapError:
+                out = self._key_impl(kv, row, op, value, alg)
+            except WrapError as exc:
+                if op == "wrap":
+                    raise E.WrapInputInvalid(limit=MAX_WRAP, size=len(value)) from exc
                 raise E.UnwrapFailed(kid=kid(kv, row)) from None
-            return {"kid": kid(kv, row), "alg": alg, "value": b64e(plain)}
+            return {"kid": kid(kv, row), "alg": alg, "value": b64e(out)}
 
     def _key_impl(self, kv: KeyVault, row: KvKey, op: str, data: bytes, alg: str) -> bytes:
         if not row.enabled:

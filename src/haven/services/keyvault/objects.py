@@ -83,27 +83,21 @@ class VersionedObjects(KeyVaultBase):
             return k.shown(self, s, kv, self._row(s, k, kv, name, version))
 
     def delete_object(self, kind: str, caller: Caller, subscription: str, vault: str, name: str) -> dict:
-        k = KINDS[kind]
-        with self.core.db.session() as s:
-            kv = self._data(s, caller, subscription, vault, k.name, "delete")
-            rows = self._versions(s, k, kv, name)
-            if not rows:
-                raise k.not_found(name=name, vault=vault)
-            now = self._now()
-            for r in rows:
-                r.deleted_at, r.purge_at = now, now + timedelta(days=kv.retention_days)
-            s.flush()
-            return k.view(kv, rows[-1])
+        return self._mark_deleted(KINDS[kind], caller, subscription, vault, name, True)
 
     def recover_object(self, kind: str, caller: Caller, subscription: str, vault: str, name: str) -> dict:
-        k = KINDS[kind]
+        return self._mark_deleted(KINDS[kind], caller, subscription, vault, name, False)
+
+    def _mark_deleted(self, k: ObjectKind, caller: Caller, subscription: str, vault: str, name: str, deleted: bool) -> dict:
+        """Soft-delete every version of ``name`` (purged once the vault's retention has passed), or recover them all."""
         with self.core.db.session() as s:
-            kv = self._data(s, caller, subscription, vault, k.name, "recover")
-            rows = self._versions(s, k, kv, name, deleted=True)
-            if not rows or self._versions(s, k, kv, name):
-                raise k.not_found(name=f"{name} (deleted)", vault=vault)
+            kv = self._data(s, caller, subscription, vault, k.name, "delete" if deleted else "recover")
+            rows = self._versions(s, k, kv, name, deleted=not deleted)
+            if not rows or (not deleted and self._versions(s, k, kv, name)):
+                raise k.not_found(name=name if deleted else f"{name} (deleted)", vault=vault)
+            now = self._now()
             for r in rows:
-                r.deleted_at = r.purge_at = None
+                r.deleted_at, r.purge_at = (now, now + timedelta(days=kv.retention_days)) if deleted else (None, None)
             s.flush()
             return k.view(kv, rows[-1])
 

@@ -123,10 +123,7 @@ class VaultManagement(KeyVaultBase):
         if template is None and key_permissions is None and secret_permissions is None:
             raise E.UserError("Give a template or permissions to grant.", "Pass --template \"Haven Backup\", or --key-permissions / --secret-permissions.")
         with self.core.db.session() as s:
-            sub = self._sub(s, caller, subscription, Role.CONTRIBUTOR)
-            kv = self._vault(s, sub, name)
-            p = self._principal(s, principal)
-            row = s.scalar(select(KvAccessPolicy).where(KvAccessPolicy.vault_id == kv.id, KvAccessPolicy.principal_id == p.id))
+            kv, p, row = self._policy(s, caller, subscription, name, principal)
             if row is None:
                 row = KvAccessPolicy(vault_id=kv.id, principal_id=p.id)
                 s.add(row)
@@ -136,13 +133,17 @@ class VaultManagement(KeyVaultBase):
 
     def delete_policy(self, caller: Caller, subscription: str, name: str, principal: str) -> None:
         with self.core.db.session() as s:
-            sub = self._sub(s, caller, subscription, Role.CONTRIBUTOR)
-            kv = self._vault(s, sub, name)
-            p = self._principal(s, principal)
-            row = s.scalar(select(KvAccessPolicy).where(KvAccessPolicy.vault_id == kv.id, KvAccessPolicy.principal_id == p.id))
+            _, _, row = self._policy(s, caller, subscription, name, principal)
             if row is None:
                 raise E.PolicyNotFound(vault=name, principal=principal)
             s.delete(row)
+
+    def _policy(self, s, caller: Caller, subscription: str, name: str, principal: str) -> tuple[KeyVault, Principal, KvAccessPolicy | None]:
+        """For changing a policy (Contributor): the key vault, the principal and its policy there, if any."""
+        sub = self._sub(s, caller, subscription, Role.CONTRIBUTOR)
+        kv = self._vault(s, sub, name)
+        p = self._principal(s, principal)
+        return kv, p, s.scalar(select(KvAccessPolicy).where(KvAccessPolicy.vault_id == kv.id, KvAccessPolicy.principal_id == p.id))
 
     def _principal(self, s, name: str) -> Principal:
         if name == BACKUP_PRINCIPAL:
