@@ -10,6 +10,8 @@ import pytest
 
 from haven.engine import LocalBackend, LocalKeyWrapper, Repository, open_backend
 
+from .faulty import faults_exercised  # noqa: F401  (every fault a test plans must fire)
+
 try:  # the service fixtures live in tests/services (importable as 'services' or 'tests.services')
     from services._util import free_port, wait_for_port
     from services.azurite import azurite  # noqa: F401

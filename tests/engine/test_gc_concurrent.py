@@ -13,11 +13,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from haven.clock import FakeClock
-from haven.engine import Fault, FaultyBackend, Repository
+from haven.engine import Repository
 from haven.engine.backend import WrappingBackend
 from haven.engine.errors import StorageRequestRejected
 from haven.engine.locks import Lock
 
+from .faulty import Fault, FaultyBackend
 from .sources import random_disk
 
 MiB = 1 << 20

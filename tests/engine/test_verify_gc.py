@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from haven.clock import FakeClock
-from haven.engine import Fault, FaultyBackend, LocalBackend, Repository
+from haven.engine import LocalBackend, Repository
 from haven.engine.errors import RepositoryLocked
 from haven.engine.locks import Lock
 from haven.errors import HavenError
 
+from .faulty import Fault, FaultyBackend
 from .sources import random_disk
 
 MiB = 1 << 20

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from haven.engine import LocalKeyWrapper
+from tests.engine.faulty import faults_exercised  # noqa: F401  (every fault a test plans must fire)
 
 FULL = os.environ.get("HAVEN_RELIABILITY", "").lower() == "full"
 MiB = 1 << 20

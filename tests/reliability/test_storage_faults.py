@@ -21,14 +21,14 @@ import pytest
 
 from haven.clock import FakeClock
 from haven.engine.errors import GcRefused
-from haven.engine import Backend, Fault, FaultyBackend, Repository, RetryingBackend, open_backend
-from haven.engine.faults import FAULT_KINDS
+from haven.engine import Backend, Repository, RetryingBackend, open_backend
 from haven.errors import HavenError
 
 from .conftest import FULL, KEK, MiB, report, size
 
 try:
     from tests.engine.conftest import TOKEN, haven_endpoint  # noqa: F401
+    from tests.engine.faulty import FAULT_KINDS, Fault, FaultyBackend
     from tests.services.azurite import azurite  # noqa: F401
     from tests.services.s3 import s3_server  # noqa: F401
 except ImportError:  # pragma: no cover
@@ -132,6 +132,10 @@ def _disk(seed: int):
     return random_disk("vda", 3 * MiB + 4321, seed=seed, fill=0.9)
 
 
+def test_the_fault_check_is_on_here(request):
+    assert "faults_exercised" in request.fixturenames
+
+
 @pytest.mark.parametrize("backend_kind", BACKENDS)
 def test_backup_under_storage_faults(backend_kind, request, tmp_path):
     figures = {"backups": 0, "completed": 0, "failed_typed": 0, "faults_injected": 0, "retries": 0, "data_lost": 0}
@@ -141,7 +145,7 @@ def test_backup_under_storage_faults(backend_kind, request, tmp_path):
         raw = _raw_backend(backend_kind, request, tmp_path)
         Repository.init(raw, KEK, {"name": "faults"}, chunk_size=64 << 10)
         if kind in FAULT_KINDS:
-            faulty = FaultyBackend(raw, [Fault(kind, rate=rate, delay=0.001)], seed=seed)
+            faulty = FaultyBackend(raw, [Fault(kind, rate=rate, delay=0.001, optional=True)], seed=seed)  # counted below
         else:
             faulty = Extra(raw, kind, rate, seed)
         retrying = RetryingBackend(faulty, attempts=ATTEMPTS, base_delay=0.0, sleep=lambda s: None)

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from haven.db.models import Base
+from haven.db.base import Base
 from haven.db.types import new_id
 
 __all__ = ["FileDownload"]

@@ -14,14 +14,10 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from haven.db.models import Base
-from haven.db.types import new_id
+from haven.db.base import Base
+from haven.db.base import id_column as _id
 
 __all__ = ["ResourceGuard", "GuardApprover", "VaultGuard", "GuardRequest", "GuardAuditEvent"]
-
-
-def _id() -> Mapped[str]:
-    return mapped_column(String(32), primary_key=True, default=new_id)
 
 
 class ResourceGuard(Base):

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from haven.db.types import UTCDateTime, new_id
+from haven.db.base import Base
+from haven.db.base import id_column as _id
 
 __all__ = [
     "Alert",
@@ -28,14 +29,6 @@ __all__ = [
     "RecoveryPoint",
     "WebSession",
 ]
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
-
-
-def _id() -> Mapped[str]:
-    return mapped_column(String(32), primary_key=True, default=new_id)
 
 
 class Subscription(Base):
@@ -279,8 +272,3 @@ class WebSession(Base):
     token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
-
-
-import haven.keyvault.tables  # noqa: E402,F401  (the key vault tables join the metadata)
-import haven.db.guard_tables  # noqa: E402,F401  (multi-user authorization's tables join the metadata)
-import haven.db.files_tables  # noqa: E402,F401  (file recovery's download audit joins the metadata)

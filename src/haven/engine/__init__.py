@@ -12,7 +12,6 @@ from .backend import Backend, ObjectInfo
 from .backup import BackupSummary, DiskSummary
 from .errors import *  # noqa: F401,F403  (the engine's typed errors)
 from .errors import __all__ as _errors
-from .faults import Fault, FaultyBackend
 from .filesource import RawFileSource
 from .format import DEFAULT_CHUNK_SIZE, DiskManifest, PointInfo, PointManifest
 from .gc import GcReport
@@ -35,8 +34,6 @@ __all__ = [
     "ObjectInfo",
     "LocalBackend",
     "RetryingBackend",
-    "FaultyBackend",
-    "Fault",
     "DiskSource",
     "Extent",
     "RawFileSource",

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from haven.db.models import Base
+from haven.db.base import Base
 from haven.db.types import new_id
 
 __all__ = ["KeyVault", "KvKey", "KvSecret", "KvAccessPolicy"]
@@ -35,16 +35,26 @@ class KeyVault(Base):
     purge_at: Mapped[datetime | None]
 
 
-class KvKey(Base):
-    """One version of a key. ``object_id`` names the key across versions, deletions and restores."""
+class _Version:
+    """What every version of a key or a secret holds; ``object_id`` names the object across versions,
+    deletions and restores. Each kind's table adds the columns of its own (see the two classes below)."""
 
-    __tablename__ = "key_vault_keys"
-    __table_args__ = (UniqueConstraint("vault_id", "name", "version", name="uq_key_vault_keys_version"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     vault_id: Mapped[str] = mapped_column(ForeignKey("key_vaults.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(127))
     version: Mapped[str] = mapped_column(String(32))
     object_id: Mapped[str] = mapped_column(String(32))
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+    purge_at: Mapped[datetime | None]
+
+
+class KvKey(_Version, Base):
+    """One version of a key."""
+
+    __tablename__ = "key_vault_keys"
+    __table_args__ = (UniqueConstraint("vault_id", "name", "version", name="uq_key_vault_keys_version"),)
     kty: Mapped[str] = mapped_column(String(8))  # RSA | AES
     size: Mapped[int] = mapped_column(Integer)
     protection: Mapped[str] = mapped_column(String(8), default="software")  # software | hsm
@@ -52,28 +62,15 @@ class KvKey(Base):
     public: Mapped[str | None] = mapped_column(Text)  # PEM of an RSA key's public part
     hsm_ref: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime]
-    deleted_at: Mapped[datetime | None]
-    purge_at: Mapped[datetime | None]
 
 
-class KvSecret(Base):
+class KvSecret(_Version, Base):
     """One version of a secret; ``value`` is sealed."""
 
     __tablename__ = "key_vault_secrets"
     __table_args__ = (UniqueConstraint("vault_id", "name", "version", name="uq_key_vault_secrets_version"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    vault_id: Mapped[str] = mapped_column(ForeignKey("key_vaults.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(127))
-    version: Mapped[str] = mapped_column(String(32))
-    object_id: Mapped[str] = mapped_column(String(32))
     value: Mapped[bytes] = mapped_column(LargeBinary)
     content_type: Mapped[str | None] = mapped_column(String(255))
-    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime]
-    deleted_at: Mapped[datetime | None]
-    purge_at: Mapped[datetime | None]
 
 
 class KvAccessPolicy(Base):

@@ -130,46 +130,49 @@ def delete_access_policy(subscription: Sub, key_vault: str, principal: str, kv=D
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-# ---- keys ----
+# ---- keys and secrets: what both kinds do (one versioned-object core) ----
+def _versioned_routes(kind: str, plural: str) -> None:
+    """List, restore, show, delete, recover, purge and back up one kind, under ``…/{plural}``."""
+    base = KV + f"/{plural}"
+
+    def list_(subscription: Sub, key_vault: str, deleted: bool = Query(False), kv=Depends(svc), who=Depends(caller)):
+        return kv.list_objects(kind, who, subscription, key_vault, deleted)
+
+    def restore(subscription: Sub, key_vault: str, body: BlobIn, kv=Depends(svc), who=Depends(caller)):
+        return kv.restore_object(kind, who, subscription, key_vault, body.value)
+
+    def show(subscription: Sub, key_vault: str, name: str, version: Optional[str] = Query(None), kv=Depends(svc), who=Depends(caller)):
+        return kv.show_object(kind, who, subscription, key_vault, name, version)
+
+    def delete(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
+        return kv.delete_object(kind, who, subscription, key_vault, name)
+
+    def recover(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
+        return kv.recover_object(kind, who, subscription, key_vault, name)
+
+    def purge(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
+        kv.purge_object(kind, who, subscription, key_vault, name)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    def backup(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
+        return kv.backup_object(kind, who, subscription, key_vault, name)
+
+    router.add_api_route(base, list_, methods=["GET"], name=f"list_{plural}")
+    router.add_api_route(base + "/restore", restore, methods=["POST"], status_code=status.HTTP_201_CREATED, name=f"restore_{kind}")
+    router.add_api_route(base + "/{name}", show, methods=["GET"], name=f"show_{kind}")
+    router.add_api_route(base + "/{name}", delete, methods=["DELETE"], name=f"delete_{kind}")
+    router.add_api_route(base + "/{name}/recover", recover, methods=["POST"], name=f"recover_{kind}")
+    router.add_api_route(base + "/{name}/purge", purge, methods=["POST"], status_code=status.HTTP_204_NO_CONTENT, name=f"purge_{kind}")
+    router.add_api_route(base + "/{name}/backup", backup, methods=["POST"], name=f"backup_{kind}")
+
+
+# ---- what only keys do ----
 @router.post(KV + "/keys", status_code=status.HTTP_201_CREATED)
 def create_key(subscription: Sub, key_vault: str, body: KeyIn, kv=Depends(svc), who=Depends(caller)):
     return kv.create_key(who, subscription, key_vault, body.name, body.kty, body.size, body.hsm, body.tags)
 
 
-@router.get(KV + "/keys")
-def list_keys(subscription: Sub, key_vault: str, deleted: bool = Query(False), kv=Depends(svc), who=Depends(caller)):
-    return kv.list_keys(who, subscription, key_vault, deleted)
-
-
-@router.post(KV + "/keys/restore", status_code=status.HTTP_201_CREATED)
-def restore_key(subscription: Sub, key_vault: str, body: BlobIn, kv=Depends(svc), who=Depends(caller)):
-    return kv.restore_key(who, subscription, key_vault, body.value)
-
-
-@router.get(KV + "/keys/{name}")
-def show_key(subscription: Sub, key_vault: str, name: str, version: Optional[str] = Query(None), kv=Depends(svc), who=Depends(caller)):
-    return kv.show_key(who, subscription, key_vault, name, version)
-
-
-@router.delete(KV + "/keys/{name}")
-def delete_key(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
-    return kv.delete_key(who, subscription, key_vault, name)
-
-
-@router.post(KV + "/keys/{name}/recover")
-def recover_key(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
-    return kv.recover_key(who, subscription, key_vault, name)
-
-
-@router.post(KV + "/keys/{name}/purge", status_code=status.HTTP_204_NO_CONTENT)
-def purge_key(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
-    kv.purge_key(who, subscription, key_vault, name)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.post(KV + "/keys/{name}/backup")
-def backup_key(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
-    return kv.backup_key(who, subscription, key_vault, name)
+_versioned_routes("key", "keys")
 
 
 @router.post(KV + "/keys/{name}/wrapkey")
@@ -182,46 +185,13 @@ def unwrap_key(subscription: Sub, key_vault: str, name: str, body: WrapIn, kv=De
     return kv.unwrap(who, subscription, key_vault, name, _bytes(body.value), body.alg, body.version)
 
 
-# ---- secrets ----
-@router.get(KV + "/secrets")
-def list_secrets(subscription: Sub, key_vault: str, deleted: bool = Query(False), kv=Depends(svc), who=Depends(caller)):
-    return kv.list_secrets(who, subscription, key_vault, deleted)
-
-
-@router.post(KV + "/secrets/restore", status_code=status.HTTP_201_CREATED)
-def restore_secret(subscription: Sub, key_vault: str, body: BlobIn, kv=Depends(svc), who=Depends(caller)):
-    return kv.restore_secret(who, subscription, key_vault, body.value)
+# ---- what only secrets do ----
+_versioned_routes("secret", "secrets")
 
 
 @router.put(KV + "/secrets/{name}")
 def set_secret(subscription: Sub, key_vault: str, name: str, body: SecretIn, kv=Depends(svc), who=Depends(caller)):
     return kv.set_secret(who, subscription, key_vault, name, body.value, body.content_type, body.tags)
-
-
-@router.get(KV + "/secrets/{name}")
-def show_secret(subscription: Sub, key_vault: str, name: str, version: Optional[str] = Query(None), kv=Depends(svc), who=Depends(caller)):
-    return kv.show_secret(who, subscription, key_vault, name, version)
-
-
-@router.delete(KV + "/secrets/{name}")
-def delete_secret(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
-    return kv.delete_secret(who, subscription, key_vault, name)
-
-
-@router.post(KV + "/secrets/{name}/recover")
-def recover_secret(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
-    return kv.recover_secret(who, subscription, key_vault, name)
-
-
-@router.post(KV + "/secrets/{name}/purge", status_code=status.HTTP_204_NO_CONTENT)
-def purge_secret(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
-    kv.purge_secret(who, subscription, key_vault, name)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.post(KV + "/secrets/{name}/backup")
-def backup_secret(subscription: Sub, key_vault: str, name: str, kv=Depends(svc), who=Depends(caller)):
-    return kv.backup_secret(who, subscription, key_vault, name)
 
 
 # ---- a VM's keys, from a recovery point ----

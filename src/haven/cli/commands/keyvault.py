@@ -144,7 +144,7 @@ def kv_restore_secret(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt
     _from_point(ctx, subscription, key_vault, vault, vm, point, ["secrets"])
 
 
-# ---- keys ----
+# ---- keys and secrets ----
 @key.command("create")
 @handled
 def key_create(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
@@ -155,55 +155,62 @@ def key_create(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name:
     st.show(st.client.post(_kv(subscription, key_vault) + "/keys", {"name": name, "kty": kty, "size": size, "hsm": hsm}))
 
 
-@key.command("list")
-@handled
-def key_list(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, deleted: Annotated[bool, typer.Option("--deleted")] = False):
-    st = state(ctx)
-    st.show(st.client.get(_kv(subscription, key_vault) + "/keys", deleted="true" if deleted else None), KEY_COLUMNS)
+BlobOutOpt = Annotated[Path, typer.Option("--file", "-f", help="Where to write the backup blob.")]
+BlobInOpt = Annotated[Path, typer.Option("--file", "-f", help="A backup blob from 'key backup' or 'secret backup'.")]
 
 
-@key.command("show")
-@handled
-def key_show(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+def _versioned_commands(group: typer.Typer, plural: str, columns: list[str]) -> None:
+    """list, show, delete, recover, purge, backup and restore: what keys and secrets both do."""
+
+    def path(subscription: str, key_vault: str, name: str = "") -> str:
+        return _kv(subscription, key_vault) + f"/{plural}" + (f"/{name}" if name else "")
+
+    @group.command("list")
+    @handled
+    def list_(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, deleted: Annotated[bool, typer.Option("--deleted")] = False):
+        st = state(ctx)
+        st.show(st.client.get(path(subscription, key_vault), deleted="true" if deleted else None), columns)
+
+    @group.command("show")
+    @handled
+    def show(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
              version: Annotated[Optional[str], typer.Option("--version")] = None):
-    st = state(ctx)
-    st.show(st.client.get(_kv(subscription, key_vault) + f"/keys/{name}", version=version))
+        st = state(ctx)
+        st.show(st.client.get(path(subscription, key_vault, name), version=version))
+
+    @group.command("delete")
+    @handled
+    def delete(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+        st = state(ctx)
+        st.show(st.client.delete(path(subscription, key_vault, name)))
+
+    @group.command("recover")
+    @handled
+    def recover(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+        st = state(ctx)
+        st.show(st.client.post(path(subscription, key_vault, name) + "/recover"))
+
+    @group.command("purge")
+    @handled
+    def purge(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
+        state(ctx).client.post(path(subscription, key_vault, name) + "/purge")
+
+    @group.command("backup")
+    @handled
+    def backup(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
+               file: BlobOutOpt):
+        out = state(ctx).client.post(path(subscription, key_vault, name) + "/backup")
+        write_private(file, out["value"].encode())  # sealed, but a key backup is still nobody else's business
+
+    @group.command("restore")
+    @handled
+    def restore(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt,
+                file: BlobInOpt):
+        st = state(ctx)
+        st.show(st.client.post(path(subscription, key_vault) + "/restore", {"value": file.read_text().strip()}))
 
 
-@key.command("delete")
-@handled
-def key_delete(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
-    st = state(ctx)
-    st.show(st.client.delete(_kv(subscription, key_vault) + f"/keys/{name}"))
-
-
-@key.command("recover")
-@handled
-def key_recover(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
-    st = state(ctx)
-    st.show(st.client.post(_kv(subscription, key_vault) + f"/keys/{name}/recover"))
-
-
-@key.command("purge")
-@handled
-def key_purge(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
-    state(ctx).client.post(_kv(subscription, key_vault) + f"/keys/{name}/purge")
-
-
-@key.command("backup")
-@handled
-def key_backup(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
-               file: Annotated[Path, typer.Option("--file", "-f", help="Where to write the backup blob.")]):
-    out = state(ctx).client.post(_kv(subscription, key_vault) + f"/keys/{name}/backup")
-    write_private(file, out["value"].encode())  # sealed, but a key backup is still nobody else's business
-
-
-@key.command("restore")
-@handled
-def key_restore(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt,
-                file: Annotated[Path, typer.Option("--file", "-f", help="A backup blob from 'key backup'.")]):
-    st = state(ctx)
-    st.show(st.client.post(_kv(subscription, key_vault) + "/keys/restore", {"value": file.read_text().strip()}))
+_versioned_commands(key, "keys", KEY_COLUMNS)
 
 
 def _b64(value: Optional[str], file: Optional[Path]) -> str:
@@ -247,51 +254,4 @@ def secret_set(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name:
                           {"value": _read(value, file), "content_type": content_type, "tags": json.loads(tags) if tags else {}}))
 
 
-@secret.command("show")
-@handled
-def secret_show(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
-                version: Annotated[Optional[str], typer.Option("--version")] = None):
-    st = state(ctx)
-    st.show(st.client.get(_kv(subscription, key_vault) + f"/secrets/{name}", version=version))
-
-
-@secret.command("list")
-@handled
-def secret_list(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, deleted: Annotated[bool, typer.Option("--deleted")] = False):
-    st = state(ctx)
-    st.show(st.client.get(_kv(subscription, key_vault) + "/secrets", deleted="true" if deleted else None), SECRET_COLUMNS)
-
-
-@secret.command("delete")
-@handled
-def secret_delete(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
-    st = state(ctx)
-    st.show(st.client.delete(_kv(subscription, key_vault) + f"/secrets/{name}"))
-
-
-@secret.command("recover")
-@handled
-def secret_recover(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
-    st = state(ctx)
-    st.show(st.client.post(_kv(subscription, key_vault) + f"/secrets/{name}/recover"))
-
-
-@secret.command("purge")
-@handled
-def secret_purge(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt):
-    state(ctx).client.post(_kv(subscription, key_vault) + f"/secrets/{name}/purge")
-
-
-@secret.command("backup")
-@handled
-def secret_backup(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, name: NameOpt,
-                  file: Annotated[Path, typer.Option("--file", "-f")]):
-    out = state(ctx).client.post(_kv(subscription, key_vault) + f"/secrets/{name}/backup")
-    write_private(file, out["value"].encode())  # sealed, but a key backup is still nobody else's business
-
-
-@secret.command("restore")
-@handled
-def secret_restore(ctx: typer.Context, subscription: SubOpt, key_vault: KvOpt, file: Annotated[Path, typer.Option("--file", "-f")]):
-    st = state(ctx)
-    st.show(st.client.post(_kv(subscription, key_vault) + "/secrets/restore", {"value": file.read_text().strip()}))
+_versioned_commands(secret, "secrets", SECRET_COLUMNS)

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from haven.db.models import Base
+from haven.db.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - `alembic` CLI use: take the URL from the environment
@@ -12,6 +12,6 @@ if connection is None:  # pragma: no cover - `alembic` CLI use: take the URL fro
 
     connection = make_engine(os.environ["HAVEN_DATABASE_URL"]).connect()
 
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True, compare_type=True)
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, compare_type=True)
 with context.begin_transaction():
     context.run_migrations()

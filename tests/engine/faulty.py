@@ -1,4 +1,4 @@
-"""A fault injector for tests: wraps a backend and misbehaves on purpose, reproducibly.
+"""A fault injector for tests (never shipped in ``haven``): wraps a backend and misbehaves on purpose, reproducibly.
 
 Faults (``Fault.kind``):
 
@@ -13,6 +13,12 @@ Faults (``Fault.kind``):
 Each fault applies to the operations in ``ops`` (default: every one it makes sense for), to
 names starting with ``prefix``, with probability ``rate`` (seeded) or on the ``nth`` matching
 call only, at most ``limit`` times.
+
+Every fault a test plans must fire before the test ends (as kopia's ``blobtesting.FaultyStorage``
+``VerifyAllFaultsExercised``): a fault that never fires means the test does not test what it says.
+The autouse fixture :func:`faults_exercised` checks it; ``tests/engine/conftest.py`` and
+``tests/reliability/conftest.py`` import it. A test that plans a fault which may rightly not fire
+(a probability, a reproducible seed) says so with ``Fault(..., optional=True)``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .backend import Backend, ObjectInfo
-from .errors import StorageRequestRejected, StorageTimeout, StorageUnavailable
+import pytest
 
-__all__ = ["Fault", "FaultyBackend", "FAULT_KINDS"]
+from haven.engine.backend import Backend, ObjectInfo
+from haven.engine.errors import StorageRequestRejected, StorageTimeout, StorageUnavailable
+
+__all__ = ["Fault", "FaultyBackend", "FAULT_KINDS", "faults_exercised", "unexercised"]
 
 _DEFAULT_OPS = {
     "error": ("store", "load", "exists", "list", "delete"),
@@ -49,6 +57,7 @@ class Fault:
     nth: int | None = None  # 1-based: only the nth matching call
     limit: int | None = None
     delay: float = 0.01
+    optional: bool = False  # True: the test does not require it to fire (see the module's doc)
 
     def __post_init__(self) -> None:
         if self.kind not in _DEFAULT_OPS:
@@ -68,6 +77,7 @@ class FaultyBackend(Backend):
         self._seen = [0] * len(self.faults)
         self.injected: dict[str, int] = {}
         self.enabled = True
+        _made.append(self)
 
     def _pick(self, op: str, name: str) -> Fault | None:
         if not self.enabled:
@@ -145,3 +155,25 @@ class FaultyBackend(Backend):
 
     def close(self) -> None:
         self.inner.close()
+
+
+#: The injectors made since the running test began (the fixture below empties it per test).
+_made: list[FaultyBackend] = []
+
+
+def unexercised(backends: list[FaultyBackend]) -> list[str]:
+    """The planned, required faults of ``backends`` that never fired, described."""
+    return [f"{f} (on {b.location})" for b in backends for i, f in enumerate(b.faults)
+            if not f.optional and not b.injected.get(f"{i}")]
+
+
+@pytest.fixture(autouse=True)
+def faults_exercised():
+    """Fails the test if a fault it planned never fired."""
+    start = len(_made)
+    yield
+    made = _made[start:]
+    del _made[start:]
+    missing = unexercised(made)
+    if missing:
+        pytest.fail("planned faults never fired: " + "; ".join(missing), pytrace=False)
