@@ -10,16 +10,15 @@ on damaged metadata becomes ``FileSystemCorrupt``; the engine's own errors pass 
 
 from __future__ import annotations
 
-import stat
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from haven.errors import HavenError
 
-from .entry import DIR, FILE, SYMLINK, Entry, kind_of_mode
+from .entry import DIR, FILE, SYMLINK, Entry
+from .readers import READERS, Reader, detect
 from .errors import (
     BrowseLimitReached,
     DirectoryLoop,
@@ -56,252 +55,10 @@ def normalise(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-# ---------------------------------------------------------------------------------------------- kinds
-
-
-class _Kind:
-    """The few things each library answers differently. ``node`` is the library's own object."""
-
-    name = "?"
-
-    def __init__(self, fh: BinaryIO):
-        self.fh = fh
-
-    def root(self) -> Any: ...
-    def children(self, node) -> Iterator[tuple[str, Any]]: ...
-    def info(self, node) -> tuple[str, int, int, int | None, int | None, datetime | None]: ...  # type, size, mode, uid, gid, mtime
-    def link(self, node) -> str: ...
-    def open(self, node) -> BinaryIO: ...
-    def key(self, node) -> Hashable: ...
-
-    def dir_bytes(self, node) -> int:
-        return 0
-
-
-class _Ext(_Kind):
-    name = "ext"
-
-    def __init__(self, fh):
-        super().__init__(fh)
-        from dissect.extfs import ExtFS
-
-        self.fs = ExtFS(fh)
-        self.name = {1: "ext2", 2: "ext3", 3: "ext4"}.get(getattr(self.fs, "type", 3), "ext4")
-
-    def root(self):
-        return self.fs.root
-
-    def children(self, node):
-        for child in node.iterdir():
-            yield child.filename, child
-
-    def info(self, node):
-        i = node.inode
-        uid = i.i_uid | (getattr(i, "i_uid_high", 0) << 16)
-        gid = i.i_gid | (getattr(i, "i_gid_high", 0) << 16)
-        return kind_of_mode(i.i_mode), node.size, stat.S_IMODE(i.i_mode), uid, gid, _utc(node.mtime)
-
-    def link(self, node):
-        return node.link
-
-    def open(self, node):
-        return node.open()
-
-    def key(self, node):
-        return node.inum
-
-    def dir_bytes(self, node):
-        return node.size
-
-
-class _Xfs(_Kind):
-    name = "xfs"
-
-    def __init__(self, fh):
-        super().__init__(fh)
-        from dissect.xfs import XFS
-
-        self.fs = XFS(fh)
-
-    def root(self):
-        return self.fs.root
-
-    def children(self, node):
-        for child in node.iterdir():
-            yield child.filename, child
-
-    def info(self, node):
-        i = node.inode
-        return kind_of_mode(i.di_mode), node.size, stat.S_IMODE(i.di_mode), i.di_uid, i.di_gid, _utc(node.mtime)
-
-    def link(self, node):
-        return node.link
-
-    def open(self, node):
-        return node.open()
-
-    def key(self, node):
-        return node.inum
-
-    def dir_bytes(self, node):
-        return node.size
-
-
-class _Btrfs(_Kind):
-    name = "btrfs"
-
-    def __init__(self, fh):
-        super().__init__(fh)
-        from dissect.btrfs import Btrfs
-
-        self.fs = Btrfs(fh)
-
-    def root(self):
-        return self.fs.get("/")
-
-    @staticmethod
-    def _inode(node):
-        return node.root if hasattr(node, "root") and not hasattr(node, "mode") else node  # a subvolume: its root folder
-
-    def children(self, node):
-        for name, child in self._inode(node).iterdir():
-            yield name, self._inode(child)
-
-    def info(self, node):
-        n = self._inode(node)
-        return kind_of_mode(n.mode), n.size, stat.S_IMODE(n.mode), n.uid, n.gid, _utc(n.mtime)
-
-    def link(self, node):
-        return self._inode(node).link
-
-    def open(self, node):
-        return self._inode(node).open()
-
-    def key(self, node):
-        n = self._inode(node)
-        return (id(n.subvolume) if hasattr(n, "subvolume") else 0, n.inum)
-
-
-class _Ntfs(_Kind):
-    name = "ntfs"
-
-    def __init__(self, fh):
-        super().__init__(fh)
-        from dissect.ntfs import NTFS
-
-        self.fs = NTFS(fh)
-
-    def root(self):
-        return self.fs.mft.get("")
-
-    def children(self, node):
-        root = node.segment == 5
-        for name, child in node.listdir(dereference=True, ignore_dos=True).items():
-            if root and name.startswith("$"):
-                continue  # the file system's own metadata files
-            yield name, child
-
-    def info(self, node):
-        si = node.attributes.STANDARD_INFORMATION
-        mtime = _utc(si[0].last_modification_time) if si else None
-        if node.is_symlink() or node.is_mount_point():
-            return SYMLINK, 0, 0o777, None, None, mtime
-        if node.is_dir():
-            return DIR, 0, 0o755, None, None, mtime
-        size = node.size() if node.has_stream("") else 0
-        return FILE, size, 0o644, None, None, mtime
-
-    def link(self, node):
-        return node.reparse_point_substitute_name.replace("\\", "/")
-
-    def open(self, node):
-        return node.open()
-
-    def key(self, node):
-        return node.segment
-
-
-class _Fat(_Kind):
-    name = "fat"
-
-    def __init__(self, fh):
-        super().__init__(fh)
-        from dissect.fat import fat
-
-        self.fs = fat.FATFS(fh)
-
-    def root(self):
-        return self.fs.root
-
-    @staticmethod
-    def _name(entry) -> str:
-        if entry.ldirents:
-            return entry.name
-        # short names only: Windows NT keeps "this base/extension is lower case" in two flag bits
-        flags = getattr(entry.dirent, "DIR_NTRes", 0)
-        base, dot, ext = entry.name.partition(".")
-        return (base.lower() if flags & 0x08 else base) + dot + (ext.lower() if flags & 0x10 else ext)
-
-    def children(self, node):
-        for child in node.iterdir():
-            if child.name in (".", "..") or child.is_volume_id():
-                continue
-            yield self._name(child), child
-
-    def info(self, node):
-        if node is self.fs.root or node.is_directory():
-            return DIR, 0, 0o755, None, None, None if node is self.fs.root else _utc(node.mtime)
-        return FILE, node.size, 0o644, None, None, _utc(node.mtime)
-
-    def open(self, node):
-        return node.open()
-
-    def key(self, node):
-        return "root" if node is self.fs.root else (node.cluster or id(node))
-
-
-def _peek(fh: BinaryIO, offset: int, length: int) -> bytes:
-    fh.seek(offset)
-    return fh.read(length)
-
-
-def detect(fh: BinaryIO) -> str | None:
-    """The kind of file system (or ``luks``, ``lvm``) that starts at the beginning of ``fh``, by its magic."""
-    head = _peek(fh, 0, 4096)
-    if head[:6] == b"LUKS\xba\xbe":
-        return "luks"
-    if head[:4] == b"XFSB":
-        return "xfs"
-    if head[3:11] == b"NTFS    ":
-        return "ntfs"
-    if b"LABELONE" in (head[512:520], head[0:8]) and b"LVM2" in head[512:1024]:
-        return "lvm"
-    if head[1080:1082] == b"\x53\xef":
-        compat, incompat = int.from_bytes(head[1116:1120], "little"), int.from_bytes(head[1120:1124], "little")
-        return "ext4" if incompat & 0x40 else "ext3" if compat & 0x4 else "ext2"
-    if _peek(fh, 0x10040, 8) == b"_BHRfS_M":
-        return "btrfs"
-    if head[510:512] == b"\x55\xaa" and (head[54:59] == b"FAT12" or head[54:59] == b"FAT16" or head[82:87] == b"FAT32"):
-        return "fat"
-    return None
-
-
-_KINDS = {"ext2": _Ext, "ext3": _Ext, "ext4": _Ext, "xfs": _Xfs, "btrfs": _Btrfs, "ntfs": _Ntfs, "fat": _Fat}
-
-
-# ---------------------------------------------------------------------------------------------- FileSystem
-
-
 class FileSystem:
     """One file system, read through ``fh`` (a file object of its own: not shared between threads)."""
 
-    def __init__(self, kind: _Kind, disk: str, volume: str, deadline: float = DEFAULT_DEADLINE, point: str = ""):
+    def __init__(self, kind: Reader, disk: str, volume: str, deadline: float = DEFAULT_DEADLINE, point: str = ""):
         self._k = kind
         self.kind = kind.name
         self.disk, self.volume, self.point = disk, volume, point
@@ -496,10 +253,10 @@ def open_filesystem(fh: BinaryIO, disk: str, volume: str, deadline: float = DEFA
         raise
     except Exception:  # noqa: BLE001 - an unreadable start of the volume
         kind = None
-    if kind not in _KINDS:
+    if kind not in READERS:
         raise NoFileSystem(volume=volume, disk=disk)
     try:
-        k = _KINDS[kind](fh)
+        k = READERS[kind](fh)
     except HavenError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged or hostile superblock

@@ -11,7 +11,7 @@ Schedules are wall-clock times in the policy's time zone, right across daylight-
 
 Nothing here does I/O; the time zone data comes from :mod:`zoneinfo`.
 
-This module stays whole although it is longer than the ~400 lines the project aims for: it is one
+Size: this module stays whole although it is longer than the ~400 lines the project aims for: it is one
 set of pure rules, a policy's two halves. The retention is validated against the schedule
 (:meth:`Retention.validate_against`), both parse with the same helpers and Azure's limits, and
 every caller takes both (``PolicyIn``, the scheduler, retention); split, the halves would import

@@ -34,7 +34,7 @@ from haven.hypervisor.errors import (
 )
 from haven.hypervisor.definitions import AGENT_CHANNEL, disks_of, domain_xml_from_definition, encryption_of, nics_of, rewrite_domain
 from haven.hypervisor.extension import ExtensionConfig
-from haven.hypervisor.folder import image_info, offline_snapshot, stopped_agent_info
+from haven.hypervisor.offline import image_info, offline_snapshot, stopped_agent_info
 from haven.hypervisor.guest import Quiescer, probe_agent
 from haven.hypervisor.libvirt_agent import LibvirtGuestAgent, libvirt_module
 from haven.hypervisor.live import CHECKPOINT_PREFIX, new_checkpoint_name

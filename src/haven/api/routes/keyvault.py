@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -10,9 +9,7 @@ from pydantic import BaseModel, Field
 
 from haven.api.deps import caller, core
 from haven.api.routes.params import Sub
-from haven.keyvault.crypto import b64d
-from haven.keyvault.errors import BackupBlobInvalid
-from haven.services.keyvault import keyvault_service
+from haven.services.keyvault import decode_bytes, keyvault_service
 
 router = APIRouter(prefix="/subscriptions/{subscription}/keyvaults", tags=["key vault"])
 KV = "/{key_vault}"
@@ -71,11 +68,6 @@ class FromPointIn(BaseModel):
     what: list[str] = Field(default_factory=lambda: ["keys", "secrets"])
 
 
-def _bytes(text: str) -> bytes:
-    try:
-        return b64d(text) if ("-" in text or "_" in text) else base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except ValueError:
-        raise BackupBlobInvalid(reason="the value is not base64") from None
 
 
 def svc(app=Depends(core)):
@@ -177,12 +169,12 @@ _versioned_routes("key", "keys")
 
 @router.post(KV + "/keys/{name}/wrapkey")
 def wrap_key(subscription: Sub, key_vault: str, name: str, body: WrapIn, kv=Depends(svc), who=Depends(caller)):
-    return kv.wrap(who, subscription, key_vault, name, _bytes(body.value), body.alg, body.version)
+    return kv.wrap(who, subscription, key_vault, name, decode_bytes(body.value), body.alg, body.version)
 
 
 @router.post(KV + "/keys/{name}/unwrapkey")
 def unwrap_key(subscription: Sub, key_vault: str, name: str, body: WrapIn, kv=Depends(svc), who=Depends(caller)):
-    return kv.unwrap(who, subscription, key_vault, name, _bytes(body.value), body.alg, body.version)
+    return kv.unwrap(who, subscription, key_vault, name, decode_bytes(body.value), body.alg, body.version)
 
 
 # ---- what only secrets do ----

@@ -9,8 +9,8 @@ from fastapi import Form, Request
 
 from haven.domain.enums import Role
 from haven.errors import HavenError
-from haven.keyvault.permissions import BACKUP_PRINCIPAL, BACKUP_TEMPLATE, TEMPLATES
 from haven.services.auth import Caller
+from haven.services.keyvault import BACKUP_PRINCIPAL, BACKUP_TEMPLATE, TEMPLATES
 from haven.web.pages.base import _go, _int_or_none, _render, router
 from haven.web.session import check_csrf, current_caller
 
