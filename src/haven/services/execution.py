@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy import select
 
@@ -24,6 +24,8 @@ from haven.domain.enums import Consistency, JobType, ProtectionState
 from haven.errors import HavenError, PreconditionFailed
 from haven.jobs.queue import Claimed
 from haven.jobs.runner import Commit, JobContext
+from haven.engine.verify import VerifyReport
+from haven.services.lifecycle import VerifyPlan
 from haven.services.recording import ItemNoLongerProtected, PointRecord, lock_item_for_point, record_point, withdraw_point
 from haven.work import HOST_JOBS, Host as WorkHost, HostJob
 from haven.work.plans import BackupOutcome, BackupPlan, RestoreDisksOutcome, RestorePlan, Wire
@@ -264,13 +266,17 @@ class RestoreHandler(JobHandlerBase[RestorePlan, RestoreDisksOutcome]):
         commit(lambda s: {"target": plan.target, "files": list(outcome.files)})
 
 
-class VerifyHandler:
-    """Verify a vault (``Lifecycle.run_verify``): server-side only, it records its own report."""
+class VerifyHandler(JobHandlerBase[VerifyPlan, VerifyReport]):
+    """Verify a vault, on the server only (``services/lifecycle.py`` holds the rules): the plan fixes the
+    points it judges, the run reads the vault, the record marks points Corrupt or heals them."""
 
     job_type = JobType.VERIFY
 
-    def __init__(self, core):
-        self.core = core
+    def plan(self, job: Claimed) -> VerifyPlan:
+        return self.core.lifecycle.plan_verify(job)
 
-    def __call__(self, ctx: JobContext) -> None:
-        self.core.lifecycle.run_verify(ctx)
+    def run(self, plan: VerifyPlan, ctx: JobContext) -> VerifyReport:
+        return self.core.lifecycle.verify_vault(plan, ctx)
+
+    def record(self, commit: Commit, job: Claimed, plan: VerifyPlan, outcome: VerifyReport, remote: bool = False) -> None:
+        self.core.lifecycle.record_verify(commit, plan, outcome)

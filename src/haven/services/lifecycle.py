@@ -11,6 +11,7 @@ backup failed (``request_gc``), with its chunk-list cache under ``$HAVEN_HOME/ca
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -20,8 +21,19 @@ from haven.domain.enums import PointState, ProtectionState
 from haven.domain.retention import PointRef
 from haven.domain.retention import select as retention_select
 from haven.domain.schedule import Retention, Schedule
+from haven.engine.verify import VerifyReport
 
-__all__ = ["Lifecycle"]
+__all__ = ["Lifecycle", "VerifyPlan"]
+
+
+@dataclass(frozen=True)
+class VerifyPlan:
+    """What a Verify job checks: the vault, how deep, and the points recorded when it started (id -> item, time)."""
+
+    vault_id: str
+    read_data: bool
+    subset: str | None
+    points: dict[str, tuple[str, str]]
 
 log = logging.getLogger(__name__)
 
@@ -132,31 +144,43 @@ class Lifecycle:
                                           subscription_id=vault.subscription_id, vault_id=vault.id)
             return self.core.jobs.view(job, s)
 
-    def run_verify(self, ctx) -> None:
-        """The Verify job: structure, and with read_data every chunk (or a subset) re-read and authenticated.
-        Bad objects are quarantined; the next backup that meets a bad chunk stores it again."""
+    # The Verify job (``services.execution.VerifyHandler``): structure, and with read_data every chunk (or a
+    # subset) re-read and authenticated. Bad objects are quarantined; the next backup that meets a bad chunk
+    # stores it again.
+    def plan_verify(self, job) -> VerifyPlan:
+        """The points this verify judges: those recorded when it starts (id -> item, time)."""
         with self.core.db.session() as s:
-            vault = s.get(Vault, ctx.job.vault_id)
-            names = {p.id: (p.item_id, p.time.isoformat()) for p in s.scalars(select(RecoveryPoint).where(RecoveryPoint.vault_id == vault.id))}
+            points = {p.id: (p.item_id, p.time.isoformat())
+                      for p in s.scalars(select(RecoveryPoint).where(RecoveryPoint.vault_id == job.vault_id))}
+        return VerifyPlan(vault_id=job.vault_id, read_data=bool(job.params.get("read_data")), subset=job.params.get("subset"),
+                          points=points)
+
+    def verify_vault(self, plan: VerifyPlan, ctx) -> VerifyReport:
+        with self.core.db.session() as s:
+            vault = s.get(Vault, plan.vault_id)
+            s.expunge(vault)
         ctx.subtask("Verify vault data", percent=0)
-        report = self.core.storage.open(vault).verify(read_data=bool(ctx.job.params.get("read_data")),
-                                                      subset=ctx.job.params.get("subset"),
+        report = self.core.storage.open(vault).verify(read_data=plan.read_data, subset=plan.subset,
                                                       progress=ctx.progress_for("Verify vault data"))
         ctx.subtask("Verify vault data", "Completed", 100)
-        result = report.as_dict()
-        result["affected"] = [{"item_id": i, "point_id": p, "time": names.get(p, (None, None))[1]} for i, p in report.affected]
-        result["chunk_points"] = {c: [list(x) for x in pts] for c, pts in report.chunk_points.items()}
         if not report.ok:
             ctx.warn(f"Verify found {len(report.missing)} missing and {len(report.corrupt)} corrupt object(s); "
                      f"{len(report.affected)} recovery point(s) affected and marked Corrupt; bad objects were quarantined "
                      "and the next backup that meets them stores them again.")
+        return report
+
+    def record_verify(self, commit, plan: VerifyPlan, report: VerifyReport) -> None:
+        """The report as the job's result; in the same transaction, damaged points become Corrupt and whole ones heal."""
+        result = report.as_dict()
+        result["affected"] = [{"item_id": i, "point_id": p, "time": plan.points.get(p, (None, None))[1]} for i, p in report.affected]
+        result["chunk_points"] = {c: [list(x) for x in pts] for c, pts in report.chunk_points.items()}
         damaged = {point for _, point in report.affected}
 
         def record(s) -> dict:
-            result["points_marked_corrupt"], result["points_healed"] = self._mark_points(s, set(names), damaged)
+            result["points_marked_corrupt"], result["points_healed"] = self._mark_points(s, set(plan.points), damaged)
             return result
 
-        ctx.commit(record)
+        commit(record)
 
     @staticmethod
     def _mark_points(s, checked: set[str], damaged: set[str]) -> tuple[list[str], list[str]]:
