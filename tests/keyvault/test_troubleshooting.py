@@ -11,6 +11,9 @@ from haven.keyvault import errors as E
 from haven.keyvault.permissions import BACKUP_PRINCIPAL, BACKUP_TEMPLATE
 
 
+WHERE = {"subscription": "prod", "vault": "v1", "vm": "vm1", "point": "p1", "region": "local"}
+
+
 def _encrypted_vm(kvs, root, kv="kv1"):
     kvs.create(root, "prod", kv, "local")
     kvs.create_key(root, "prod", kv, "vm1-kek", "RSA")
@@ -66,12 +69,13 @@ def test_row2_restore_when_the_key_vault_does_not_exist(kvs, root):
     kvs.delete(root, "prod", "kv1")
     kvs.purge(root, "prod", "kv1")
     with pytest.raises(E.KeyVaultMissingForRestore) as exc:
-        kvs.check_restore(enc, "prod")
+        kvs.check_restore(enc, "prod", WHERE)
     e = exc.value
     assert e.code == "UserErrorKeyVaultNotFoundForRestore" and e.http_status == 404
     assert e.text == "You cannot restore this encrypted VM because the key vault 'kv1' associated with this VM does not exist."
-    assert e.fix.startswith("Create a key vault: 'haven keyvault create --name kv1")
-    assert "haven keyvault restore-key --recovery-point" in e.fix and "haven keyvault restore-secret --recovery-point" in e.fix
+    assert e.fix.startswith("Create a key vault: 'haven keyvault create -s prod --name kv1 --region local'")
+    assert "'haven keyvault restore-key -s prod --vault-name kv1 --vault v1 --vm vm1 --rp-name p1'" in e.fix
+    assert "'haven keyvault restore-secret -s prod --vault-name kv1 --vault v1 --vm vm1 --rp-name p1'" in e.fix
     with pytest.raises(E.KeyVaultMissingForRestore):  # restoring keys needs the vault first
         kvs.restore_keys_from_backup(backup)
     # the fix works: create the key vault, restore the keys and secrets, the restore goes on
@@ -89,13 +93,14 @@ def test_row3_restore_when_keys_and_secrets_do_not_exist(kvs, root):
     kvs.delete_key(root, "prod", "kv1", "vm1-kek")
     kvs.delete_secret(root, "prod", "kv1", "vm1-bek")
     with pytest.raises(E.KeysMissingForRestore) as exc:
-        kvs.check_restore(enc, "prod")
+        kvs.check_restore(enc, "prod", WHERE)
     e = exc.value
     assert e.code == "UserErrorKeysAndSecretsNotFoundForRestore" and e.http_status == 404
     assert e.text.startswith("You cannot restore this encrypted VM because the keys and secrets associated with this VM do not exist")
     assert "missing: key vm1-kek, secret vm1-bek" in e.text
     assert e.fix.startswith("Restore the keys and secrets if they do not exist.")
-    assert "haven keyvault restore-key --recovery-point" in e.fix and "restore-secret --recovery-point" in e.fix
+    assert "'haven keyvault restore-key -s prod --vault-name kv1 --vault v1 --vm vm1 --rp-name p1'" in e.fix
+    assert "{" not in e.fix and "<" not in e.fix  # every command filled in
     out = kvs.restore_keys_from_backup(backup)  # the server's own restore (soft-deleted ones are recovered)
     assert [k["name"] for k in out["keys"]] == ["vm1-kek"] and [s["name"] for s in out["secrets"]] == ["vm1-bek"]
     assert kvs.check_restore(enc, "prod") is None
@@ -109,7 +114,7 @@ def test_row4_backup_service_has_no_access_to_create_the_vm(kvs, root):
     e = exc.value
     assert e.code == "UserErrorBackupServiceNoAccessToSubscription" and e.http_status == 403
     assert e.text == "The backup service does not have access to resources in your subscription 'prod', so it cannot create the VM."
-    assert e.fix.startswith("As described above, first restore the disks: 'haven restore restore-disks")
+    assert e.fix.startswith("As described above, first restore the disks: 'haven restore restore-disks -s prod")
     assert "Then create the VM from the restored disks yourself with the CLI or the API" in e.fix
     assert kvs.check_restore(enc, "prod") is None  # restoring the disks is allowed
     kvs.check_restore_vm(None)  # unencrypted VMs are not concerned

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from haven.errors import Conflict, Forbidden, NotFound, PreconditionFailed, UserError
 
+#: The restore errors name where the restore was going (``RestoreWhere``) so that every command they print
+#: runs as printed; raised without one, the fields read ``<subscription>``, ``<backup-vault>``, ``<vm>``, ``<point>``.
 _RESTORE_KEYS_FIX = (
-    "Bring them back from the recovery point: 'haven keyvault restore-key --recovery-point <point> --vault <backup-vault> --vm <vm> "
-    "--subscription <subscription>' and 'haven keyvault restore-secret --recovery-point <point> --vault <backup-vault> --vm <vm> "
-    "--subscription <subscription>' restore the KEK and the BEK into the key vault (API: POST "
-    "/api/v1/subscriptions/{{subscription}}/keyvaults/{{key_vault}}/restore-from-backup with the recovery point's key backup); then run the restore again."
+    "Bring them back from the recovery point: "
+    "'haven keyvault restore-key -s {subscription} --vault-name {key_vault} --vault {vault} --vm {vm} --rp-name {point}' and "
+    "'haven keyvault restore-secret -s {subscription} --vault-name {key_vault} --vault {vault} --vm {vm} --rp-name {point}' "
+    "restore the KEK and the BEK into the key vault (API: POST /api/v1/subscriptions/{subscription}/keyvaults/{key_vault}/"
+    "restore-from-recovery-point); then run the restore again."
 )
+UNKNOWN_WHERE = {"subscription": "<subscription>", "vault": "<backup-vault>", "vm": "<vm>", "point": "<point>", "region": "<region>"}
 
 # ---- the troubleshooting table of seed 003 ----
 
@@ -33,8 +37,9 @@ class KeyVaultMissingForRestore(NotFound):
 
     code = "UserErrorKeyVaultNotFoundForRestore"
     message = "You cannot restore this encrypted VM because the key vault {key_vault!r} associated with this VM does not exist."
-    recommendation = ("Create a key vault: 'haven keyvault create --name {key_vault} --region <region> --subscription <subscription>' "
-                      "(or, if it was deleted less than its retention period ago, recover it with 'haven keyvault recover --name {key_vault}'). "
+    recommendation = ("Create a key vault: 'haven keyvault create -s {subscription} --name {key_vault} --region {region}' "
+                      "(or, if it was deleted less than its retention period ago, recover it with "
+                      "'haven keyvault recover -s {subscription} --name {key_vault}'). "
                       "Then restore the keys and secrets if they do not exist. " + _RESTORE_KEYS_FIX)
 
 
@@ -52,8 +57,9 @@ class BackupServiceNoAccessForRestore(Forbidden):
 
     code = "UserErrorBackupServiceNoAccessToSubscription"
     message = "The backup service does not have access to resources in your subscription {subscription!r}, so it cannot create the VM."
-    recommendation = ("As described above, first restore the disks: 'haven restore restore-disks --subscription <subscription> --vault <vault> "
-                      "--vm <vm> --rp-name <point> --target-folder <folder>' (API: POST …/items/{{vm}}/recovery-points/{{point}}/restore-disks). "
+    recommendation = ("As described above, first restore the disks: 'haven restore restore-disks -s {subscription} --vault {vault} "
+                      "--vm {vm} --rp-name {point} --target-folder \"$HOME/{vm}-restored\" --wait' "
+                      "(API: POST …/items/{vm}/recovery-points/{point}/restore-disks). "
                       "Then create the VM from the restored disks yourself with the CLI or the API, from the VM definition generated "
                       "with the restored disks (libvirt domain XML: 'virsh define <folder>/<vm>.xml'; image-folder VM: its vm.json).")
 

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy import select
 
-from haven.db.models import Host, Policy, ProtectedItem, RecoveryPoint, Vault, VirtualMachine
+from haven.db.models import Host, Policy, ProtectedItem, RecoveryPoint, Subscription, Vault, VirtualMachine
 from haven.db.types import new_id
 from haven.domain.enums import Consistency, JobType, ProtectionState
 from haven.errors import HavenError, PreconditionFailed
@@ -30,7 +30,7 @@ from haven.services.recording import ItemNoLongerProtected, PointRecord, lock_it
 from haven.work import HOST_JOBS, Host as WorkHost, HostJob
 from haven.work.plans import BackupOutcome, BackupPlan, RestoreDisksOutcome, RestorePlan, Wire
 
-__all__ = ["JobHandlerBase", "BackupHandler", "RestoreHandler", "VerifyHandler", "ItemNoLongerProtected",
+__all__ = ["JobHandlerBase", "restore_where", "BackupHandler", "RestoreHandler", "VerifyHandler", "ItemNoLongerProtected",
            "lock_item_for_point", "withdraw_point", "PointNotStored"]
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,16 @@ class PointNotStored(PreconditionFailed):
     code = "UserErrorPointNotStored"
     message = "The agent reported recovery point {point} done, but its manifest is not in the vault's storage: nothing was recorded."
     recommendation = "Check the agent's connection to the vault's storage endpoint and run the backup again."
+
+
+def restore_where(core, vault: Vault, item_id: str, point_id: str) -> dict[str, str]:
+    """Where a restore is going, for the fixes of the seed-003 restore errors (their commands run as printed)."""
+    with core.db.session() as s:
+        item = s.get(ProtectedItem, item_id)
+        vm = s.get(VirtualMachine, item.vm_id).name if item is not None else "<vm>"
+        sub = s.get(Subscription, vault.subscription_id)
+        return {"subscription": sub.name if sub else "<subscription>", "vault": vault.name, "vm": vm, "point": point_id,
+                "region": vault.region}
 
 
 class JobHandlerBase(Generic[P, O]):
@@ -251,7 +261,7 @@ class RestoreHandler(JobHandlerBase[RestorePlan, RestoreDisksOutcome]):
         manifest = repo.load_point(item_id, point_id)
         meta = getattr(manifest, "meta", {}) or {}
         # An encrypted VM's disks are only useful with their keys: refuse while they are gone (seed 003).
-        self.core.keyvault.check_restore(meta.get("encryption"), vault.subscription_id)
+        self.core.keyvault.check_restore(meta.get("encryption"), vault.subscription_id, restore_where(self.core, vault, item_id, point_id))
         return RestorePlan(item_id=item_id, point_id=point_id, target=params["target"], disks=list(params["disks"]),
                            format=params["format"], meta=meta)
 

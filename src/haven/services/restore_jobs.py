@@ -18,7 +18,7 @@ from haven.errors import HavenError
 from haven.hypervisor.definitions import nic_notes
 from haven.jobs.queue import Claimed
 from haven.jobs.runner import Commit, JobContext
-from haven.services.execution import JobHandlerBase
+from haven.services.execution import JobHandlerBase, restore_where
 from haven.services.points import PointNotFound
 from haven.services.recording import PointRecord, record_point, withdraw_point
 from haven.services.restore import mount_instructions
@@ -77,6 +77,9 @@ class RestoreVmHandler(_Base):
         host = self._job_host(job)
         manifest = repo.load_point(item_id, point_id)
         meta = manifest.meta or {}
+        # an encrypted VM: its keys must exist, and the backup service must be able to use them (seed 003, rows 2-4)
+        self.core.keyvault.check_restore_vm(meta.get("encryption"), vault.subscription_id,
+                                            restore_where(self.core, vault, item_id, point_id))
         return RestoreVmPlan(item_id=item_id, point_id=point_id, name=p["name"], format=p["format"], target=p.get("target"),
                              host=host.name, meta=meta, disks=[d.name for d in manifest.disks],
                              notes=nic_notes(meta.get("vm"), meta.get("nics") or []))

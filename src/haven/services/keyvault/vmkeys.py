@@ -92,17 +92,19 @@ class VmKeys(SecretOperations, KeyOperations):
                     "kek_key": enc["kek"][0], "bek_secrets": [n for n, _ in enc["beks"]],
                     "blob": self.sealer.seal_blob("vmkeys", doc)}
 
-    def check_restore(self, vm_encryption: dict | None, subscription: str | None = None) -> None:
+    def check_restore(self, vm_encryption: dict | None, subscription: str | None = None, where: dict | None = None) -> None:
         """Before restoring an encrypted VM's disks: its key vault, KEK and BEK(s) must exist.
 
-        Raises ``KeyVaultMissingForRestore`` (seed row 2) or ``KeysMissingForRestore`` (row 3).
+        Raises ``KeyVaultMissingForRestore`` (seed row 2) or ``KeysMissingForRestore`` (row 3); ``where``
+        (subscription, vault, vm, point, region of the restore) goes into their fixes so they run as printed.
         """
         enc = parse_encryption(vm_encryption)
         if enc is None:
             return
+        at = {**E.UNKNOWN_WHERE, **(where or {})}
         with self.core.db.session() as s:
             kv = self._system_vault(s, enc["subscription"] or subscription, enc["key_vault"],
-                                    missing=E.KeyVaultMissingForRestore(key_vault=enc["key_vault"]))
+                                    missing=E.KeyVaultMissingForRestore(key_vault=enc["key_vault"], **at))
             missing = []
             if enc["kek"] is not None and not [r for r in self._versions(s, KEY, kv, enc["kek"][0]) if enc["kek"][1] in (None, r.version)]:
                 missing.append(f"key {enc['kek'][0]}")
@@ -110,9 +112,9 @@ class VmKeys(SecretOperations, KeyOperations):
                 if not [r for r in self._versions(s, SECRET, kv, name) if version in (None, r.version)]:
                     missing.append(f"secret {name}")
             if missing:
-                raise E.KeysMissingForRestore(key_vault=kv.name, missing=", ".join(missing))
+                raise E.KeysMissingForRestore(key_vault=kv.name, missing=", ".join(missing), **at)
 
-    def check_restore_vm(self, vm_encryption: dict | None, subscription: str | None = None) -> None:
+    def check_restore_vm(self, vm_encryption: dict | None, subscription: str | None = None, where: dict | None = None) -> None:
         """Before *creating a VM* (not just its disks) from a recovery point of an encrypted VM.
 
         The backup service holds only the ``Haven Backup`` permissions (get, list, backup): it has no
@@ -124,13 +126,13 @@ class VmKeys(SecretOperations, KeyOperations):
         enc = parse_encryption(vm_encryption)
         if enc is None:
             return
-        self.check_restore(vm_encryption, subscription)
+        self.check_restore(vm_encryption, subscription, where)
         with self.core.db.session() as s:
             kv = self._system_vault(s, enc["subscription"] or subscription, enc["key_vault"])
             keys, secrets = self._perms(s, kv, self._backup_principal(s).id)
             if "unwrapKey" not in keys or "get" not in secrets:
                 sub = s.get(Subscription, kv.subscription_id)
-                raise E.BackupServiceNoAccessForRestore(subscription=sub.name)
+                raise E.BackupServiceNoAccessForRestore(**{**E.UNKNOWN_WHERE, **(where or {}), "subscription": sub.name})
 
     def restore_keys_from_backup(self, backup: dict | str, caller: Caller | None = None, subscription: str | None = None,
                                  key_vault: str | None = None, what: Iterable[str] = ("keys", "secrets")) -> dict:
@@ -157,11 +159,11 @@ class VmKeys(SecretOperations, KeyOperations):
                 try:
                     kv = self._data(s, caller, sub_ref, target, "key" if "keys" in what else "secret", "restore")
                 except E.KeyVaultNotFound:
-                    raise E.KeyVaultMissingForRestore(key_vault=target) from None
+                    raise E.KeyVaultMissingForRestore(key_vault=target, **E.UNKNOWN_WHERE) from None
                 if "secrets" in what and "keys" in what:
                     self._data(s, caller, sub_ref, target, "secret", "restore")
             else:
-                kv = self._system_vault(s, sub_ref, target, missing=E.KeyVaultMissingForRestore(key_vault=target))
+                kv = self._system_vault(s, sub_ref, target, missing=E.KeyVaultMissingForRestore(key_vault=target, **E.UNKNOWN_WHERE))
             out: dict[str, list] = {"key_vault": kv.name, "keys": [], "secrets": []}
             if "keys" in what:
                 out["keys"] = [self._restore_doc(s, KEY, kv, d) for d in doc["keys"]]
