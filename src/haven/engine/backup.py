@@ -19,15 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from haven.errors import HavenError
-from haven.progress import NULL_PROGRESS, Progress
+from haven.progress import NULL_PROGRESS, Progress, Throttled
 
 from .codec import ZERO_ID
 from .errors import (
     BackupCancelled,
     ObjectCorrupt,
     RecoveryPointNotFound,
-    SourceReadFailed,
     StorageUploadNotConfirmed,
     UserError,
 )
@@ -35,6 +33,7 @@ from .format import DiskManifest, PointManifest, check_id
 from .locks import Lock
 from .pipeline import ChunkWriter
 from .planning import ChunkPlan, plan_chunks
+from .reading import read_chunk
 from .source import DiskSource
 
 __all__ = ["BackupSummary", "DiskSummary", "run_backup"]
@@ -81,6 +80,7 @@ def run_backup(repo, item_id: str, point_id: str, disks: list[DiskSource], meta:
                parent_point_id: str | None = None, progress: Progress = NULL_PROGRESS,
                cancel: threading.Event | None = None) -> BackupSummary:
     started = time.monotonic()
+    progress = Throttled(progress)  # the reporter may write to a database: the reading thread must not wait for it
     check_id(item_id, "Item id")
     check_id(point_id, "Recovery point id")
     names = [check_id(d.name, "Disk name") for d in disks]
@@ -179,26 +179,6 @@ def _chunk(plan: ChunkPlan, src: DiskSource, parent_disk: DiskManifest | None, w
     data = read_chunk(src, plan)
     ds.bytes_read += sum(n for _, n in plan.pieces)
     return writer.submit(data, src.name)
-
-
-def read_chunk(src: DiskSource, plan: ChunkPlan) -> bytes | bytearray:
-    """The chunk's bytes: the data pieces read from ``src``, zeros elsewhere."""
-    length = plan.end - plan.start
-    try:
-        if len(plan.pieces) == 1 and plan.pieces[0] == (plan.start, length):
-            data = src.read(plan.start, length)
-        else:
-            buf = bytearray(length)
-            for off, n in plan.pieces:
-                buf[off - plan.start : off - plan.start + n] = src.read(off, n)
-            data = buf
-    except HavenError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise SourceReadFailed(disk=src.name, offset=plan.start, detail=str(exc)) from exc
-    if len(data) != length:
-        raise SourceReadFailed(disk=src.name, offset=plan.start, detail=f"short read ({len(data)} of {length} bytes)")
-    return data
 
 
 def _confirm_chunks(repo, writer: ChunkWriter, disks: list[DiskSource], manifests: list[DiskManifest]) -> int:
