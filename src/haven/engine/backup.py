@@ -33,7 +33,7 @@ from .format import DiskManifest, PointManifest, check_id
 from .locks import Lock
 from .pipeline import ChunkWriter
 from .planning import ChunkPlan, plan_chunks
-from .reading import read_chunk
+from .reading import ReadAhead
 from .source import DiskSource
 
 __all__ = ["BackupSummary", "DiskSummary", "run_backup"]
@@ -148,12 +148,25 @@ def _backup_disk(repo, writer: ChunkWriter, src: DiskSource, parent_disk: DiskMa
     summary.disks.append(ds)
     ids: list[Any] = []
     phase = f"backup {src.name}"
-    for plan in plan_chunks(src.size, cs, src.data_extents(), changed):
-        if cancel is not None and cancel.is_set():
-            raise BackupCancelled(item_id=summary.item_id)
-        lock.refresh_if_due()
-        ids.append(_chunk(plan, src, parent_disk, writer, ds))
-        progress.update(base + plan.end, total, phase)
+    ahead: ReadAhead[int] = ReadAhead(src)
+    try:
+        for plan in plan_chunks(src.size, cs, src.data_extents(), changed):
+            if cancel is not None and cancel.is_set():
+                raise BackupCancelled(item_id=summary.item_id)
+            lock.refresh_if_due()
+            cid = _known(plan, parent_disk, writer, ds)
+            if cid is not None:
+                ids.append(cid)
+            else:
+                ids.append(None)
+                ds.bytes_read += sum(n for _, n in plan.pieces)
+                for slot, data in ahead.add(len(ids) - 1, plan):
+                    ids[slot] = writer.submit(data, src.name)
+            progress.update(base + plan.end, total, phase)
+        for slot, data in ahead.rest():
+            ids[slot] = writer.submit(data, src.name)
+    finally:
+        ahead.close()
     table = [x if isinstance(x, bytes) else x.result() for x in ids]
     writer.raise_if_failed()
     ds.chunks = len(table)
@@ -165,8 +178,8 @@ def _backup_disk(repo, writer: ChunkWriter, src: DiskSource, parent_disk: DiskMa
     return DiskManifest(src.name, src.size, src.format, cs, table)
 
 
-def _chunk(plan: ChunkPlan, src: DiskSource, parent_disk: DiskManifest | None, writer: ChunkWriter, ds: DiskSummary):
-    """The chunk's id, or a future of it."""
+def _known(plan: ChunkPlan, parent_disk: DiskManifest | None, writer: ChunkWriter, ds: DiskSummary) -> bytes | None:
+    """The chunk's id when it need not be read (all zeros, or unchanged since the parent); else None."""
     if not plan.pieces:
         return ZERO_ID
     if parent_disk is not None and plan.unchanged and plan.index < len(parent_disk.chunks):
@@ -176,9 +189,7 @@ def _chunk(plan: ChunkPlan, src: DiskSource, parent_disk: DiskManifest | None, w
                 ds.chunks_reused += 1
                 return pid
             # the parent's chunk is missing or quarantined: read it again (heals the vault)
-    data = read_chunk(src, plan)
-    ds.bytes_read += sum(n for _, n in plan.pieces)
-    return writer.submit(data, src.name)
+    return None
 
 
 def _confirm_chunks(repo, writer: ChunkWriter, disks: list[DiskSource], manifests: list[DiskManifest]) -> int:
