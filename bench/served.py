@@ -633,7 +633,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/haven-bench-served"))
     ap.add_argument("--workloads", default="synthetic,mixed,ext4-usr,guest")
     ap.add_argument("--no-live", action="store_true")
+    ap.add_argument("--src", type=Path, help="run the haven of another checkout's src/ (to compare versions)")
     a = ap.parse_args()
+    if a.src:
+        ENV["PYTHONPATH"] = str(a.src.resolve()) + os.pathsep + str(ROOT)
     repeat = a.repeat or (1 if a.quick else 3)
     started = time.time()
     a.work.mkdir(parents=True, exist_ok=True)
