@@ -1,7 +1,7 @@
 """The user's path, measured (issue 19): ``haven serve`` and ``haven agent`` driven through the CLI,
 against restic, borg and virtnbdbackup on the same data, with the engine alone as the floor.
 
-    python -m bench.served [--quick] [--repeat 3] [--work /var/tmp/haven-bench-served]
+    python -m bench.served [--quick] [--repeat 3] [--size-gib 2] [--live-gib 1] [--work /var/tmp/haven-bench-served]
 
 Stopped VMs (image files; one folder VM per workload and repetition, the image hard-linked in):
 ``haven protection backup-now --wait`` and ``haven restore restore-disks --wait`` against a
@@ -162,16 +162,15 @@ def same(a: Path, b: Path) -> bool:
 # ---------------------------------------------------------------- workloads
 
 
-def build_workloads(work: Path, quick: bool, names: list[str]) -> dict[str, Path]:
+def build_workloads(work: Path, quick: bool, names: list[str], size: int) -> dict[str, Path]:
     """Each workload is a raw image ``<work>/workloads/<name>.img`` (built once, then reused)."""
     from bench import mixgen, workload
 
     folder = work / "workloads"
     folder.mkdir(parents=True, exist_ok=True)
-    size = (GiB // 2) if quick else 4 * GiB
     out: dict[str, Path] = {}
     for name in names:
-        img = folder / f"{name}{'-quick' if quick else ''}.img"
+        img = folder / f"{name}-{size // MiB}m{'-quick' if quick else ''}.img"
         if not img.exists():
             print(f"building workload {name} ...", flush=True)
             tmp = img.with_suffix(".tmp")
@@ -279,6 +278,15 @@ def _job_seconds(job: dict) -> float | None:
         return None
 
 
+def _queued_seconds(job: dict) -> float | None:
+    from datetime import datetime
+
+    try:
+        return (datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _check_job(job: dict) -> dict:
     if job.get("status") not in ("Completed", "CompletedWithWarnings"):
         raise RuntimeError(f"job failed: {json.dumps(job)[:3000]}")
@@ -289,7 +297,7 @@ def served_backup(srv: Served, cache: Cache, vault: str, vm: str, host: str | No
     r = timed(cache, srv.cli_cmd("protection", "backup-now", "-s", SUB, "-v", vault, "--vm", vm, "--wait"),
               env=srv.env(), watch=srv.proc.pid)
     job = _check_job(json.loads(r["out"]))
-    return {"s": r["s"], "job_s": _job_seconds(job), "rss": r["rss"], "job": job}
+    return {"s": r["s"], "job_s": _job_seconds(job), "queued_s": _queued_seconds(job), "rss": r["rss"], "job": job}
 
 
 def served_restore(srv: Served, cache: Cache, vault: str, vm: str, point: str, target: Path, host: str | None = None) -> dict:
@@ -298,7 +306,7 @@ def served_restore(srv: Served, cache: Cache, vault: str, vm: str, point: str, t
         args += ["--host", host]
     r = timed(cache, srv.cli_cmd(*args), env=srv.env(), watch=srv.proc.pid)
     job = _check_job(json.loads(r["out"]))
-    return {"s": r["s"], "job_s": _job_seconds(job), "rss": r["rss"], "job": job}
+    return {"s": r["s"], "job_s": _job_seconds(job), "queued_s": _queued_seconds(job), "rss": r["rss"], "job": job}
 
 
 # ---------------------------------------------------------------- stopped VMs: one workload
@@ -320,7 +328,9 @@ def stopped_vm_round(name: str, img: Path, i: int, srv: Served, cache: Cache, wo
     shutil.rmtree(target, ignore_errors=True)
     rest = served_restore(srv, cache, vault, vm, point, target)
     assert same(target / "vda.raw", img), f"served restore of {name} differs"
-    res["haven-served"] = {"full": full["s"], "full_job": full["job_s"], "restore": rest["s"], "restore_job": rest["job_s"],
+    res["haven-served"] = {"full": full["s"], "full_job": full["job_s"], "full_queued": full["queued_s"],
+                           "restore": rest["s"], "restore_job": rest["job_s"], "restore_queued": rest["queued_s"],
+                           "cli_start": timed(cache, srv.cli_cmd("version"), env=srv.env())["s"],
                            "stored": stored, "rss_full": full["rss"], "rss_restore": rest["rss"]}
     shutil.rmtree(target, ignore_errors=True)
 
@@ -494,7 +504,7 @@ def _drop_checkpoints(dom) -> None:
         cp.delete(0)
 
 
-def live_rounds(srv: Served, cache: Cache, work: Path, repeat: int, quick: bool) -> list[dict]:
+def live_rounds(srv: Served, cache: Cache, work: Path, repeat: int, data_size: int) -> list[dict]:
     import libvirt
 
     from bench import mixgen
@@ -513,7 +523,6 @@ def live_rounds(srv: Served, cache: Cache, work: Path, repeat: int, quick: bool)
     lw.mkdir(parents=True)
     os.chmod(lw, 0o755)
     vda = testvm.new_disk(images, lw / "vda.qcow2")
-    data_size = (256 * MiB) if quick else 2 * GiB
     raw = lw / "vdb.raw"
     mixgen.generate(raw, data_size, 11)
     vdb = lw / "vdb.qcow2"
@@ -632,6 +641,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int)
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/haven-bench-served"))
     ap.add_argument("--workloads", default="synthetic,mixed,ext4-usr,guest")
+    ap.add_argument("--size-gib", type=float, help="size of the synthetic and mixed images (default 2, quick 0.5)")
+    ap.add_argument("--live-gib", type=float, help="size of the running VM's data disk (default 1, quick 0.25)")
     ap.add_argument("--no-live", action="store_true")
     ap.add_argument("--src", type=Path, help="run the haven of another checkout's src/ (to compare versions)")
     a = ap.parse_args()
@@ -640,7 +651,8 @@ def main() -> None:
     repeat = a.repeat or (1 if a.quick else 3)
     started = time.time()
     a.work.mkdir(parents=True, exist_ok=True)
-    imgs = build_workloads(a.work, a.quick, [w for w in a.workloads.split(",") if w])
+    size = int((a.size_gib or (0.5 if a.quick else 2.0)) * GiB)
+    imgs = build_workloads(a.work, a.quick, [w for w in a.workloads.split(",") if w], size)
     home = a.work / "home"
     shutil.rmtree(home, ignore_errors=True)
     (home / "vms").mkdir(parents=True)
@@ -655,6 +667,7 @@ def main() -> None:
     srv = Served(home)
     srv.start()
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)), "cache": cache.method,
+                     "load_before": os.getloadavg(), "nproc": os.cpu_count(),
                      "quick": a.quick, "repeat": repeat, "workloads": {}, "live": {}}
     try:
         srv.cli("subscription", "create", "--name", SUB)
@@ -672,7 +685,8 @@ def main() -> None:
                                                      **ratios(med, "haven-engine", ["haven-served"], ["full", "restore"])}}
         shutil.rmtree(scratch, ignore_errors=True)
         if not a.no_live:
-            rounds = live_rounds(srv, cache, a.work, repeat, a.quick)
+            live = int((a.live_gib or (0.25 if a.quick else 1.0)) * GiB)
+            rounds = live_rounds(srv, cache, a.work, repeat, live)
             if rounds:
                 med = medians(rounds)
                 results["live"] = {"runs": rounds, "median": med,
