@@ -563,9 +563,17 @@ def live_rounds(srv: Served, cache: Cache, work: Path, repeat: int, data_size: i
             r: dict[str, dict] = {"haven": {}, "vnb": {}, "vnb-z": {}}
             vault = f"v-live-{i}"
             srv.cli("vault", "create", "-s", SUB, "-n", vault, "-l", "local")
-            if i:
+            if i:  # stopping protection is a job: the VM is free for the next vault once it has run
                 srv.cli("protection", "disable", "-s", SUB, "-v", f"v-live-{i - 1}", "--vm", LIVE_DOMAIN, "--yes")
-            srv.cli("protection", "enable-for-vm", "-s", SUB, "-v", vault, "--vm", LIVE_DOMAIN)
+            end = time.monotonic() + 120
+            while True:
+                try:
+                    srv.cli("protection", "enable-for-vm", "-s", SUB, "-v", vault, "--vm", LIVE_DOMAIN)
+                    break
+                except RuntimeError as exc:
+                    if "VmAlreadyProtected" not in str(exc) or time.monotonic() > end:
+                        raise
+                    time.sleep(1)
             vnb, vnbz = lw / f"vnb-{i}", lw / f"vnbz-{i}"
             seed = 100 + i  # the same 1% for every tool in this repetition (see rewrite_inside_guest)
             _drop_checkpoints(dom)
