@@ -1,5 +1,5 @@
 """Progress reporters may be slow (the job runner writes each update to the database): the engine
-reports at most a few times a second, so a slow reporter does not hold up a backup, restore or
+reports at most ten times a second, so a slow reporter does not hold up a backup, restore or
 verify, and the last update still says 100%."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from haven.engine import Repository
-from haven.progress import Throttled
+from haven.progress import PROGRESS_INTERVAL, Throttled
 
 from .sources import random_disk
 
@@ -33,8 +33,8 @@ class SlowReporter:
 
 
 def allowed(seconds: float) -> int:
-    """What a 0.5 s throttle lets through in ``seconds``: one per interval, plus phase changes and the end."""
-    return int(seconds / 0.5) + 4
+    """What the engine's throttle lets through in ``seconds``: one per interval, plus phase changes and the end."""
+    return int(seconds / PROGRESS_INTERVAL) + 4
 
 
 @pytest.fixture

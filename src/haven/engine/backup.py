@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from haven.progress import NULL_PROGRESS, Progress, Throttled
+from haven.progress import NULL_PROGRESS, PROGRESS_INTERVAL, Progress, Throttled
 
 from .codec import ZERO_ID
 from .errors import (
@@ -80,7 +80,7 @@ def run_backup(repo, item_id: str, point_id: str, disks: list[DiskSource], meta:
                parent_point_id: str | None = None, progress: Progress = NULL_PROGRESS,
                cancel: threading.Event | None = None) -> BackupSummary:
     started = time.monotonic()
-    progress = Throttled(progress)  # the reporter may write to a database: the reading thread must not wait for it
+    progress = Throttled(progress, PROGRESS_INTERVAL)  # the reporter may write to a database: the reading thread must not wait for it
     check_id(item_id, "Item id")
     check_id(point_id, "Recovery point id")
     names = [check_id(d.name, "Disk name") for d in disks]

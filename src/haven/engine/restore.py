@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from haven.progress import NULL_PROGRESS, Progress, Throttled
+from haven.progress import NULL_PROGRESS, PROGRESS_INTERVAL, Progress, Throttled
 
 from .codec import ZERO_ID
 from .diskwrite import DiskWriter
@@ -57,7 +57,7 @@ def restore_disk(repo, item_id: str, point_id: str, disk_name: str, target_path,
     if fmt not in ("raw", "qcow2"):
         raise UserError(f"Unsupported restore format {fmt!r}; use 'raw' or 'qcow2'.")
     started = time.monotonic()
-    progress = Throttled(progress)  # the reporter may write to a database: workers must not wait for it
+    progress = Throttled(progress, PROGRESS_INTERVAL)  # the reporter may write to a database: workers must not wait for it
     disk = _disk(repo, item_id, point_id, disk_name)
     target = Path(target_path)
     partial = target.with_name(target.name + ".partial")

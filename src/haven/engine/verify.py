@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haven.errors import HavenError
-from haven.progress import NULL_PROGRESS, Progress, Throttled
+from haven.progress import NULL_PROGRESS, PROGRESS_INTERVAL, Progress, Throttled
 
 from .codec import SealError
 from .errors import StorageObjectNotFound, UserError
@@ -66,7 +66,7 @@ def parse_subset(subset: str | None):
 def run_verify(repo, read_data: bool = False, subset: str | None = None, progress: Progress = NULL_PROGRESS,
                quarantine: bool = True) -> VerifyReport:
     selected = parse_subset(subset)
-    progress = Throttled(progress)  # the reporter may write to a database: readers must not wait for it
+    progress = Throttled(progress, PROGRESS_INTERVAL)  # the reporter may write to a database: readers must not wait for it
     report = VerifyReport()
     refs: dict[bytes, list[tuple[str, str]]] = {}
     points = repo.point_ids()
