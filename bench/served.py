@@ -505,18 +505,26 @@ def _drop_checkpoints(dom) -> None:
 
 
 def live_rounds(srv: Served, cache: Cache, work: Path, repeat: int, data_size: int) -> list[dict]:
-    import libvirt
-
-    from bench import mixgen
     from tests.services import libvirtd as lvd
-    from tests.services import testvm
-    from tests.services._util import start, stop
 
     ok, why = lvd.available()
     if not ok:
         print(f"live: skipped ({why})", flush=True)
         return []
     daemon = lvd.start()
+    try:
+        return _live(srv, cache, work, repeat, data_size)
+    finally:
+        daemon.stop()  # stops only a libvirtd this run started
+
+
+def _live(srv: Served, cache: Cache, work: Path, repeat: int, data_size: int) -> list[dict]:
+    import libvirt
+
+    from bench import mixgen
+    from tests.services import testvm
+    from tests.services._util import start, stop
+
     images = testvm.ensure_images()
     lw = work / "live"
     shutil.rmtree(lw, ignore_errors=True)
@@ -618,7 +626,6 @@ def live_rounds(srv: Served, cache: Cache, work: Path, repeat: int, data_size: i
             stop(agent)
         _remove_domain(conn)
         conn.close()
-        daemon.stop()
     return results
 
 
