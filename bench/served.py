@@ -395,10 +395,10 @@ def stopped_vm_round(name: str, img: Path, i: int, srv: Served, cache: Cache, wo
 LIVE_DOMAIN = "haven-bench-live"
 
 
-def _domain_xml(images, vda: Path, vdb: Path, console: Path, kvm: bool) -> str:
+def _domain_xml(name: str, images, vda: Path, vdb: Path, console: Path, kvm: bool) -> str:
     return f"""
 <domain type='{"kvm" if kvm else "qemu"}'>
-  <name>{LIVE_DOMAIN}</name>
+  <name>{name}</name>
   <memory unit='MiB'>512</memory>
   <vcpu>1</vcpu>
   <os>
@@ -422,11 +422,11 @@ def _domain_xml(images, vda: Path, vdb: Path, console: Path, kvm: bool) -> str:
 </domain>"""
 
 
-def _remove_domain(conn) -> None:
+def _remove_domain(conn, name: str) -> None:
     import libvirt
 
     try:
-        d = conn.lookupByName(LIVE_DOMAIN)
+        d = conn.lookupByName(name)
     except libvirt.libvirtError:
         return
     if d.isActive():
@@ -537,77 +537,78 @@ def _live(srv: Served, cache: Cache, work: Path, repeat: int, data_size: int) ->
     run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(vdb)])
     raw.unlink()
     conn = libvirt.open("qemu:///system")
-    _remove_domain(conn)
-    dom = None
-    for kvm in ((True, False) if os.access("/dev/kvm", os.R_OK | os.W_OK) else (False,)):
-        dom = conn.defineXML(_domain_xml(images, vda, vdb, lw / "console.log", kvm))
-        try:
-            dom.create()
-            break
-        except libvirt.libvirtError as exc:  # KVM present but unusable (nested virtualisation): TCG
-            print(f"live: {'KVM' if kvm else 'TCG'} failed: {str(exc)[:200]}", flush=True)
-            _remove_domain(conn)
-            if not kvm:
-                raise
+    names = [f"{LIVE_DOMAIN}-{i}" for i in range(repeat)]
+    for n in names:
+        _remove_domain(conn, n)
+
+    def boot(name: str):
+        """The same disks as a new VM: a VM's protected item lives in one vault for good, and each
+        repetition starts from an empty vault."""
+        for kvm in ((True, False) if os.access("/dev/kvm", os.R_OK | os.W_OK) else (False,)):
+            d = conn.defineXML(_domain_xml(name, images, vda, vdb, lw / "console.log", kvm))
+            try:
+                d.create()
+                _wait_guest_agent(d)
+                return d
+            except libvirt.libvirtError as exc:  # KVM present but unusable (nested virtualisation): TCG
+                print(f"live: {'KVM' if kvm else 'TCG'} failed: {str(exc)[:200]}", flush=True)
+                _remove_domain(conn, name)
+                if not kvm:
+                    raise
+        raise RuntimeError("unreachable")
+
     agent = None
     results: list[dict] = []
     try:
-        _wait_guest_agent(dom)
         token = lw / "agent-token"
         srv.cli("host", "add", "--name", "lv", "--region", "local", "--adapter", "qemu:///system", "--share", SUB,
                 "--token-file", str(token))
         ahome = lw / "agent-home"
         ahome.mkdir()
-        agent = start([PY, "-m", "haven.cli.main", "agent", "--server", srv.url, "--token-file", str(token),
-                       "--adapter", "qemu:///system", "--home", str(ahome)], ahome / "agent.log",
-                      env={"PYTHONPATH": ENV["PYTHONPATH"], "HAVEN_HOME": str(ahome)})
-        end = time.monotonic() + 120
-        while not any(v.get("name") == LIVE_DOMAIN for v in srv.cli("vm", "list") or []):
-            if time.monotonic() > end or agent.poll() is not None:
-                raise RuntimeError(f"the agent never reported {LIVE_DOMAIN}: {(ahome / 'agent.log').read_text()[-2000:]}")
-            time.sleep(1)
         storage = srv.home / "storage"
-        for i in range(repeat):
+        for i, name in enumerate(names):
+            if i:
+                _remove_domain(conn, names[i - 1])
+            dom = boot(name)
+            if agent is None:
+                agent = start([PY, "-m", "haven.cli.main", "agent", "--server", srv.url, "--token-file", str(token),
+                               "--adapter", "qemu:///system", "--home", str(ahome)], ahome / "agent.log",
+                              env={"PYTHONPATH": ENV["PYTHONPATH"], "HAVEN_HOME": str(ahome)})
+            end = time.monotonic() + 120  # the agent reports its VMs every 30 s
+            while not any(v.get("name") == name for v in srv.cli("vm", "list") or []):
+                if time.monotonic() > end or agent.poll() is not None:
+                    raise RuntimeError(f"the agent never reported {name}: {(ahome / 'agent.log').read_text()[-2000:]}")
+                time.sleep(1)
             r: dict[str, dict] = {"haven": {}, "vnb": {}, "vnb-z": {}}
             vault = f"v-live-{i}"
             srv.cli("vault", "create", "-s", SUB, "-n", vault, "-l", "local")
-            if i:  # stopping protection is a job: the VM is free for the next vault once it has run
-                srv.cli("protection", "disable", "-s", SUB, "-v", f"v-live-{i - 1}", "--vm", LIVE_DOMAIN, "--yes")
-            end = time.monotonic() + 120
-            while True:
-                try:
-                    srv.cli("protection", "enable-for-vm", "-s", SUB, "-v", vault, "--vm", LIVE_DOMAIN)
-                    break
-                except RuntimeError as exc:
-                    if "VmAlreadyProtected" not in str(exc) or time.monotonic() > end:
-                        raise
-                    time.sleep(1)
+            srv.cli("protection", "enable-for-vm", "-s", SUB, "-v", vault, "--vm", name)
             vnb, vnbz = lw / f"vnb-{i}", lw / f"vnbz-{i}"
             seed = 100 + i  # the same 1% for every tool in this repetition (see rewrite_inside_guest)
             _drop_checkpoints(dom)
             before = du(storage)
-            full = served_backup(srv, cache, vault, LIVE_DOMAIN)
+            full = served_backup(srv, cache, vault, name)
             r["haven"].update(full=full["s"], full_job=full["job_s"], stored=du(storage) - before, rss_full=full["rss"],
                               read_full=full["job"]["result"].get("bytes_read"))
             written = rewrite_inside_guest(dom, data_size, 0.01, seed)
             mid = du(storage)
-            inc = served_backup(srv, cache, vault, LIVE_DOMAIN)
+            inc = served_backup(srv, cache, vault, name)
             r["haven"].update(incremental=inc["s"], incremental_job=inc["job_s"], growth=du(storage) - mid,
                               read_incremental=inc["job"]["result"].get("bytes_read"), written=written)
             for key, out, z in (("vnb", vnb, []), ("vnb-z", vnbz, ["-z"])):
                 _drop_checkpoints(dom)  # virtnbdbackup refuses to start beside Haven's checkpoint
-                r[key]["full"] = timed(cache, ["virtnbdbackup", "-d", LIVE_DOMAIN, "-l", "full", *z, "-o", str(out)])["s"]
+                r[key]["full"] = timed(cache, ["virtnbdbackup", "-d", name, "-l", "full", *z, "-o", str(out)])["s"]
                 r[key]["stored"] = du(out)
                 rewrite_inside_guest(dom, data_size, 0.01, seed)
                 mid = du(out)
-                r[key]["incremental"] = timed(cache, ["virtnbdbackup", "-d", LIVE_DOMAIN, "-l", "inc", *z, "-o", str(out)])["s"]
+                r[key]["incremental"] = timed(cache, ["virtnbdbackup", "-d", name, "-l", "inc", *z, "-o", str(out)])["s"]
                 r[key]["growth"] = du(out) - mid
             _drop_checkpoints(dom)
             # restores: Haven's incremental point, virtnbdbackup's chain (full + incremental: the same state)
             point = inc["job"]["result"]["recovery_point_id"]
             target = lw / "restore-haven"
             shutil.rmtree(target, ignore_errors=True)
-            rest = served_restore(srv, cache, vault, LIVE_DOMAIN, point, target, host="lv")
+            rest = served_restore(srv, cache, vault, name, point, target, host="lv")
             r["haven"].update(restore=rest["s"], restore_job=rest["job_s"], rss_restore=rest["rss"])
             for key, src in (("vnb", vnb), ("vnb-z", vnbz)):
                 out = lw / f"restore-{key}"
@@ -624,7 +625,8 @@ def _live(srv: Served, cache: Cache, work: Path, repeat: int, data_size: int) ->
     finally:
         if agent is not None:
             stop(agent)
-        _remove_domain(conn)
+        for n in names:
+            _remove_domain(conn, n)
         conn.close()
     return results
 
