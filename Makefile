@@ -37,8 +37,12 @@ reliability: setup
 audit: setup-python
 	bash scripts/audit.sh
 
+## Benchmark (not a test): haven serve / haven agent through the CLI against restic, borg and
+## virtnbdbackup, the engine alone as the floor (bench/served.py; docs/benchmarks.md). About 25
+## minutes on 2 cores; `make bench QUICK=1` takes about 5 (small images, one repetition).
 bench: setup
-	$(PY) bench/run.py
+	bash scripts/setup-bench.sh
+	$(PY) -m bench.served $(if $(QUICK),--quick,)
 
 ## Regenerate the committed documents that come from the code (tests check they are current).
 docs: setup-python

@@ -11,7 +11,10 @@ import threading
 import time
 from typing import Protocol
 
-__all__ = ["Progress", "NullProgress", "Throttled", "NULL_PROGRESS"]
+__all__ = ["Progress", "NullProgress", "Throttled", "NULL_PROGRESS", "PROGRESS_INTERVAL"]
+
+#: How often the engine reports at most (backup, restore, verify): its reporters may write to a database.
+PROGRESS_INTERVAL = 0.1
 
 
 class Progress(Protocol):

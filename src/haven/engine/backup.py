@@ -19,15 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from haven.errors import HavenError
-from haven.progress import NULL_PROGRESS, Progress
+from haven.progress import NULL_PROGRESS, PROGRESS_INTERVAL, Progress, Throttled
 
 from .codec import ZERO_ID
 from .errors import (
     BackupCancelled,
     ObjectCorrupt,
     RecoveryPointNotFound,
-    SourceReadFailed,
     StorageUploadNotConfirmed,
     UserError,
 )
@@ -35,6 +33,7 @@ from .format import DiskManifest, PointManifest, check_id
 from .locks import Lock
 from .pipeline import ChunkWriter
 from .planning import ChunkPlan, plan_chunks
+from .reading import ReadAhead
 from .source import DiskSource
 
 __all__ = ["BackupSummary", "DiskSummary", "run_backup"]
@@ -81,6 +80,7 @@ def run_backup(repo, item_id: str, point_id: str, disks: list[DiskSource], meta:
                parent_point_id: str | None = None, progress: Progress = NULL_PROGRESS,
                cancel: threading.Event | None = None) -> BackupSummary:
     started = time.monotonic()
+    progress = Throttled(progress, PROGRESS_INTERVAL)  # the reporter may write to a database: the reading thread must not wait for it
     check_id(item_id, "Item id")
     check_id(point_id, "Recovery point id")
     names = [check_id(d.name, "Disk name") for d in disks]
@@ -148,12 +148,25 @@ def _backup_disk(repo, writer: ChunkWriter, src: DiskSource, parent_disk: DiskMa
     summary.disks.append(ds)
     ids: list[Any] = []
     phase = f"backup {src.name}"
-    for plan in plan_chunks(src.size, cs, src.data_extents(), changed):
-        if cancel is not None and cancel.is_set():
-            raise BackupCancelled(item_id=summary.item_id)
-        lock.refresh_if_due()
-        ids.append(_chunk(plan, src, parent_disk, writer, ds))
-        progress.update(base + plan.end, total, phase)
+    ahead: ReadAhead[int] = ReadAhead(src)
+    try:
+        for plan in plan_chunks(src.size, cs, src.data_extents(), changed):
+            if cancel is not None and cancel.is_set():
+                raise BackupCancelled(item_id=summary.item_id)
+            lock.refresh_if_due()
+            cid = _known(plan, parent_disk, writer, ds)
+            if cid is not None:
+                ids.append(cid)
+            else:
+                ids.append(None)
+                ds.bytes_read += sum(n for _, n in plan.pieces)
+                for slot, data in ahead.add(len(ids) - 1, plan):
+                    ids[slot] = writer.submit(data, src.name)
+            progress.update(base + plan.end, total, phase)
+        for slot, data in ahead.rest():
+            ids[slot] = writer.submit(data, src.name)
+    finally:
+        ahead.close()
     table = [x if isinstance(x, bytes) else x.result() for x in ids]
     writer.raise_if_failed()
     ds.chunks = len(table)
@@ -165,8 +178,8 @@ def _backup_disk(repo, writer: ChunkWriter, src: DiskSource, parent_disk: DiskMa
     return DiskManifest(src.name, src.size, src.format, cs, table)
 
 
-def _chunk(plan: ChunkPlan, src: DiskSource, parent_disk: DiskManifest | None, writer: ChunkWriter, ds: DiskSummary):
-    """The chunk's id, or a future of it."""
+def _known(plan: ChunkPlan, parent_disk: DiskManifest | None, writer: ChunkWriter, ds: DiskSummary) -> bytes | None:
+    """The chunk's id when it need not be read (all zeros, or unchanged since the parent); else None."""
     if not plan.pieces:
         return ZERO_ID
     if parent_disk is not None and plan.unchanged and plan.index < len(parent_disk.chunks):
@@ -176,29 +189,7 @@ def _chunk(plan: ChunkPlan, src: DiskSource, parent_disk: DiskManifest | None, w
                 ds.chunks_reused += 1
                 return pid
             # the parent's chunk is missing or quarantined: read it again (heals the vault)
-    data = read_chunk(src, plan)
-    ds.bytes_read += sum(n for _, n in plan.pieces)
-    return writer.submit(data, src.name)
-
-
-def read_chunk(src: DiskSource, plan: ChunkPlan) -> bytes | bytearray:
-    """The chunk's bytes: the data pieces read from ``src``, zeros elsewhere."""
-    length = plan.end - plan.start
-    try:
-        if len(plan.pieces) == 1 and plan.pieces[0] == (plan.start, length):
-            data = src.read(plan.start, length)
-        else:
-            buf = bytearray(length)
-            for off, n in plan.pieces:
-                buf[off - plan.start : off - plan.start + n] = src.read(off, n)
-            data = buf
-    except HavenError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise SourceReadFailed(disk=src.name, offset=plan.start, detail=str(exc)) from exc
-    if len(data) != length:
-        raise SourceReadFailed(disk=src.name, offset=plan.start, detail=f"short read ({len(data)} of {length} bytes)")
-    return data
+    return None
 
 
 def _confirm_chunks(repo, writer: ChunkWriter, disks: list[DiskSource], manifests: list[DiskManifest]) -> int:

@@ -15,6 +15,7 @@ from .codec import ZERO_ID, is_zero
 from .errors import ReadBackMismatch, SourceReadFailed
 from .format import DiskManifest, chunk_name
 from .planning import ChunkPlan, _Cursor, normalise
+from .reading import read_chunk
 from .source import DiskSource
 
 __all__ = ["ChunkWriter"]
@@ -124,8 +125,6 @@ class ChunkWriter:
     # -- repair of lost writes --
     def restore_missing(self, cid: bytes, src: DiskSource, manifest: DiskManifest, index: int) -> None:
         """Read chunk ``index`` of ``src`` again and store it (it must still hash to ``cid``)."""
-        from .backup import read_chunk
-
         start, end = manifest.chunk_range(index)
         spans = _Cursor(normalise(src.data_extents(), manifest.size)).overlapping(start, end)
         plan = ChunkPlan(index, start, end, tuple((s, e - s) for s, e in spans), False)

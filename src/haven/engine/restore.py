@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from haven.progress import NULL_PROGRESS, Progress
+from haven.progress import NULL_PROGRESS, PROGRESS_INTERVAL, Progress, Throttled
 
 from .codec import ZERO_ID
 from .diskwrite import DiskWriter
@@ -57,6 +57,7 @@ def restore_disk(repo, item_id: str, point_id: str, disk_name: str, target_path,
     if fmt not in ("raw", "qcow2"):
         raise UserError(f"Unsupported restore format {fmt!r}; use 'raw' or 'qcow2'.")
     started = time.monotonic()
+    progress = Throttled(progress, PROGRESS_INTERVAL)  # the reporter may write to a database: workers must not wait for it
     disk = _disk(repo, item_id, point_id, disk_name)
     target = Path(target_path)
     partial = target.with_name(target.name + ".partial")
@@ -113,7 +114,8 @@ def _copy_chunks(repo, disk: DiskManifest, writer: DiskWriter, item_id: str, poi
             writer.write(data, start)
             with lock:
                 done[0] += len(data)
-                progress.update(done[0], disk.size, f"restore {disk.name}")
+                now_done = done[0]
+            progress.update(now_done, disk.size, f"restore {disk.name}")
             return len(data)
         finally:
             slots.release()

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haven.errors import HavenError
-from haven.progress import NULL_PROGRESS, Progress
+from haven.progress import NULL_PROGRESS, PROGRESS_INTERVAL, Progress, Throttled
 
 from .codec import SealError
 from .errors import StorageObjectNotFound, UserError
@@ -66,6 +66,7 @@ def parse_subset(subset: str | None):
 def run_verify(repo, read_data: bool = False, subset: str | None = None, progress: Progress = NULL_PROGRESS,
                quarantine: bool = True) -> VerifyReport:
     selected = parse_subset(subset)
+    progress = Throttled(progress, PROGRESS_INTERVAL)  # the reporter may write to a database: readers must not wait for it
     report = VerifyReport()
     refs: dict[bytes, list[tuple[str, str]]] = {}
     points = repo.point_ids()
@@ -116,7 +117,8 @@ def _read_all(repo, todo: list[bytes], progress: Progress, report: VerifyReport)
             done[0] += 1
             if not ok:
                 bad.add(cid)
-            progress.update(done[0], len(todo), "verify data")
+            now_done = done[0]
+        progress.update(now_done, len(todo), "verify data")
 
     workers = (repo.workers or os.cpu_count() or 2) + 2
     with ThreadPoolExecutor(workers, thread_name_prefix="haven-verify") as pool:

@@ -130,8 +130,10 @@ class NbdDiskSource:
         self.size = size if size is not None else meta.get_size()
         if self._bitmap_context and not meta.can_meta_context(self._bitmap_context):
             raise SnapshotFailed(name=name, reason=f"the export does not offer {self._bitmap_context}")
-        #: bytes read through read(), for statistics and tests
+        #: bytes read through read(), and the most reads that were in flight at once, for statistics and tests
         self.bytes_read = 0
+        self.peak_in_flight = 0
+        self._in_flight = 0
 
     def _connect(self, meta: bool = False):
         h = self._nbd.NBD()
@@ -213,6 +215,9 @@ class NbdDiskSource:
         if self._closed:
             raise NbdReadFailed(disk=self.name, reason="the snapshot was released")
         h = self._take()
+        with self._lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         try:
             parts = []
             pos = offset
@@ -225,6 +230,8 @@ class NbdDiskSource:
         except self._nbd.Error as exc:
             raise NbdReadFailed(disk=self.name, reason=str(exc)) from exc
         finally:
+            with self._lock:
+                self._in_flight -= 1
             self._pool.put(h)
         with self._lock:
             self.bytes_read += len(data)
