@@ -96,3 +96,17 @@ def test_key_vault_access_for_the_backup_service_then_an_encrypted_vm_is_protect
     with api(haven) as c:
         assert c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/items/enc1").json()["protection_state"] == "Protected"
     page.context.close()
+
+
+def test_ticked_vms_in_the_wizard_survive_a_reload(browser, haven):
+    page = sign_in(browser, haven, haven.token)
+    page.goto(haven.url + f"/ui/s/{SUB}/v/{VAULT}/configure?step=vms&policy=DefaultPolicy")
+    box = page.locator("tr[data-vm=sample-vm] input[type=checkbox]")
+    expect(box).to_be_enabled()
+    box.check()
+    page.reload()
+    expect(page.locator("tr[data-vm=sample-vm] input[type=checkbox]")).to_be_checked()
+    page.locator("tr[data-vm=sample-vm] input[type=checkbox]").uncheck()
+    page.reload()
+    expect(page.locator("tr[data-vm=sample-vm] input[type=checkbox]")).not_to_be_checked()
+    page.context.close()

@@ -140,10 +140,12 @@ def vault_redundancy(request: Request, sub: str, vault: str, redundancy: str = F
 
 @router.get("/s/{sub}/v/{vault}/configure")
 def configure_page(request: Request, sub: str, vault: str, step: str = "goal", policy: str | None = None,
-                   workload: str | None = None, what: str | None = None):
+                   workload: str | None = None, what: str | None = None, selected: str = ""):
     core = request.app.state.core
     caller = current_caller(request)
-    return _configure(request, core, caller, sub, vault, step, policy)
+    # the VMs ticked so far (kept in the address by the page's script, so a reload keeps them)
+    ticked = [ref for ref in selected.split(",") if ref][:500]
+    return _configure(request, core, caller, sub, vault, step, policy, form={"vms": ticked} if ticked else None)
 
 
 def _key_vault_access(core, vm: dict, subscription_id: str) -> dict | None:
@@ -233,7 +235,9 @@ def configure_enable(request: Request, sub: str, vault: str, policy: str = Form(
         except HavenError as e:
             errors.append({"vm": vm, "error": e})
     if errors:
+        failed = {e["vm"] for e in errors}
         return _configure(request, core, caller, sub, vault, "vms", policy, errors=errors, done=done,
+                          form={"vms": [ref for ref in vms if ref.partition("@")[0] in failed]},  # still ticked: fix and send again
                           status=max(e["error"].http_status for e in errors))
     return _go(request, _vault_url(sub, vault), f"Backup enabled for {', '.join(done)} with policy {policy}.")
 

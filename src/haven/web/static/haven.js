@@ -92,8 +92,21 @@
     if (live.length) window.setTimeout(tick, 1000);
   }
 
+  // ---- configure backup: the ticked VMs live in the address, so a reload keeps them ----
+  function wireVmSelection() {
+    var form = document.getElementById("enable-form");
+    if (!form) return;
+    form.addEventListener("change", function () {
+      var refs = Array.prototype.map.call(form.querySelectorAll("input[name=vms]:checked"), function (b) { return b.value; });
+      var url = new URL(window.location.href);
+      if (refs.length) url.searchParams.set("selected", refs.join(",")); else url.searchParams.delete("selected");
+      window.history.replaceState(null, "", url.toString());
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     wireVaultName();
+    wireVmSelection();
     if (document.querySelector("[data-live]")) window.setTimeout(tick, 700);
   });
   // ---- restore options: Enter in a panel's field submits that panel's option, not the form's first button ----
