@@ -35,6 +35,7 @@ REQUESTS = {
     ("GET", "/api/v1/whoami"): ("/api/v1/whoami", None),
     ("GET", "/api/v1/hosts"): ("/api/v1/hosts", None),
     ("GET", "/api/v1/vms"): ("/api/v1/vms", None),
+    ("POST", "/api/v1/vms/refresh"): ("/api/v1/vms/refresh", None),
     ("POST", "/api/v1/hosts"): ("/api/v1/hosts", {"name": "authz-host", "region": "local"}),
     ("POST", "/api/v1/hosts/{host}/agent-token"): ("/api/v1/hosts/no-such-host/agent-token", None),
     # the agent API: host agents only, each for its own host (tests/agent)

@@ -56,6 +56,7 @@ REQUESTS = {
     ("GET", "/ui/s/{sub}/jobs/{job_id}/status"): (f"{S}/jobs/{{job}}/status", None),
     ("POST", "/ui/s/{sub}/jobs/{job_id}/stop"): (f"{S}/jobs/{{job}}/stop", {}),
     ("GET", "/ui/readiness"): ("/ui/readiness", None),
+    ("POST", "/ui/readiness/refresh"): ("/ui/readiness/refresh", {}),
     ("GET", "/ui/keyvault"): ("/ui/keyvault", None),
     ("GET", "/ui/network"): ("/ui/network", None),
     ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/points/{point}/files"): (f"{I}/points/{{point}}/files?path=/", None),

@@ -102,3 +102,16 @@ def test_backup_now_keeps_the_point_till_the_day_picked(browser, protected):
         point = c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}/recovery-points").json()[0]
         assert point["retain_until"].startswith(f"{keep.isoformat()}T23:59:59")
     page.context.close()
+
+
+def test_a_new_vm_shows_at_once_after_refresh(browser, protected):
+    from haven.demo import make_sample_vm
+
+    page = sign_in(browser, protected, protected.token)
+    page.goto(protected.url + "/ui/readiness")
+    expect(page.locator("#readiness tr[data-vm=brand-new]")).to_have_count(0)
+    make_sample_vm(protected.home / "vms", name="brand-new", size_mib=16)  # the host agent's next round is up to 30 s away
+    page.click("button.refresh-vms")
+    expect(page.locator(".flash")).to_contain_text("VM list refreshed")
+    expect(page.locator("#readiness tr[data-vm=brand-new]")).to_have_count(1)
+    page.context.close()

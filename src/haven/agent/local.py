@@ -35,11 +35,7 @@ class LocalAgent:
         return self.host_id
 
     def refresh_inventory(self) -> int:
-        from haven.hypervisor.guest import probe_inventory
-
-        adapter = self.core.adapters.for_url(self.adapter_url)
-        vms = [vm.to_dict() for vm in probe_inventory(adapter)]
-        return self.core.inventory.report_vms(None, self.host_id, vms)
+        return self.core.inventory.refresh_host(self.host_id, self.adapter_url)
 
     def start(self) -> None:
         if self.host_id is None:

@@ -9,6 +9,7 @@ host not shared with the subscription answers exactly like a VM that does not ex
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection
 
@@ -16,11 +17,13 @@ from sqlalchemy import select
 
 from haven.db.models import Host, HostShare, Job, ProtectedItem, Subscription, Vault, VirtualMachine
 from haven.domain.enums import JobStatus, ProtectionState, Role
-from haven.errors import Conflict, NotFound, UserError
+from haven.errors import Conflict, HavenError, NotFound, UserError
 from haven.services.auth import Caller
 
 __all__ = ["InventoryService", "VmNotFound", "HostNotFound", "HostNotShared", "HostShareInUse", "HostShareBusy",
            "Tenancy", "host_view", "vm_view"]
+
+log = logging.getLogger(__name__)
 
 #: whose hosts a lookup may reach: one subscription id, several, or None (every host: global callers only)
 Tenancy = str | Collection[str] | None
@@ -120,6 +123,33 @@ class InventoryService:
             for gone in known.values():
                 gone.power_state = "missing"
             return len(vms)
+
+    def refresh_host(self, host_id: str, adapter_url: str) -> int:
+        """Ask the server's own host's adapter for its VMs (and their guests) now, and record them."""
+        from haven.hypervisor.guest import probe_inventory
+
+        adapter = self.core.adapters.for_url(adapter_url)
+        return self.report_vms(None, host_id, [vm.to_dict() for vm in probe_inventory(adapter)])
+
+    def refresh(self, caller: Caller) -> dict:
+        """``haven vm refresh``: the server's own hosts report their VMs now instead of at their next round (a new
+        VM shows at once); a remote host's agent reports on its own every inventory round."""
+        if not caller.roles:
+            caller.require_global(Role.READER)
+        visible = caller.visible_subscriptions()
+        with self.core.db.session() as s:
+            q = select(Host).where(~Host.adapter_url.startswith("imported:"))
+            if visible is not None:
+                q = q.where(Host.id.in_(_shared_host_ids(visible)))
+            own = [(h.id, h.name, h.adapter_url) for h in s.scalars(q.order_by(Host.name)) if not h.remote]
+        refreshed = []
+        for host_id, name, url in own:
+            try:
+                self.refresh_host(host_id, url)
+                refreshed.append(name)
+            except HavenError as e:
+                log.warning("refresh of host %s failed: %s", name, e)
+        return {"refreshed_hosts": refreshed, "remote_hosts": "report on their own every inventory round (30 s by default)"}
 
     def refresh_guest(self, host_id: str, adapter_url: str, remote: bool, name: str) -> bool:
         """Probe the guest agent of VM ``name`` now, when the server's own agent runs its host; False for a

@@ -21,6 +21,12 @@ def list_vms(region: Annotated[str | None, Query(min_length=1, max_length=64)] =
     return app.inventory.list_vms(who, region)
 
 
+@router.post("/vms/refresh")
+def refresh_vms(app=Depends(core), who=Depends(caller)) -> dict:
+    """The server's own hosts report their VMs now (a new VM shows at once); remote hosts report every inventory round."""
+    return app.inventory.refresh(who)
+
+
 @router.post("/hosts/{host}/shares/{subscription}", response_model=HostOut)
 def share_host(host: HostName, subscription: Sub, app=Depends(core), who=Depends(caller)):
     """Share the host with the subscription: its Readers see the host's VMs, its Operators protect them (global Owner only)."""

@@ -68,6 +68,14 @@ def vm_list(ctx: typer.Context, region_name: Annotated[Optional[str], typer.Opti
     st.show(st.client.get("/vms", region=region_name), ["name", "host", "region", "power_state", "uuid"])
 
 
+@vm.command("refresh")
+@handled
+def vm_refresh(ctx: typer.Context):
+    """Have the server's own hosts report their VMs now (a new VM shows at once)."""
+    st = state(ctx)
+    st.show(st.client.post("/vms/refresh"))
+
+
 @region.command("list")
 @handled
 def region_list(ctx: typer.Context):

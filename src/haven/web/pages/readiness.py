@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Form, Request
 
 from haven.errors import HavenError
 from haven.services.auth import Caller
-from haven.web.pages.base import _protection, _render, router
-from haven.web.session import current_caller
+from haven.web.pages.base import _go, _protection, _render, router
+from haven.web.session import check_csrf, current_caller
+
+
+@router.post("/readiness/refresh")
+def readiness_refresh(request: Request, back: str = Form("/ui/readiness"), csrf: str = Form("")):
+    """The server's own hosts report their VMs now; back to the page the button was on."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    check_csrf(request, csrf)
+    done = core.inventory.refresh(caller)
+    where = back if back.startswith("/ui/") and "//" not in back else "/ui/readiness"
+    hosts = ", ".join(done["refreshed_hosts"]) or "no host of this server"
+    return _go(request, where, f"VM list refreshed from {hosts}; remote hosts report on their own every 30 s.")
 
 
 @router.get("/readiness")
