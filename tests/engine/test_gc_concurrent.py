@@ -263,3 +263,33 @@ def test_two_gcs_exclude_each_other(crepo, local_backend, clock):
     Lock(local_backend, clock, "gc").acquire(conflicts=("gc",))
     with pytest.raises(RepositoryLocked):
         crepo.gc(grace=timedelta(0), expected_points=set())
+
+
+def test_gc_during_a_vaults_first_backup_deletes_nothing_and_does_not_fail(crepo, local_backend, kek, clock, tmp_path):
+    """No point exists yet, the first backup has stored chunks: a GC run (no metadata store to vouch for
+    the listing) neither refuses (a scheduled GC would fail on every new vault) nor deletes anything."""
+    hook = Hook(local_backend, "store", "chunks/", nth=3)
+    first = random_disk("vda", 4 * MiB, seed=7, fill=1.0)
+    out: dict = {}
+    backup = _run(lambda: Repository.open(hook, kek, clock=clock).backup("vm", "first", [first], {}), out, "backup")
+    assert hook.reached.wait(30)
+    time.sleep(0.2)
+    stored = _chunks(local_backend)
+    assert stored
+    report = Repository.open(local_backend, kek, clock=clock).gc(grace=timedelta(0))
+    assert report.points == 0 and report.writers == 1 and report.chunks_deleted == 0
+    assert _chunks(local_backend) >= stored
+    hook.go.set()
+    backup.join(60)
+    assert not isinstance(out["backup"], BaseException), out["backup"]
+    _restores(crepo, "vm", "first", first, tmp_path)
+
+
+def test_gc_still_refuses_a_listing_with_chunks_but_no_point_when_nobody_writes(crepo, local_backend, kek, clock):
+    from haven.engine.errors import GcRefused
+
+    crepo.backup("vm", "p", [random_disk("vda", 1 * MiB, seed=8, fill=1.0)], {})
+    for obj in list(local_backend.list("points/")):  # a listing that lost every point
+        local_backend.delete(obj.name)
+    with pytest.raises(GcRefused):
+        crepo.gc(grace=timedelta(0))

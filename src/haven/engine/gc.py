@@ -90,15 +90,17 @@ def run_gc(repo, grace: timedelta = timedelta(hours=24), progress: Progress = NU
         lock.release()
 
 
-def _check_listing(points: list[tuple[str, str]], chunk_count: int, expected: set[tuple[str, str]] | None) -> None:
+def _check_listing(points: list[tuple[str, str]], chunk_count: int, expected: set[tuple[str, str]] | None,
+                   writing: bool) -> None:
     """Fail safe on a listing that may lie: a point the metadata store knows is missing, or no point
-    at all while chunks exist and nobody vouched that the vault is empty."""
+    at all while chunks exist and nobody vouched that the vault is empty. With a backup writing (a
+    vault's first backup, say), chunks without a point are expected: the run then deletes nothing."""
     listed = set(points)
     if expected is not None:
         missing = expected - listed
         if missing:
             raise GcRefused(reason=f"the storage listing lacks {len(missing)} recovery point(s) the metadata store knows")
-    elif not listed and chunk_count:
+    elif not listed and chunk_count and not writing:
         raise GcRefused(reason=f"the storage lists no recovery point but {chunk_count} chunk(s)")
 
 
@@ -147,7 +149,9 @@ class _Collector:
             referenced |= self._chunks_of(name, size)
             self.lock.refresh_if_due()
         self.cache.flush()
-        _check_listing([tuple(n.split("/")[1:]) for n in listed], len(sizes), expected)
+        locks = self.lock.others()
+        writers = [x for x in locks if x.writer]
+        _check_listing([tuple(n.split("/")[1:]) for n in listed], len(sizes), expected, bool(writers))
         gone = self.cache.names() - set(listed)
         existed: dict[bytes, datetime] = {}  # chunk -> a time by which it was surely stored
         for name in gone:
@@ -155,8 +159,6 @@ class _Collector:
             if entry is not None:
                 for cid in entry[0]:
                     existed[cid] = min(existed.get(cid, entry[1]), entry[1])
-        locks = self.lock.others()
-        writers = [x for x in locks if x.writer]
         orphans: set[bytes] = set()
         for x in locks:
             if x.kind == "backup" and x.phase == "released":
@@ -166,8 +168,10 @@ class _Collector:
         unreferenced = [cid for cid in sizes if cid not in referenced]
         first_seen = {cid: min(pending.get(cid, now), existed.get(cid, now)) for cid in unreferenced}
         due = [cid for cid in unreferenced if first_seen[cid] + self.grace <= now]
-        if any(_legacy(x) for x in writers):
-            doomed: list[bytes] = []  # a backup of an older Haven (or an unreadable lock) may be anywhere
+        if any(_legacy(x) for x in writers) or (not listed and expected is None):
+            # a backup of an older Haven (or an unreadable lock) may be anywhere; or no point is listed and
+            # nobody vouched for that (only a running backup let the listing pass): delete nothing
+            doomed: list[bytes] = []
         elif writers:
             cutoff = min(x.started for x in writers) - self.skew
             doomed = [cid for cid in due if cid in orphans or first_seen[cid] < cutoff]
