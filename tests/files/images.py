@@ -4,21 +4,17 @@ which ntfs-3g populates through FUSE when it can): a source tree per version, an
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.services._util import require, require_binary
 
 MiB = 1 << 20
 
 
 def need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"missing tools {missing}: run scripts/setup-system.sh")
-        pytest.skip(f"missing tools {missing}")
+    for tool in tools:
+        require_binary(tool)  # fails in CI, skips elsewhere
 
 
 def run(*cmd, **kw) -> None:
@@ -126,7 +122,7 @@ def ntfs(src: Path, out: Path, size: int = 64 * MiB) -> Path:
     try:
         run("ntfs-3g", out, mnt)
     except subprocess.CalledProcessError as exc:
-        pytest.skip(f"ntfs-3g cannot mount here (FUSE): {exc.stderr.decode()[:200]}")
+        require(False, f"ntfs-3g mounting an image (FUSE): {exc.stderr.decode()[:200]}")
     try:
         for p in src.iterdir():
             run("cp", "-r", "--preserve=timestamps", p, mnt)
