@@ -51,6 +51,7 @@ from haven.progress import NULL_PROGRESS, Progress
 
 from .codec import DOMAIN_META
 from .errors import GcRefused, StorageObjectNotFound
+from .backend import ObjectInfo
 from .format import CHUNKS, GC_PENDING, POINTS, chunk_id_from_name, chunk_name
 from .gccache import ChunkListCache
 from .locks import LOCKS, Lock, LockInfo
@@ -112,24 +113,25 @@ class _Collector:
     def __init__(self, repo, lock: Lock, cache: ChunkListCache, grace: timedelta, skew: timedelta, progress: Progress):
         self.repo, self.lock, self.cache, self.grace, self.skew, self.progress = repo, lock, cache, grace, skew, progress
         self.report = GcReport()
-        self.known: set[str] = set()  # manifest names whose chunks are marked
+        self.known: dict[str, tuple[int, str | None]] = {}  # manifests whose chunks are marked: name -> size, version
 
     # ---- reading ----
-    def _list_points(self) -> dict[str, int]:
+    def _list_points(self) -> dict[str, ObjectInfo]:
         out = {}
         for obj in self.repo.backend.list(POINTS):
             if obj.name.count("/") == 2:
-                out[obj.name] = obj.size
+                out[obj.name] = obj
         return out
 
-    def _chunks_of(self, name: str, size: int) -> set[bytes]:
-        ids = self.cache.get(name, size)
+    def _chunks_of(self, obj: ObjectInfo) -> set[bytes]:
+        name = obj.name
+        ids = self.cache.get(name, obj.size, obj.version)
         if ids is None:
             _, item, point = name.split("/")
             ids = self.repo.load_point(item, point).stored_ids()
             self.report.manifests_read += 1
-            self.cache.put(name, size, ids, self.repo.clock.now())
-        self.known.add(name)
+            self.cache.put(name, obj.size, obj.version, ids, self.repo.clock.now())
+        self.known[name] = (obj.size, obj.version)
         return ids
 
     def run(self, dry_run: bool, expected: set[tuple[str, str]] | None) -> GcReport:
@@ -144,9 +146,9 @@ class _Collector:
                 sizes[cid] = obj.size
         listed = self._list_points()
         referenced: set[bytes] = set()
-        for n, (name, size) in enumerate(sorted(listed.items())):
+        for n, (_, obj) in enumerate(sorted(listed.items())):
             self.progress.update(n, len(listed), "gc: reading recovery points")
-            referenced |= self._chunks_of(name, size)
+            referenced |= self._chunks_of(obj)
             self.lock.refresh_if_due()
         self.cache.flush()
         locks = self.lock.others()
@@ -208,9 +210,9 @@ class _Collector:
                 return False
             time.sleep(delay)
             delay = min(2.0, delay * 2)
-        for name, size in self._list_points().items():  # the second look
-            if name not in self.known:
-                doomed -= self._chunks_of(name, size)
+        for name, obj in self._list_points().items():  # the second look
+            if self.known.get(name) != (obj.size, obj.version):  # new, or written again since it was marked
+                doomed -= self._chunks_of(obj)
         self.cache.flush()
         return True
 
