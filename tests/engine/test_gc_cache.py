@@ -219,3 +219,40 @@ def test_a_store_that_lists_no_versions_has_every_manifest_read(local_backend, k
     plain.loads.clear()
     assert repo.gc(grace=timedelta(0), cache=cache).manifests_read == 2
     assert plain.manifest_loads() == ["points/vm/p0", "points/vm/p1"]
+
+
+class RewriteBeforeSweep(Counting):
+    """Runs ``action`` once, when GC stores ``gc/pending``: after it decided, before its sweep."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.action = None
+
+    def store(self, name, data):
+        super().store(name, data)
+        if name == "gc/pending" and self.action is not None:
+            action, self.action = self.action, None
+            action()
+
+
+def test_a_manifest_rewritten_while_gc_decides_is_read_again_in_the_second_look(local_backend, kek, clock, tmp_path):
+    Repository.init(local_backend, kek, {"name": "v"}, clock=clock)
+    hooked = RewriteBeforeSweep(local_backend)
+    repo = Repository.open(hooked, kek, clock=clock)
+    a, b = _two_points(repo, tmp_path)
+    cache = repo.gc_cache(tmp_path / "cache")
+    plain = Repository.open(local_backend, kek, clock=clock)
+    donor = plain.load_point("vm", "b")
+    plain.delete_point("vm", "b")  # b's chunks are due in the next run...
+
+    def repair():  # ...but "a" is rewritten to reference them before the sweep starts
+        old = plain.load_point("vm", "a")
+        plain.write_point(PointManifest("vm", "a", old.created, old.meta, donor.disks, None, {"repaired": True}))
+
+    hooked.action = repair
+    hooked.loads.clear()
+    report = repo.gc(grace=timedelta(0), cache=cache)
+    assert hooked.action is None and hooked.manifest_loads() == ["points/vm/a"]
+    assert report.chunks_deleted == 0
+    _restores(plain, "vm", "a", b, tmp_path)
+    assert plain.verify(read_data=True).ok

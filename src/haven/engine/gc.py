@@ -4,9 +4,9 @@ Backups write under shared locks and GC takes no lock that excludes them (``lock
 exclude each other. A run:
 
 1. **Read** (phase ``mark``): list ``chunks/``; list ``points/`` and take each manifest's chunk
-   list (from the chunk-list cache, ``gccache.py``, or by reading the manifest); then list the
-   live locks. Any failure here stops the run before anything is deleted, and so does a listing
-   that lacks a point the metadata store vouches for.
+   list (from the chunk-list cache, ``gccache.py``, for the very name, size and version listed; or
+   by reading the manifest); then list the live locks. Any failure here stops the run before
+   anything is deleted, and so does a listing that lacks a point the metadata store vouches for.
 2. **Decide**: a chunk is a candidate if no listed manifest references it, it was seen
    unreferenced for at least ``grace``, and no live backup may have stored it: with no live
    backup lock every candidate goes; otherwise only chunks known to have existed before the
@@ -16,8 +16,9 @@ exclude each other. A run:
    the sweep altogether.
 3. **Sweep**, in rounds: write phase ``sweep``; list the locks; if a backup is in its commit
    step, write phase ``mark`` and wait; else list ``points/`` again and keep every chunk a
-   manifest new since step 1 references ("second look"), then delete. Between deletes GC looks
-   at the locks every second and pauses the same way for a backup that wants to commit.
+   manifest new (or written again) since step 1 references ("second look"), then delete.
+   Between deletes GC looks at the locks every second and pauses the same way for a backup
+   that wants to commit.
 
 Why no committed recovery point ever loses a chunk. A backup's manifest M is written inside its
 commit step, which begins by writing phase ``commit``, then waits until no GC lock is in phase
