@@ -250,7 +250,7 @@ def test_a_second_gc_reads_only_new_manifests(crepo, local_backend, kek, clock, 
     # a cache entry that does not verify is not trusted: the manifest is read again
     cache.close()
     with sqlite3.connect(tmp_path / "cache" / f"gc-{repo.config['vault_uuid']}.sqlite") as db:
-        db.execute("UPDATE points SET chunks = zeroblob(32) WHERE name = 'points/vm/p1'")
+        db.execute("UPDATE manifests SET chunks = zeroblob(32) WHERE name = 'points/vm/p1'")
     cache = repo.gc_cache(tmp_path / "cache")
     third, loads = gc_loads()
     assert third.manifests_read == 1 and loads == ["points/vm/p1"] and third.chunks_deleted == 0

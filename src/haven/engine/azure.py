@@ -99,7 +99,7 @@ class AzureBackend(Backend):
         check_prefix(prefix)
         try:
             strip = len(self._prefix)
-            found = [ObjectInfo(b.name[strip:], b.size) for b in self._client.list_blobs(name_starts_with=self._prefix + prefix)]
+            found = [ObjectInfo(b.name[strip:], b.size, b.etag) for b in self._client.list_blobs(name_starts_with=self._prefix + prefix)]
         except Exception as exc:
             raise _convert(exc, "list", prefix) from exc
         return iter(found)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from haven.errors import HavenError
 
@@ -54,10 +54,13 @@ def check_prefix(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """One listed object: its full name and its stored size in bytes."""
+    """One listed object: its full name, its stored size in bytes and, where the store gives one, its
+    ``version``: a token that changes whenever the object is written again (an ETag; on a folder the
+    file's inode and mtime). ``None``: the store gives none, so a reader cannot tell a rewrite apart."""
 
     name: str
     size: int
+    version: str | None = field(default=None, compare=False)
 
 
 class Backend(ABC):

@@ -4,9 +4,9 @@ Backups write under shared locks and GC takes no lock that excludes them (``lock
 exclude each other. A run:
 
 1. **Read** (phase ``mark``): list ``chunks/``; list ``points/`` and take each manifest's chunk
-   list (from the chunk-list cache, ``gccache.py``, or by reading the manifest); then list the
-   live locks. Any failure here stops the run before anything is deleted, and so does a listing
-   that lacks a point the metadata store vouches for.
+   list (from the chunk-list cache, ``gccache.py``, for the very name, size and version listed; or
+   by reading the manifest); then list the live locks. Any failure here stops the run before
+   anything is deleted, and so does a listing that lacks a point the metadata store vouches for.
 2. **Decide**: a chunk is a candidate if no listed manifest references it, it was seen
    unreferenced for at least ``grace``, and no live backup may have stored it: with no live
    backup lock every candidate goes; otherwise only chunks known to have existed before the
@@ -16,8 +16,9 @@ exclude each other. A run:
    the sweep altogether.
 3. **Sweep**, in rounds: write phase ``sweep``; list the locks; if a backup is in its commit
    step, write phase ``mark`` and wait; else list ``points/`` again and keep every chunk a
-   manifest new since step 1 references ("second look"), then delete. Between deletes GC looks
-   at the locks every second and pauses the same way for a backup that wants to commit.
+   manifest new (or written again) since step 1 references ("second look"), then delete.
+   Between deletes GC looks at the locks every second and pauses the same way for a backup
+   that wants to commit.
 
 Why no committed recovery point ever loses a chunk. A backup's manifest M is written inside its
 commit step, which begins by writing phase ``commit``, then waits until no GC lock is in phase
@@ -51,6 +52,7 @@ from haven.progress import NULL_PROGRESS, Progress
 
 from .codec import DOMAIN_META
 from .errors import GcRefused, StorageObjectNotFound
+from .backend import ObjectInfo
 from .format import CHUNKS, GC_PENDING, POINTS, chunk_id_from_name, chunk_name
 from .gccache import ChunkListCache
 from .locks import LOCKS, Lock, LockInfo
@@ -112,24 +114,25 @@ class _Collector:
     def __init__(self, repo, lock: Lock, cache: ChunkListCache, grace: timedelta, skew: timedelta, progress: Progress):
         self.repo, self.lock, self.cache, self.grace, self.skew, self.progress = repo, lock, cache, grace, skew, progress
         self.report = GcReport()
-        self.known: set[str] = set()  # manifest names whose chunks are marked
+        self.known: dict[str, tuple[int, str | None]] = {}  # manifests whose chunks are marked: name -> size, version
 
     # ---- reading ----
-    def _list_points(self) -> dict[str, int]:
+    def _list_points(self) -> dict[str, ObjectInfo]:
         out = {}
         for obj in self.repo.backend.list(POINTS):
             if obj.name.count("/") == 2:
-                out[obj.name] = obj.size
+                out[obj.name] = obj
         return out
 
-    def _chunks_of(self, name: str, size: int) -> set[bytes]:
-        ids = self.cache.get(name, size)
+    def _chunks_of(self, obj: ObjectInfo) -> set[bytes]:
+        name = obj.name
+        ids = self.cache.get(name, obj.size, obj.version)
         if ids is None:
             _, item, point = name.split("/")
             ids = self.repo.load_point(item, point).stored_ids()
             self.report.manifests_read += 1
-            self.cache.put(name, size, ids, self.repo.clock.now())
-        self.known.add(name)
+            self.cache.put(name, obj.size, obj.version, ids, self.repo.clock.now())
+        self.known[name] = (obj.size, obj.version)
         return ids
 
     def run(self, dry_run: bool, expected: set[tuple[str, str]] | None) -> GcReport:
@@ -144,9 +147,9 @@ class _Collector:
                 sizes[cid] = obj.size
         listed = self._list_points()
         referenced: set[bytes] = set()
-        for n, (name, size) in enumerate(sorted(listed.items())):
+        for n, (_, obj) in enumerate(sorted(listed.items())):
             self.progress.update(n, len(listed), "gc: reading recovery points")
-            referenced |= self._chunks_of(name, size)
+            referenced |= self._chunks_of(obj)
             self.lock.refresh_if_due()
         self.cache.flush()
         locks = self.lock.others()
@@ -208,9 +211,9 @@ class _Collector:
                 return False
             time.sleep(delay)
             delay = min(2.0, delay * 2)
-        for name, size in self._list_points().items():  # the second look
-            if name not in self.known:
-                doomed -= self._chunks_of(name, size)
+        for name, obj in self._list_points().items():  # the second look
+            if self.known.get(name) != (obj.size, obj.version):  # new, or written again since it was marked
+                doomed -= self._chunks_of(obj)
         self.cache.flush()
         return True
 

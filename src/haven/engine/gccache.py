@@ -1,12 +1,14 @@
 """GC's chunk-list cache: for each manifest it has read, the chunk ids it references.
 
-Manifests are immutable once written (a point id is never reused: Haven's are random UUIDs), so a
-manifest's chunk list never changes and GC need only read the manifests that are new since its
-last run. Each entry is keyed by the manifest's object name *and* its stored size, and carries a
-keyed MAC (the vault's MAC key) over the vault, name, size and ids: an entry that does not match
-the listed object, was damaged, or belongs to another vault is ignored and the manifest is read
-again. A missing entry is a read, never a guess. The cache lives on the server (a SQLite file per
-vault under ``$HAVEN_HOME/cache/``); losing it costs one full read, nothing else.
+A manifest's chunk list is a function of its bytes, so GC need only read the manifests it has not
+read before. Each entry is keyed by the manifest's object name, its stored size *and* its listed
+``version`` (the store's ETag, or a folder file's inode and mtime: a token that changes whenever the
+object is written again), and carries a keyed MAC (the vault's MAC key) over the vault, name, size,
+version and ids. An entry that does not match the listed object (a manifest rewritten in place, by a
+repair say, or written again under the same name), was damaged, or belongs to another vault is
+ignored and the manifest is read again; so is every manifest of a store that lists no versions. A
+missing entry is a read, never a guess. The cache lives on the server (a SQLite file per vault under
+``$HAVEN_HOME/cache/``); losing it costs one full read, nothing else.
 
 ``cached_at`` (when the manifest was first read) also tells GC that the point's chunks existed by
 then, which lets it reclaim the chunks of points deleted since while a backup runs (``gc.py``).
@@ -14,6 +16,7 @@ then, which lets it reclaim the chunks of points deleted since while a backup ru
 
 from __future__ import annotations
 
+import hmac
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -28,10 +31,10 @@ __all__ = ["ChunkListCache", "NoCache", "SqliteChunkListCache"]
 class ChunkListCache:
     """The interface GC uses; this base class caches nothing."""
 
-    def get(self, name: str, size: int) -> set[bytes] | None:
+    def get(self, name: str, size: int, version: str | None) -> set[bytes] | None:
         return None
 
-    def put(self, name: str, size: int, ids: set[bytes], cached_at: datetime) -> None:
+    def put(self, name: str, size: int, version: str | None, ids: set[bytes], cached_at: datetime) -> None:
         pass
 
     def flush(self) -> None:
@@ -52,6 +55,8 @@ class ChunkListCache:
 
 NoCache = ChunkListCache
 
+_Row = tuple[int, str, str, bytes, str]  # size, version ("" = none listed), cached_at, chunks, mac
+
 
 class SqliteChunkListCache(ChunkListCache):
     def __init__(self, path: Path | str, mac, vault_uuid: str):
@@ -61,51 +66,64 @@ class SqliteChunkListCache(ChunkListCache):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         self._db = sqlite3.connect(str(path), check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS points (name TEXT PRIMARY KEY, size INTEGER NOT NULL,"
-                         " cached_at TEXT NOT NULL, chunks BLOB NOT NULL, mac TEXT NOT NULL)")
+        self._db.execute("DROP TABLE IF EXISTS points")  # the first layout: keyed by name and size only
+        self._db.execute("CREATE TABLE IF NOT EXISTS manifests (name TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+                         " version TEXT NOT NULL, cached_at TEXT NOT NULL, chunks BLOB NOT NULL, mac TEXT NOT NULL)")
         self._db.commit()
+        self._rows: dict[str, _Row] | None = None
 
-    def _sign(self, name: str, size: int, blob: bytes, cached_at: str) -> str:
-        head = "\0".join(("haven-gc-chunk-list-v1", self._vault, name, str(size), cached_at)).encode()
+    def _sign(self, name: str, size: int, version: str, blob: bytes, cached_at: str) -> str:
+        head = "\0".join(("haven-gc-chunk-list-v2", self._vault, name, str(size), version, cached_at)).encode()
         return self._mac(head + b"\0" + blob)
 
-    def _row(self, name: str) -> tuple[int, bytes, str] | None:
-        row = self._db.execute("SELECT size, chunks, cached_at, mac FROM points WHERE name = ?", (name,)).fetchone()
+    def _all(self) -> dict[str, _Row]:
+        if self._rows is None:  # one query per run, not one per manifest
+            self._rows = {r[0]: r[1:] for r in self._db.execute("SELECT name, size, version, cached_at, chunks, mac FROM manifests")}
+        return self._rows
+
+    def _row(self, name: str) -> _Row | None:
+        row = self._all().get(name)
         if row is None:
             return None
-        size, blob, cached_at, mac = row
-        if len(blob) % ID_LEN or self._sign(name, size, blob, cached_at) != mac:
+        size, version, cached_at, blob, mac = row
+        if not isinstance(blob, bytes) or len(blob) % ID_LEN or not hmac.compare_digest(self._sign(name, size, version, blob, cached_at), str(mac)):
             return None
-        return size, blob, cached_at
+        return row
 
     @staticmethod
     def _ids(blob: bytes) -> set[bytes]:
         return {blob[i : i + ID_LEN] for i in range(0, len(blob), ID_LEN)}
 
-    def get(self, name: str, size: int) -> set[bytes] | None:
-        row = self._row(name)
-        if row is None or row[0] != size:
+    def get(self, name: str, size: int, version: str | None) -> set[bytes] | None:
+        if not version:  # nothing tells a rewrite apart: read the manifest
             return None
-        return self._ids(row[1])
+        row = self._row(name)
+        if row is None or row[0] != size or row[1] != version:
+            return None
+        return self._ids(row[3])
 
     def entry(self, name: str) -> tuple[set[bytes], datetime] | None:
         row = self._row(name)
-        return None if row is None else (self._ids(row[1]), datetime.fromisoformat(row[2]))
+        return None if row is None else (self._ids(row[3]), datetime.fromisoformat(row[2]))
 
-    def put(self, name: str, size: int, ids: set[bytes], cached_at: datetime) -> None:
-        blob, when = b"".join(sorted(ids)), cached_at.isoformat()
-        self._db.execute("INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?)",
-                         (name, size, when, blob, self._sign(name, size, blob, when)))
+    def put(self, name: str, size: int, version: str | None, ids: set[bytes], cached_at: datetime) -> None:
+        blob, when, version = b"".join(sorted(ids)), cached_at.isoformat(), version or ""
+        row = (size, version, when, blob, self._sign(name, size, version, blob, when))
+        self._db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?)", (name, *row))
+        self._all()[name] = row
 
     def flush(self) -> None:
         self._db.commit()
 
     def names(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT name FROM points")}
+        return set(self._all())
 
     def forget(self, names: Iterable[str]) -> None:
-        self._db.executemany("DELETE FROM points WHERE name = ?", [(n,) for n in names])
+        names = list(names)
+        self._db.executemany("DELETE FROM manifests WHERE name = ?", [(n,) for n in names])
         self._db.commit()
+        for n in names:
+            self._all().pop(n, None)
 
     def close(self) -> None:
         self._db.commit()

@@ -155,7 +155,8 @@ class LocalBackend(Backend):
                         if name.startswith(prefix) or prefix.startswith(name + "/"):
                             self._walk(Path(entry.path), name, prefix, out)
                     elif _TMP_SUFFIX not in entry.name and name.startswith(prefix):
-                        out.append(ObjectInfo(name, entry.stat(follow_symlinks=False).st_size))
+                        st = entry.stat(follow_symlinks=False)  # every store is a new file renamed in place
+                        out.append(ObjectInfo(name, st.st_size, f"{st.st_ino:x}.{st.st_mtime_ns:x}"))
                 except FileNotFoundError:
                     continue
 

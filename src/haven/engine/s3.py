@@ -139,7 +139,7 @@ class S3Backend(Backend):
         try:
             found = []
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._prefix + prefix):
-                found.extend(ObjectInfo(o["Key"][strip:], int(o["Size"])) for o in page.get("Contents", []))
+                found.extend(ObjectInfo(o["Key"][strip:], int(o["Size"]), o.get("ETag")) for o in page.get("Contents", []))
         except Exception as exc:
             raise _convert(exc, "list", prefix, self.location) from exc
         return iter(found)
