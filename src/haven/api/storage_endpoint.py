@@ -108,7 +108,7 @@ def storage_router(objects: ObjectService) -> APIRouter:
     async def list_objects(vault_id: str, request: Request, prefix: str = "") -> Response:
         async def run():
             vault = await session(request, vault_id)
-            objs = await run_in_threadpool(lambda: [{"name": o.name, "size": o.size} for o in vault.list(prefix)])
+            objs = await run_in_threadpool(lambda: [{"name": o.name, "size": o.size, "version": o.version} for o in vault.list(prefix)])
             return JSONResponse({"objects": objs})
 
         return await guarded(run)

@@ -105,7 +105,7 @@ class HttpBackend(Backend):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         resp = self._request("GET", "/objects", prefix, params={"prefix": check_prefix(prefix)})
         try:
-            return iter([ObjectInfo(o["name"], int(o["size"])) for o in resp.json()["objects"]])
+            return iter([ObjectInfo(o["name"], int(o["size"]), o.get("version")) for o in resp.json()["objects"]])
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageUnavailable(detail=f"list {prefix}: malformed answer") from exc
 
