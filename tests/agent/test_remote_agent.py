@@ -248,3 +248,17 @@ def test_cli_rotates_an_agent_credential(server, api, tmp_path):
     hosts = subprocess.run([sys.executable, "-m", "haven.cli.main", "-o", "json", "host", "list"], env=server.cli_env(),
                            capture_output=True, text=True, timeout=60)
     assert hosts.returncode == 0 and '"far"' in hosts.stdout and '"remote"' in hosts.stdout
+
+
+def test_delete_data_is_refused_while_a_remote_backup_runs(api, backup_under_way):
+    """Issue 16, finding 6: with the agent's data already flowing, stop protection (delete data) is refused;
+    the backup then records its point on a still protected item, and the stop is accepted afterwards."""
+    _, start_backup = backup_under_way
+    job_id = start_backup(128, 5, 90)
+    with pytest.raises(HavenError) as refused:
+        api.post(f"{V}/items/far-vm/disable", {"delete_backup_data": True})
+    assert refused.value.code == "UserErrorStopProtectionJobInProgress" and job_id in refused.value.fix
+    assert api.get(f"{V}/items/far-vm")["protection_state"] == "Protected"
+    _assert_backed_up(_wait_job(api, job_id))
+    assert [p["state"] for p in api.get(f"{V}/items/far-vm/recovery-points")] == ["Available"]
+    assert api.post(f"{V}/items/far-vm/disable", {"delete_backup_data": True})["protection_state"] == "SoftDeleted"
