@@ -134,7 +134,9 @@ def _read_back(target: Path, path: str, tmp: Path) -> bytes | None:
 
 
 def _virsh(*args: str) -> str:
-    return subprocess.run(["virsh", "-c", URI, *args], check=True, capture_output=True, text=True).stdout
+    done = subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True)
+    assert done.returncode == 0, (args, done.stderr)  # libvirt's reason, e.g. the console log held by the original
+    return done.stdout
 
 
 def _restore_vm_starts_next_to_the_original(server: HavenServer, guest: Guest, point: str, content: str) -> None:
@@ -146,7 +148,7 @@ def _restore_vm_starts_next_to_the_original(server: HavenServer, guest: Guest, p
               "--target-folder", str(folder), "--wait")
     assert job["status"] == "Completed" and job["result"]["vm"] == RESTORED, job
     try:
-        _virsh("start", RESTORED)  # fails the test with libvirt's reason (e.g. the console log held by the original)
+        _virsh("start", RESTORED)
         assert _virsh("domstate", DOMAIN).strip() == "running" and _virsh("domstate", RESTORED).strip() == "running"
         run(server, "vm", "refresh")
         states = {v["name"]: v["power_state"] for v in run(server, "vm", "list")}
