@@ -395,33 +395,6 @@ def stopped_vm_round(name: str, img: Path, i: int, srv: Served, cache: Cache, wo
 LIVE_DOMAIN = "haven-bench-live"
 
 
-def _domain_xml(name: str, images, vda: Path, vdb: Path, console: Path, kvm: bool) -> str:
-    return f"""
-<domain type='{"kvm" if kvm else "qemu"}'>
-  <name>{name}</name>
-  <memory unit='MiB'>512</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{images.kernel}</kernel>
-    <initrd>{images.initrd}</initrd>
-    <cmdline>console=ttyS0 root=/dev/vda rw quiet panic=-1</cmdline>
-  </os>
-  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
-  <on_reboot>destroy</on_reboot>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/><source file='{vda}'/><target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/><source file='{vdb}'/><target dev='vdb' bus='virtio'/>
-    </disk>
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
-  </devices>
-</domain>"""
-
-
 def _remove_domain(conn, name: str) -> None:
     import libvirt
 
@@ -524,6 +497,7 @@ def _live(srv: Served, cache: Cache, work: Path, repeat: int, data_size: int) ->
     from bench import mixgen
     from tests.services import testvm
     from tests.services._util import start, stop
+    from tests.services.guest_domain import domain_xml
 
     images = testvm.ensure_images()
     lw = work / "live"
@@ -545,7 +519,7 @@ def _live(srv: Served, cache: Cache, work: Path, repeat: int, data_size: int) ->
         """The same disks as a new VM: a VM's protected item lives in one vault for good, and each
         repetition starts from an empty vault."""
         for kvm in ((True, False) if os.access("/dev/kvm", os.R_OK | os.W_OK) else (False,)):
-            d = conn.defineXML(_domain_xml(name, images, vda, vdb, lw / "console.log", kvm))
+            d = conn.defineXML(domain_xml(name, images, [vda, vdb], lw / "console.log", mac=None, memory_mib=512, kvm=kvm))
             try:
                 d.create()
                 _wait_guest_agent(d)

@@ -5,4 +5,4 @@
 #   scripts/build-testvm.sh boot DISK RUNDIR boot a disk; QMP and guest-agent sockets in RUNDIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python tests/services/testvm.py "${@:-build}"
+exec .venv/bin/python -m haven.testguest "${@:-build}"

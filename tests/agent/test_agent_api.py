@@ -57,8 +57,10 @@ def test_users_cannot_use_the_agent_api(client, world, core):
 def test_hello_records_what_the_agent_runs_and_vms_land_on_its_host_only(client, world, core):
     info = _hello(client, world["agent_token"])
     assert info["name"] == "far" and info["job_types"] == ["Backup", "Restore"] and info["lease_seconds"] == 5.0
+    minimum = core.settings.min_guest_agent_version  # the one minimum: the agent applies the server's
+    assert info["min_guest_agent_version"] == minimum
     r = client.put("/api/v1/agent/vms", json={"vms": [{"name": "far-vm", "power_state": "stopped", "disks": []}]}, headers=_as(world["agent_token"]))
-    assert r.status_code == 200 and r.json() == {"reported": 1}
+    assert r.status_code == 200 and r.json() == {"reported": 1, "min_guest_agent_version": minimum}
     vms = {v["name"]: v["host"] for v in core.inventory.list_vms(world["root"])}
     assert vms == {"near": "host1", "far-vm": "far"}
 

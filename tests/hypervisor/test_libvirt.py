@@ -13,39 +13,14 @@ import pytest
 from haven.hypervisor import ExtensionConfig, open_adapter
 from haven.hypervisor.errors import VmAlreadyExists, VmNotFound
 
+from tests.services.guest_domain import domain_xml
+
 from .conftest import copy_to_raw, extent_bytes, testvm
 
 pytestmark = [pytest.mark.vm, pytest.mark.libvirt]
 
 MiB = 1 << 20
 DOMAIN = "haven-test-lv1"
-
-
-def domain_xml(name: str, images: testvm.GuestImages, disk: Path, console: Path) -> str:
-    return f"""
-<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{images.kernel}</kernel>
-    <initrd>{images.initrd}</initrd>
-    <cmdline>console=ttyS0 root=/dev/vda rw quiet panic=-1</cmdline>
-  </os>
-  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
-  <on_reboot>destroy</on_reboot>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <interface type='user'><mac address='52:54:00:aa:bb:01'/><model type='virtio'/></interface>
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
-  </devices>
-</domain>"""
 
 
 @pytest.fixture(scope="module")

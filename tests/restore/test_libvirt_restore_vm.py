@@ -21,6 +21,7 @@ import pytest
 
 from haven.services.restore import write_vm_definition
 from tests.services import testvm
+from tests.services.guest_domain import domain_xml
 from tests.services._util import require
 
 pytestmark = [pytest.mark.vm, pytest.mark.libvirt]
@@ -28,36 +29,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.libvirt]
 URI = "qemu:///system"
 ORIGINAL = "haven-test-rvm1"
 COPIES = (ORIGINAL + "-def", ORIGINAL + "-restored")
-
-
-def domain_xml(name: str, images: testvm.GuestImages, disk: Path, console: Path) -> str:
-    """The test guest as an operator would define it: a file-backed serial console, a guest-agent
-    channel, a NIC with a fixed MAC, a VNC display with an automatic port."""
-    return f"""
-<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{images.kernel}</kernel>
-    <initrd>{images.initrd}</initrd>
-    <cmdline>console=ttyS0 root=/dev/vda rw quiet panic=-1</cmdline>
-  </os>
-  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
-  <on_reboot>destroy</on_reboot>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <interface type='user'><mac address='52:54:00:aa:bb:07'/><model type='virtio'/></interface>
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
-    <graphics type='vnc' autoport='yes' listen='127.0.0.1'/>
-  </devices>
-</domain>"""
+MAC = "52:54:00:aa:bb:07"
 
 
 def _drop(conn, name: str) -> None:
@@ -110,7 +82,7 @@ def original(libvirt_conn, workdir):
     for name in (ORIGINAL, *COPIES):
         _drop(libvirt_conn, name)
     disk = testvm.new_disk(images, workdir / "vda.qcow2")
-    dom = libvirt_conn.defineXML(domain_xml(ORIGINAL, images, disk, workdir / "console.log"))
+    dom = libvirt_conn.defineXML(domain_xml(ORIGINAL, images, disk, workdir / "console.log", mac=MAC, vnc=True))
     dom.create()
     try:
         yield dom
@@ -151,7 +123,7 @@ def test_the_restored_definition_of_a_running_guest_is_clean_and_starts_next_to_
     assert dom.get("id") is None and dom.find(".//alias") is None
     assert dom.findtext("name") == COPIES[0]
     assert dom.findtext("uuid") and dom.findtext("uuid") != original_uuid
-    assert [i.find("mac").get("address") for i in dom.iter("interface")] != ["52:54:00:aa:bb:07"]
+    assert [i.find("mac").get("address") for i in dom.iter("interface")] != [MAC]
     assert dom.find("devices/serial/source").get("path") == str(target / "console.log")
     assert dom.find("devices/channel/source") is None or dom.find("devices/channel/source").get("path") is None
     assert all(g.get("port") in (None, "-1") for g in dom.iter("graphics"))
@@ -188,6 +160,6 @@ def test_restore_vm_of_the_running_guest_starts_next_to_it(world, libvirt_conn, 
         defined = ET.fromstring(libvirt_conn.lookupByName(COPIES[1]).XMLDesc(0))
         assert defined.find("devices/serial/source").get("path") == str(target / "console.log")
         assert defined.findtext("uuid") != original.UUIDString()
-        assert [i.find("mac").get("address") for i in defined.iter("interface")] != ["52:54:00:aa:bb:07"]
+        assert [i.find("mac").get("address") for i in defined.iter("interface")] != [MAC]
     finally:
         _drop(libvirt_conn, COPIES[1])

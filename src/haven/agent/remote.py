@@ -4,6 +4,8 @@ It talks to the server's agent API with its host's credential: says hello, repor
 adapter sees, claims the jobs queued for its host, carries them out (``haven.work.HOST_JOBS``) with
 the data going straight to the vault's storage (the server's storage endpoint for folder vaults),
 renews each job's lease and reports progress while it works, then completes or fails the job.
+The minimum guest-agent version it applies is the server's (one minimum), given at hello and with each
+inventory round's answer, never its own host's setting.
 It never holds a vault's key-encryption key: the server unwraps the vault's data key for a job the
 agent holds the lease of, and the key lives only in the agent's memory for that job. Its own token
 opens no vault on the storage endpoint: it uses the capability each job claim answers with (and,
@@ -98,6 +100,7 @@ class RemoteAgent:
         self.home = Path(home)
         self.lease_seconds = 60.0
         self.host: dict | None = None
+        self.min_agent_version: str | None = None  # the server's; None until it said (an older server: our own setting)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._adapter = None
@@ -106,6 +109,7 @@ class RemoteAgent:
     def start(self) -> dict:
         self.host = self.api.post("/agent/hello", {"adapter": self.adapter_url, "version": __version__, "job_types": list(JOB_TYPES)})
         self.lease_seconds = float(self.host["lease_seconds"])
+        self._apply_server_settings(self.host)
         self.report_vms()  # a wrong adapter fails the start, loudly
         self._report_quietly(vms=False, network=True)
         for i in range(self.workers):
@@ -135,15 +139,28 @@ class RemoteAgent:
             from haven.hypervisor import adapter_options, open_adapter
 
             settings = load_settings(self.home)
-            self._adapter = open_adapter(self.adapter_url, **adapter_options(self.adapter_url, settings.allowed_disk_roots,
-                                                                             settings.min_guest_agent_version))
+            minimum = self.min_agent_version or settings.min_guest_agent_version
+            self._adapter = open_adapter(self.adapter_url, **adapter_options(self.adapter_url, settings.allowed_disk_roots, minimum))
         return self._adapter
+
+    def _apply_server_settings(self, answer: dict) -> None:
+        """Take the server's minimum guest-agent version (it may change when the server restarts with new settings)."""
+        minimum = answer.get("min_guest_agent_version")
+        if not minimum or minimum == self.min_agent_version:
+            return
+        if self.min_agent_version is not None:
+            log.info("the server's minimum guest-agent version is now %s", minimum)
+        self.min_agent_version = minimum
+        if self._adapter is not None:
+            self._adapter.min_agent_version = minimum
 
     def report_vms(self) -> int:
         from haven.hypervisor.guest import probe_inventory
 
         vms = [vm.to_dict() for vm in probe_inventory(self.adapter)]
-        return self.api.put("/agent/vms", {"vms": vms})["reported"]
+        answer = self.api.put("/agent/vms", {"vms": vms})
+        self._apply_server_settings(answer)
+        return answer["reported"]
 
     def _inventory_loop(self) -> None:
         while not self._stop.wait(self.interval):

@@ -190,6 +190,8 @@ class HypervisorAdapter(abc.ABC):
 
     kind: str = "abstract"
     uri: str = ""
+    #: the one minimum version of the guest agent; below it the agent is not used (the server's, for a remote host)
+    min_agent_version: str = DEFAULT_MIN_AGENT_VERSION
 
     def __init__(self) -> None:
         self._vm_locks: dict[str, threading.Lock] = {}

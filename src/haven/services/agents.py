@@ -94,7 +94,8 @@ class AgentService:
         return {**view, "agent_token": self.core.auth.agent_token(view["id"], name, revoke_others=True)}
 
     def hello(self, caller: Caller, adapter_url: str, version: str, job_types: list[str]) -> dict:
-        """The agent starts: record what it runs; answer with its host and the lease length to keep."""
+        """The agent starts: record what it runs; answer with its host, the lease length to keep and the minimum
+        guest-agent version its probes and backups apply (the server's, the one minimum)."""
         host_id = self._host_of(caller)
         with self.core.db.session() as s:
             host = s.get(Host, host_id)
@@ -102,10 +103,15 @@ class AgentService:
             host.job_types = sorted(set(job_types) & set(AGENT_JOB_TYPES))
             host.last_seen = self.core.clock.now()
             view = {"id": host.id, "name": host.name, "region": host.region, "job_types": host.job_types}
-        return {**view, "lease_seconds": self.core.queue.lease.total_seconds()}
+        return {**view, "lease_seconds": self.core.queue.lease.total_seconds(), **self.agent_settings()}
 
-    def report_vms(self, caller: Caller, vms: list[dict]) -> int:
-        return self.core.inventory.report_vms(caller, self._host_of(caller), vms)
+    def agent_settings(self) -> dict:
+        """What every agent applies as the server has it configured, sent at hello and with each inventory round."""
+        return {"min_guest_agent_version": self.core.settings.min_guest_agent_version}
+
+    def report_vms(self, caller: Caller, vms: list[dict]) -> dict:
+        """Record the VMs the agent sees; the answer carries the settings its next round applies."""
+        return {"reported": self.core.inventory.report_vms(caller, self._host_of(caller), vms), **self.agent_settings()}
 
     def storage_targets(self, caller: Caller) -> list[dict]:
         """The vaults of the agent's region and how the agent reaches each (for its connectivity probe)."""

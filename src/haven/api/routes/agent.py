@@ -27,10 +27,16 @@ class HelloOut(BaseModel):
     region: str
     job_types: list[str]
     lease_seconds: float
+    min_guest_agent_version: str = Field(description="The minimum guest-agent version the agent's probes and backups apply.")
 
 
 class VmReportIn(Strict):
     vms: list[dict[str, Any]] = Field(max_length=10000)
+
+
+class VmReportOut(BaseModel):
+    reported: int
+    min_guest_agent_version: str = Field(description="The minimum guest-agent version the agent's next round applies.")
 
 
 class ClaimIn(Strict):
@@ -98,10 +104,10 @@ def hello(body: HelloIn, app=Depends(core), who=Depends(caller)):
     return app.agents.hello(who, body.adapter, body.version, body.job_types)
 
 
-@router.put("/agent/vms", response_model=dict)
+@router.put("/agent/vms", response_model=VmReportOut)
 def report_vms(body: VmReportIn, app=Depends(core), who=Depends(caller)):
-    """The VMs the agent's adapter sees now."""
-    return {"reported": app.agents.report_vms(who, body.vms)}
+    """The VMs the agent's adapter sees now; the answer holds the server's settings the agent applies."""
+    return app.agents.report_vms(who, body.vms)
 
 
 class NetworkIn(Strict):

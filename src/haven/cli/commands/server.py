@@ -18,7 +18,9 @@ def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="Listen port (default 8733).")] = None,
     home: Annotated[Optional[Path], typer.Option("--home", help="Data folder (default $HAVEN_HOME or ~/.haven).")] = None,
-    run_demo: Annotated[bool, typer.Option("--demo", help="Make a sample VM, back it up and restore it once the server is up.")] = False,
+    run_demo: Annotated[bool, typer.Option("--demo", help="Once the server is up: boot the test guest (where QEMU runs), write a file in it, "
+                                                           "back it up, restore it and read the file back; else back up and restore a "
+                                                           "disk-only sample VM.")] = False,
 ):
     """Run the server: API, dashboard, job runner and the local host agent, on the embedded default."""
     import uvicorn
@@ -113,18 +115,29 @@ def _demo_when_up(server, settings, agent) -> None:
     import time
 
     from haven.transport.client import ApiClient
-    from haven.demo import make_sample_vm, run_demo
+    from haven.demo import boot_live_guest, make_sample_vm, run_demo, run_live_demo
+
+    def say(message: str) -> None:
+        print(f"[demo] {message}", flush=True)
 
     while not server.started:
         time.sleep(0.1)
     make_sample_vm(settings.vms_root)
+    guest = boot_live_guest(settings.vms_root, say)
     agent.refresh_inventory()
     client = ApiClient(settings.server_url)
     try:
-        result = run_demo(client, settings.home, settings.vms_root, say=lambda m: print(f"[demo] {m}", flush=True))
+        if guest is not None:
+            result = run_live_demo(client, settings.home, guest, say)
+        else:
+            result = run_demo(client, settings.home, settings.vms_root, say)
     except Exception as e:  # the server keeps running; say what went wrong
-        print(f"[demo] failed: {e}", flush=True)
+        say(f"failed: {e}")
         return
+    finally:
+        if guest is not None:  # a QEMU of its own session would outlive the server
+            guest.stop()
+            say(f"{guest.disk.parent.name} is shut down (it stays a stopped VM: back it up again or restore it)")
     print(_try_these(settings.server_url, result), flush=True)
 
 
@@ -135,10 +148,10 @@ Dashboard: {url}/  (sign in with the token in $HAVEN_HOME/credentials.json, ~/.h
 Try:
   .venv/bin/haven vault list -s default
   .venv/bin/haven item list -s default -v vault-local
-  .venv/bin/haven recoverypoint list -s default -v vault-local --vm sample-vm
-  .venv/bin/haven protection backup-now -s default -v vault-local --vm sample-vm --wait
+  .venv/bin/haven recoverypoint list -s default -v vault-local --vm {result['vm']}
+  .venv/bin/haven protection backup-now -s default -v vault-local --vm {result['vm']} --wait
   .venv/bin/haven job list -s default -v vault-local
-  .venv/bin/haven restore restore-disks -s default -v vault-local --vm sample-vm --rp-name {result['point']} --target-folder /tmp/haven-restore --wait
+  .venv/bin/haven restore restore-disks -s default -v vault-local --vm {result['vm']} --rp-name {result['point']} --target-folder /tmp/haven-restore --wait
 """
 
 
