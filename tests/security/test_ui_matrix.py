@@ -56,6 +56,7 @@ REQUESTS = {
     ("POST", "/ui/s/{sub}/v/{vault}/items/{vm}/mount"): (f"{I}/mount", {"point": "0000"}),
     ("POST", "/ui/s/{sub}/v/{vault}/items/{vm}/unmount"): (f"{I}/unmount", {"point": "0000"}),
     ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/delete-data"): (f"{I}/delete-data", None),
+    ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/replace-confirm"): (f"{I}/replace-confirm?point={{point}}", None),
     ("POST", "/ui/s/{sub}/v/{vault}/items/{vm}/restore-keys"): (f"{I}/restore-keys", {"point": "{point}", "key_vault": "kv1"}),
     ("GET", "/ui/jobs"): ("/ui/jobs", None),
     ("GET", "/ui/s/{sub}/jobs/{job_id}"): (f"{S}/jobs/{{job}}", None),

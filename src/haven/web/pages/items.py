@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
@@ -272,13 +272,24 @@ def item_replace_disks(request: Request, sub: str, vault: str, vm: str, point: s
     form = {"option": "replace", "point": point}
     try:
         _point_required(point)
-        if not _flag(confirm):
-            return _replace_confirm(request, core, caller, sub, vault, vm, point)
+        if not _flag(confirm):  # the confirmation is a page of its own: who may, and the point, checked first
+            caller.require(core.vaults.show(caller, sub, vault)["subscription_id"], Role.CONTRIBUTOR)
+            core.points.show(caller, sub, vault, vm, point)
+            return _go(request, f"{_item_url(sub, vault, vm)}/replace-confirm?" + urlencode({"point": point}))
         job = core.restore.replace_disks(caller, sub, vault, vm, point)
     except HavenError as e:
         return _refuse(request, _item_url(sub, vault, vm), [e], "replace", form)
     return _go(request, f"/ui/s/{quote(sub, safe='')}/jobs/{job['id']}",
                f"Replacing the disks of {vm} with recovery point {point}: its current disks are backed up first.")
+
+
+@router.get("/s/{sub}/v/{vault}/items/{vm}/replace-confirm")
+def replace_confirm_page(request: Request, sub: str, vault: str, vm: str, point: str = ""):
+    """Replace disks: the confirmation (what is overwritten, the VM's power state, the undo point made first)."""
+    core = request.app.state.core
+    caller = current_caller(request)
+    _point_required(point)
+    return _replace_confirm(request, core, caller, sub, vault, vm, point)
 
 
 def _replace_confirm(request: Request, core, caller: Caller, sub: str, vault: str, vm: str, point: str) -> HTMLResponse:
