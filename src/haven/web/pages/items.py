@@ -61,9 +61,11 @@ def _item(request: Request, core, caller: Caller, sub: str, vault: str, vm: str,
             mounts.append({**m, "instructions": mount_instructions(m.get("exports") or [], item["vm"], m.get("point_id"), subscription["name"], v["name"])})
     keys = _key_restore(core, caller, subscription, v, item, machine, default_point)
     chosen = (form or {}).get("option") or next(iter(errors or {}), None) or "disks"
-    # an error whose option's panel this caller does not see (a role too low, no point) is shown at the top
+    chosen = "disks" if chosen == "keys" and not keys else chosen
+    # an error whose option's panel this caller does not see (a role too low, no point, no keys to restore) is shown at the top
     needed = {"replace": Role.CONTRIBUTOR}
-    top = [e for k, e in (errors or {}).items() if not points or not caller.can(v["subscription_id"], needed.get(k, Role.OPERATOR))]
+    top = [e for k, e in (errors or {}).items()
+           if not points or not caller.can(v["subscription_id"], needed.get(k, Role.OPERATOR)) or (k == "keys" and not keys)]
     today = core.clock.now().date()
     return _render(request, "item.html", caller, status=status, sub=subscription, vault=v, item=item, points=points, days=days,
                    default_point=default_point, jobs=jobs, policies=policies, base=_vault_url(subscription["name"], v["name"]), secondary=secondary,
