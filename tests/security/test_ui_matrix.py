@@ -5,16 +5,20 @@ Each principal signs in through the sign-in form with its own token (``revoked``
 while their tokens were good; a host agent's credential cannot sign in at all) and posts forms with the
 CSRF token of its own session. An allowed call answers neither 401 nor 403 and does not send the browser
 back to sign-in; a refused one answers 401, 403 or 404 (another subscription is not revealed), or sends
-the browser to sign in.
+the browser to sign in. A refused form is answered with a redirect (303) to its page carrying the error
+in the signed flash (Post/Redirect/Get): its status and code are read from there.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
+from urllib.parse import parse_qs, urlsplit
 
 from haven.api.app import create_app
 from tests.foundation.helpers import make_folder_vm, register_local_host, run_job
@@ -51,6 +55,9 @@ REQUESTS = {
     ("POST", "/ui/s/{sub}/v/{vault}/items/{vm}/replace-disks"): (f"{I}/replace-disks", {"point": "{point}"}),
     ("POST", "/ui/s/{sub}/v/{vault}/items/{vm}/mount"): (f"{I}/mount", {"point": "0000"}),
     ("POST", "/ui/s/{sub}/v/{vault}/items/{vm}/unmount"): (f"{I}/unmount", {"point": "0000"}),
+    ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/delete-data"): (f"{I}/delete-data", None),
+    ("GET", "/ui/s/{sub}/v/{vault}/items/{vm}/replace-confirm"): (f"{I}/replace-confirm?point={{point}}", None),
+    ("POST", "/ui/s/{sub}/v/{vault}/items/{vm}/restore-keys"): (f"{I}/restore-keys", {"point": "{point}", "key_vault": "kv1"}),
     ("GET", "/ui/jobs"): ("/ui/jobs", None),
     ("GET", "/ui/s/{sub}/jobs/{job_id}"): (f"{S}/jobs/{{job}}", None),
     ("GET", "/ui/s/{sub}/jobs/{job_id}/status"): (f"{S}/jobs/{{job}}/status", None),
@@ -68,6 +75,15 @@ REQUESTS = {
     ("POST", "/ui/s/{sub}/kv/{key_vault}/access-policies/remove"): (f"{S}/kv/kv1/access-policies/remove",
                                                                    {"principal": "Backup Management Service"}),
 }
+
+
+def _outcome(r) -> tuple[int, str]:
+    """The status and text of an answer; for a form refused with a redirect to its page, those of the error it carries."""
+    found = parse_qs(urlsplit(r.headers.get("location", "")).query).get("err") if r.status_code == 303 else None
+    if not found:
+        return r.status_code, r.text
+    errors = json.loads(base64.urlsafe_b64decode(found[0] + "=" * (-len(found[0]) % 4)))["e"]
+    return max(e[3] for e in errors), " ".join(f"{e[0]}: {e[1]}" for e in errors)
 
 
 def _browser(app) -> TestClient:
@@ -143,7 +159,8 @@ def test_a_host_agent_cannot_sign_in(world):
     form = client.get("/ui/signin")
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
     r = client.post("/ui/signin", data={"token": world["tokens"]["agent"], "csrf": csrf, "next": "/ui/"})
-    assert r.status_code == 403 and "UserErrorAgentSignInRefused" in r.text
+    status, text = _outcome(r)
+    assert r.headers["location"].startswith("/ui/signin?") and status == 403 and "UserErrorAgentSignInRefused" in text
 
 
 @pytest.mark.parametrize("route", sorted(REQUESTS), ids=lambda r: f"{r[0]} {r[1]}")
@@ -165,11 +182,12 @@ def test_page_authorization(world, route):
             else:
                 data["csrf"] = _csrf(client)
             r = client.post(path, data=data)
+        status, text = _outcome(r)
         to_signin = r.status_code in (302, 303, 307) and r.headers["location"].startswith("/ui/signin") \
             and "reason=signed-out" not in r.headers["location"]  # signing out ends there, as asked
         if expected[principal]:
-            assert r.status_code not in (401, 403) and not to_signin, (principal, method, path, r.status_code, r.text[:600])
+            assert status not in (401, 403) and not to_signin, (principal, method, path, status, text[:600])
         else:
-            assert to_signin or r.status_code in (401, 403, 404), (principal, method, path, r.status_code, r.text[:600])
-            if r.status_code == 404:
-                assert principal == "other-owner" and "UserErrorSubscriptionNotFound" in r.text, (principal, r.text[:600])
+            assert to_signin or status in (401, 403, 404), (principal, method, path, status, text[:600])
+            if status == 404:
+                assert principal == "other-owner" and "UserErrorSubscriptionNotFound" in text, (principal, text[:600])

@@ -7,6 +7,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,34 @@ def haven(tmp_path_factory) -> Iterator[HavenServer]:
     finally:
         close_file_recovery_sessions(home)
         server.stop()
+
+
+@contextmanager
+def vault_server(tmp_path_factory, sub: str, vault: str, vms: dict[str, int], protect: tuple[str, ...] = ()) -> Iterator[HavenServer]:
+    """A server whose host reports ``vms`` (name -> disk MiB), with subscription ``sub``, vault ``vault`` and
+    the VMs in ``protect`` protected, made through the API; stopped (file-recovery sessions closed) after."""
+    home = tmp_path_factory.mktemp(f"haven-{sub}")
+    for name, mib in vms.items():
+        make_sample_vm(home / "vms", name=name, size_mib=mib)
+    server = HavenServer(home).start()
+    try:
+        with api(server) as c:
+            c.post("/subscriptions", json={"name": sub}).raise_for_status()
+            c.post(f"/subscriptions/{sub}/vaults", json={"name": vault, "region": "local"}).raise_for_status()
+            for vm in protect:
+                c.post(f"/subscriptions/{sub}/vaults/{vault}/items", json={"vm": vm}).raise_for_status()
+        yield server
+    finally:
+        close_file_recovery_sessions(home)
+        server.stop()
+
+
+def refused(page, server: HavenServer, answer) -> list[str]:
+    """A form refused by the server (``answer``, posted with ``max_redirects=0``) is sent back to its page with a
+    303 (Post/Redirect/Get); opens that page and returns the codes of the errors it shows."""
+    assert answer.status == 303, (answer.status, answer.text()[:300])
+    page.goto(server.url + answer.headers["location"])
+    return page.locator(".error").evaluate_all("els => els.map(e => e.dataset.code)")
 
 
 def close_file_recovery_sessions(home: Path) -> None:

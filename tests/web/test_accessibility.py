@@ -23,6 +23,7 @@ def pages(haven):
         c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items", json={"vm": VM}).raise_for_status()
         job = c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}/backup", json={}).json()
         assert wait_job(c, SUB, job["id"])["status"] in ("Completed", "CompletedWithWarnings")
+        point = c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/items/{VM}/recovery-points").json()[0]["id"]
     return {
         "vaults": "/ui/",
         "vault-new": "/ui/vaults/new",
@@ -31,6 +32,8 @@ def pages(haven):
         "configure-policy": f"{VAULT_URL}/configure?step=policy",
         "configure-vms": f"{VAULT_URL}/configure?step=vms&policy=DefaultPolicy",
         "item": f"{VAULT_URL}/items/{VM}",
+        "delete-data": f"{VAULT_URL}/items/{VM}/delete-data",
+        "replace-confirm": f"{VAULT_URL}/items/{VM}/replace-confirm?point={point}",
         "jobs": "/ui/jobs",
         "job": f"/ui/s/{SUB}/jobs/{job['id']}",
         "readiness": f"/ui/readiness?subscription={SUB}",

@@ -10,30 +10,16 @@ import shutil
 import pytest
 from playwright.sync_api import expect
 
-from haven.demo import make_sample_vm
 from haven.services.jobs import _settled
-from tests.services.haven_server import HavenServer
-from tests.web.conftest import api, close_file_recovery_sessions, sign_in, wait_job
+from tests.web.conftest import api, sign_in, vault_server, wait_job
 
 SUB, VAULT = "truth", "vault-truth"
 
 
 @pytest.fixture(scope="module")
 def haven(tmp_path_factory):
-    home = tmp_path_factory.mktemp("haven-truth")
-    make_sample_vm(home / "vms", size_mib=32)
-    make_sample_vm(home / "vms", name="gone1", size_mib=16)
-    server = HavenServer(home).start()
-    try:
-        with api(server) as c:
-            c.post("/subscriptions", json={"name": SUB}).raise_for_status()
-            c.post(f"/subscriptions/{SUB}/vaults", json={"name": VAULT, "region": "local"}).raise_for_status()
-            for vm in ("sample-vm", "gone1"):
-                c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items", json={"vm": vm}).raise_for_status()
+    with vault_server(tmp_path_factory, SUB, VAULT, {"sample-vm": 32, "gone1": 16}, protect=("sample-vm", "gone1")) as server:
         yield server
-    finally:
-        close_file_recovery_sessions(home)
-        server.stop()
 
 
 def test_a_failed_backup_shows_no_running_step_and_no_started_notice(browser, haven):

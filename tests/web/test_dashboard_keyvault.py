@@ -1,11 +1,14 @@
 """Seed 003 in the dashboard, in Chromium: create a key vault, see that the backup service has no access,
 the wizard's notice on an encrypted VM naming its key vault and the problem, give the backup service the
 "Haven Backup" template with one click (or Add → template → principal → Save), then enable backup of the
-encrypted VM; remove a policy; a bad key vault name answered beside the form, with nothing created."""
+encrypted VM; remove a policy; a bad key vault name answered beside the form, with nothing created.
+Then the seed's restore of an encrypted VM whose keys were lost: its KEK and BEK restored from a recovery
+point into a key vault from the item's page (a Reader has no such option and is refused)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from playwright.sync_api import expect
@@ -13,19 +16,22 @@ from playwright.sync_api import expect
 from haven.demo import make_sample_vm
 from tests.foundation.helpers import make_folder_vm
 from tests.services.haven_server import HavenServer
-from tests.web.conftest import api, sign_in
+from tests.web.conftest import api, refused, sign_in, wait_job
+from tests.web.test_accessibility import _violations
 
 SUB, VAULT, KV = "crypt", "vault-crypt", "kv-disks"
 ENC = {"method": "luks", "key_vault": KV, "bek_secret": "enc1-bek", "kek_key": "enc1-kek"}
+ENC2 = {"method": "luks", "key_vault": "kv-rp", "bek_secret": "enc2-bek", "kek_key": "enc2-kek"}
 
 
 @pytest.fixture(scope="module")
 def haven(tmp_path_factory):
     home = tmp_path_factory.mktemp("haven-kv")
     make_sample_vm(home / "vms", size_mib=32)
-    folder = make_folder_vm(home / "vms", "enc1")
-    definition = json.loads((folder / "vm.json").read_text())
-    (folder / "vm.json").write_text(json.dumps({**definition, "encryption": ENC}))
+    for name, enc in (("enc1", ENC), ("enc2", ENC2)):
+        folder = make_folder_vm(home / "vms", name)
+        definition = json.loads((folder / "vm.json").read_text())
+        (folder / "vm.json").write_text(json.dumps({**definition, "encryption": enc}))
     server = HavenServer(home).start()
     try:
         with api(server) as c:
@@ -109,4 +115,74 @@ def test_ticked_vms_in_the_wizard_survive_a_reload(browser, haven):
     page.locator("tr[data-vm=sample-vm] input[type=checkbox]").uncheck()
     page.reload()
     expect(page.locator("tr[data-vm=sample-vm] input[type=checkbox]")).not_to_be_checked()
+    page.context.close()
+
+
+def _names(c, key_vault: str, kind: str) -> list[str]:
+    return sorted(x["name"] for x in c.get(f"/subscriptions/{SUB}/keyvaults/{key_vault}/{kind}").json())
+
+
+def test_keys_and_secrets_of_an_encrypted_vm_restored_from_a_point_into_a_key_vault(browser, haven):
+    kvs, items = f"/subscriptions/{SUB}/keyvaults", f"/subscriptions/{SUB}/vaults/{VAULT}/items"
+    with api(haven) as c:  # enc2 protected with its keys, backed up, then its keys lost (deleted and purged)
+        for name in ("kv-rp", "kv-new"):
+            c.post(kvs, json={"name": name, "region": "local"}).raise_for_status()
+        c.post(f"{kvs}/kv-rp/keys", json={"name": "enc2-kek"}).raise_for_status()
+        c.put(f"{kvs}/kv-rp/secrets/enc2-bek", json={"value": "disk key 2"}).raise_for_status()
+        c.put(f"{kvs}/kv-rp/access-policies/Backup Management Service", json={"template": "Haven Backup"}).raise_for_status()
+        c.post(items, json={"vm": "enc2"}).raise_for_status()
+        job = c.post(f"{items}/enc2/backup", json={}).json()
+        assert wait_job(c, SUB, job["id"])["status"] in ("Completed", "CompletedWithWarnings")
+        point = c.get(f"{items}/enc2/recovery-points").json()[0]["id"]
+        for kind, name in (("keys", "enc2-kek"), ("secrets", "enc2-bek")):
+            c.delete(f"{kvs}/kv-rp/{kind}/{name}").raise_for_status()
+            c.post(f"{kvs}/kv-rp/{kind}/{name}/purge").raise_for_status()
+        reader = c.post("/tokens", json={"name": "kv-reader", "role": "Reader", "subscription": SUB}).json()["token"]
+    item_url = f"{haven.url}/ui/s/{SUB}/v/{VAULT}/items/enc2"
+
+    # a Reader: no such option, and a forged post is refused by the key vault's access policies; nothing restored
+    page = sign_in(browser, haven, reader)
+    page.goto(item_url)
+    expect(page.locator("ol.timeline li.point")).to_have_count(1)
+    expect(page.locator("#option-keys")).to_have_count(0)
+    expect(page.locator("#restore-keys")).to_have_count(0)
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    r = page.request.post(f"{item_url}/restore-keys", form={"csrf": csrf, "point": point, "key_vault": "kv-new"}, max_redirects=0)
+    assert refused(page, haven, r) == ["UserErrorKeyVaultAccessDenied"]
+    with api(haven) as c:
+        assert _names(c, "kv-new", "keys") == [] and _names(c, "kv-new", "secrets") == []
+    page.context.close()
+
+    page = sign_in(browser, haven, haven.token, bypass_csp=True)  # axe is injected as a script
+    page.goto(item_url)
+    page.check("#option-keys")
+    panel = page.locator("#restore-keys-panel")
+    expect(panel).to_be_visible()
+    expect(panel).to_contain_text("enc2-kek")
+    expect(panel).to_contain_text("enc2-bek")
+    assert _violations(page) == []
+
+    # a key vault that does not exist: refused in the panel with code, message and the dashboard's fix
+    page.locator("#restore-keys-vault").evaluate("s => { s.options[s.selectedIndex].value = 'kv-gone'; }")
+    page.click("#restore-keys")
+    error = page.locator("#restore-keys-panel .error")
+    expect(error).to_have_attribute("data-code", "UserErrorKeyVaultNotFoundForRestore")
+    expect(error.locator(".error-msg")).to_contain_text("kv-gone")
+    expect(error.locator(".error-fix")).to_contain_text("Key vault page")
+    expect(error.locator(".error-fix")).not_to_contain_text("--")
+    assert page.reload().request.method == "GET"  # the refusal came back by redirect: a reload posts nothing
+
+    # into another key vault, the key and its secret; then into the VM's own key vault, the key only
+    page.select_option("#restore-keys-vault", "kv-new")
+    page.click("#restore-keys")
+    expect(page.locator(".flash")).to_contain_text("Restored key enc2-kek, secret enc2-bek")
+    expect(page.locator(".flash")).to_contain_text("kv-new")
+    page.check("#option-keys")
+    page.select_option("#restore-keys-vault", "kv-rp")
+    page.select_option("#restore-keys-what", "keys")
+    page.click("#restore-keys")
+    expect(page.locator(".flash")).to_contain_text(re.compile(r"Restored key enc2-kek of recovery point .* into key vault kv-rp"))
+    with api(haven) as c:
+        assert _names(c, "kv-new", "keys") == ["enc2-kek"] and _names(c, "kv-new", "secrets") == ["enc2-bek"]
+        assert _names(c, "kv-rp", "keys") == ["enc2-kek"] and _names(c, "kv-rp", "secrets") == []
     page.context.close()

@@ -10,27 +10,15 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from haven.demo import make_sample_vm
-from tests.services.haven_server import HavenServer
-from tests.web.conftest import NARROW, WIDE, api, sign_in
+from tests.web.conftest import NARROW, WIDE, api, sign_in, vault_server
 
 SUB, VAULT = "layout", "vault-layout"
 
 
 @pytest.fixture(scope="module")
 def haven(tmp_path_factory):
-    home = tmp_path_factory.mktemp("haven-layout")
-    make_sample_vm(home / "vms", size_mib=32)
-    make_sample_vm(home / "vms", name="gone-away", size_mib=16)
-    server = HavenServer(home).start()
-    try:
-        with api(server) as c:
-            c.post("/subscriptions", json={"name": SUB}).raise_for_status()
-            c.post(f"/subscriptions/{SUB}/vaults", json={"name": VAULT, "region": "local"}).raise_for_status()
-            c.post(f"/subscriptions/{SUB}/vaults/{VAULT}/items", json={"vm": "sample-vm"}).raise_for_status()
+    with vault_server(tmp_path_factory, SUB, VAULT, {"sample-vm": 32, "gone-away": 16}, protect=("sample-vm",)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _inside(inner: dict, outer: dict) -> bool:

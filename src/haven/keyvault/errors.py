@@ -7,6 +7,9 @@ from haven.errors import Conflict, Forbidden, NotFound, PreconditionFailed, User
 
 #: The restore errors name where the restore was going (``RestoreWhere``) so that every command they print
 #: runs as printed; raised without one, the fields read ``<subscription>``, ``<backup-vault>``, ``<vm>``, ``<point>``.
+#: The same fix in the dashboard's words (its pages and buttons).
+_RESTORE_KEYS_FIX_UI = ("Bring them back from the recovery point: on the protected item's page choose the point, then "
+                        "Restore keys and secrets into key vault {key_vault}; then run the restore again.")
 _RESTORE_KEYS_FIX = (
     "Bring them back from the recovery point: "
     "'haven keyvault restore-key -s {subscription} --vault-name {key_vault} --vault {vault} --vm {vm} --rp-name {point}' and "
@@ -41,6 +44,8 @@ class KeyVaultMissingForRestore(NotFound):
                       "(or, if it was deleted less than its retention period ago, recover it with "
                       "'haven keyvault recover -s {subscription} --name {key_vault}'). "
                       "Then restore the keys and secrets if they do not exist. " + _RESTORE_KEYS_FIX)
+    recommendation_ui = ("Create key vault {key_vault} on the Key vault page (or restore into another key vault of the subscription). "
+                         + _RESTORE_KEYS_FIX_UI)
 
 
 class KeysMissingForRestore(NotFound):
@@ -50,6 +55,7 @@ class KeysMissingForRestore(NotFound):
     message = ("You cannot restore this encrypted VM because the keys and secrets associated with this VM do not exist "
                "in key vault {key_vault!r} (missing: {missing}).")
     recommendation = "Restore the keys and secrets if they do not exist. " + _RESTORE_KEYS_FIX
+    recommendation_ui = "Restore the keys and secrets if they do not exist. " + _RESTORE_KEYS_FIX_UI
 
 
 class BackupServiceNoAccessForRestore(Forbidden):
@@ -189,6 +195,8 @@ class AccessDenied(Forbidden):
     message = "Principal {principal!r} has no access policy in key vault {vault!r} granting {kind} permission {permission!r}."
     recommendation = ("Ask a Contributor of the subscription to grant it: 'haven keyvault set-policy --name {vault} --principal \"{principal}\" "
                       "--{kind}-permissions {permission}'.")
+    recommendation_ui = ("Ask a Contributor of the subscription to add an access policy for {principal} on key vault {vault} granting "
+                         "{kind} permission {permission} (Key vault page: Add access policy).")
 
 
 class PermissionInvalid(UserError):
@@ -219,6 +227,7 @@ class BackupBlobInvalid(UserError):
     code = "UserErrorKeyVaultBackupInvalid"
     message = "The backup blob cannot be restored here: {reason}."
     recommendation = "Restore a blob made by 'haven keyvault key backup' / 'secret backup' (or a recovery point's key backup) on this Haven server, whose master key sealed it."
+    recommendation_ui = "Choose a recovery point made while the VM was encrypted on this Haven server: each such point holds the VM's keys."
 
 
 class EncryptionSettingsInvalid(UserError):

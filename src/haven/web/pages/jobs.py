@@ -14,7 +14,7 @@ from haven.domain.enums import JobStatus, JobType
 from haven.errors import HavenError
 from haven.services.auth import Caller
 from haven.web.session import SignInRequired, check_csrf, current_caller
-from haven.web.pages.base import JOB_LABELS, RESTORE_KINDS, _dt, _duration, FINISHED, _go, _int_or_none, _percent, _render, router, _sub
+from haven.web.pages.base import JOB_LABELS, RESTORE_KINDS, _dt, _duration, FINISHED, _go, _int_or_none, _percent, _render, form_page, router, _sub
 
 # ------------------------------------------------------------------ jobs
 
@@ -83,6 +83,7 @@ def job_status(request: Request, sub: str, job_id: str):
 
 
 @router.post("/s/{sub}/jobs/{job_id}/stop")
+@form_page(lambda request: f"/ui/s/{quote(request.path_params['sub'], safe='')}/jobs/{quote(request.path_params['job_id'], safe='')}")
 def job_stop(request: Request, sub: str, job_id: str, csrf: str = Form("")):
     core = request.app.state.core
     caller = current_caller(request)

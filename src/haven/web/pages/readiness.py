@@ -6,11 +6,12 @@ from fastapi import Form, Request
 
 from haven.errors import HavenError
 from haven.services.auth import Caller
-from haven.web.pages.base import _go, _protection, _render, router
+from haven.web.pages.base import _back, _go, _protection, _render, form_page, router
 from haven.web.session import check_csrf, current_caller
 
 
 @router.post("/readiness/refresh")
+@form_page(_back(lambda request: "/ui/readiness"))
 def readiness_refresh(request: Request, back: str = Form("/ui/readiness"), csrf: str = Form("")):
     """The server's own hosts report their VMs now; back to the page the button was on."""
     core = request.app.state.core

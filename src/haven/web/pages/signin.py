@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
@@ -17,14 +19,16 @@ from haven.web.session import (
     session_secret,
     signin_csrf,
 )
-from haven.web.pages.base import _render, router
+from haven.web.pages.base import _refusal, _refuse, _render, form_page, router
 
 # ------------------------------------------------------------------ sign-in
 
 
 @router.get("/signin")
 def signin_page(request: Request, next: str = "/ui/", reason: str | None = None):
-    return _signin_form(request, next=_safe_next(next), reason=reason_text(reason))
+    refused = _refusal(request, "signin")
+    error = refused.error if refused and refused.where == "signin" else None
+    return _signin_form(request, next=_safe_next(next), reason=None if error else reason_text(reason), error=error)
 
 
 def _signin_form(request: Request, status: int = 200, **ctx) -> HTMLResponse:
@@ -37,13 +41,15 @@ def _signin_form(request: Request, status: int = 200, **ctx) -> HTMLResponse:
 
 
 @router.post("/signin")
+@form_page(lambda request: "/ui/signin")
 def signin(request: Request, token: str = Form(""), next: str = Form("/ui/"), csrf: str = Form("")):
     core = request.app.state.core
     check_signin_csrf(request, csrf)  # a forged sign-in changes nothing: the browser keeps its session
     try:
         started = core.web_sessions.start(token.strip())
     except HavenError as e:
-        return _signin_form(request, status=e.http_status, next=_safe_next(next), error=e)
+        # back to the form (303), never with the token typed: a reload shows the error and posts nothing
+        return _refuse(request, "/ui/signin?" + urlencode({"next": _safe_next(next)}), [e], "signin")
     core.web_sessions.end(session_secret(request))  # the session this browser had before, if any
     resp = RedirectResponse(_safe_next(next), status_code=303)
     resp.set_cookie(COOKIE, started.secret, httponly=True, samesite="strict", secure=request.url.scheme == "https",
@@ -54,6 +60,7 @@ def signin(request: Request, token: str = Form(""), next: str = Form("/ui/"), cs
 
 
 @router.post("/signout")
+@form_page(lambda request: "/ui/")
 def signout(request: Request, csrf: str = Form("")):
     check_csrf(request, csrf)
     request.app.state.core.web_sessions.end(session_secret(request))

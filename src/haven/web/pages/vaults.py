@@ -14,7 +14,7 @@ from haven.errors import HavenError, UserError
 from haven.services.auth import Caller
 from haven.web.session import check_csrf, current_caller
 from haven.services.policies import policy_problems
-from haven.web.pages.base import _flag, _go, _int_or_none, _protection, _render, router, _sub, _vault_url
+from haven.web.pages.base import _flag, _go, _int_or_none, _protection, _refusal, _refuse, _render, form_page, router, _sub, _vault_url
 
 # ------------------------------------------------------------------ vaults
 
@@ -22,10 +22,14 @@ from haven.web.pages.base import _flag, _go, _int_or_none, _protection, _render,
 @router.get("/")
 def vaults_page(request: Request):
     core = request.app.state.core
-    return _vaults(request, core, current_caller(request))
+    caller = current_caller(request)
+    refused = _refusal(request, "subscription")
+    if refused and refused.where == "subscription":
+        return _vaults(request, core, caller, refused.error, refused.form.get("name", ""))
+    return _vaults(request, core, caller)
 
 
-def _vaults(request: Request, core, caller: Caller, sub_error: HavenError | None = None, sub_name: str = ""):
+def _vaults(request: Request, core, caller: Caller, sub_error=None, sub_name: str = ""):
     since = core.clock.now() - timedelta(hours=24)
     groups = []
     for sub in core.subscriptions.list(caller):
@@ -35,11 +39,12 @@ def _vaults(request: Request, core, caller: Caller, sub_error: HavenError | None
             running = core.jobs.list(caller, sub["id"], v["name"], status=JobStatus.IN_PROGRESS.value, limit=1000)
             rows.append({**v, "failed_24h": len(failed), "running": len(running)})
         groups.append({"sub": sub, "vaults": rows})
-    return _render(request, "vaults.html", caller, status=sub_error.http_status if sub_error else 200, groups=groups,
+    return _render(request, "vaults.html", caller, groups=groups,
                    global_owner=caller.roles.get("*") == Role.OWNER, sub_error=sub_error, sub_name=sub_name)
 
 
 @router.post("/subscriptions")
+@form_page(lambda request: "/ui/")
 def create_subscription(request: Request, name: str = Form(""), csrf: str = Form("")):
     core = request.app.state.core
     caller = current_caller(request)
@@ -47,26 +52,29 @@ def create_subscription(request: Request, name: str = Form(""), csrf: str = Form
     try:
         sub = core.subscriptions.create(caller, name.strip())
     except HavenError as e:  # shown beside the form, with what was typed
-        return _vaults(request, core, caller, sub_error=e, sub_name=name)
+        return _refuse(request, "/ui/", [e], "subscription", {"name": name})
     return _go(request, "/ui/", f"Subscription {sub['name']} created.")
 
 
 @router.get("/vaults/new")
 def vault_new_page(request: Request, subscription: str | None = None):
     caller = current_caller(request)
+    refused = _refusal(request, "vault")
+    if refused and refused.where == "vault":
+        return _vault_form(request, caller, {"subscription": "", "name": "", "region": "", **refused.form}, refused.error)
     return _vault_form(request, caller, {"subscription": subscription or "", "name": "", "region": ""})
 
 
-def _vault_form(request: Request, caller: Caller, values: dict, error: HavenError | None = None) -> HTMLResponse:
+def _vault_form(request: Request, caller: Caller, values: dict, error=None) -> HTMLResponse:
     core = request.app.state.core
     subs = [s for s in core.subscriptions.list(caller) if caller.can(s["id"], Role.CONTRIBUTOR)]
     regions = core.regions.list()
     taken = {s["name"]: [v["name"] for v in core.vaults.list(caller, s["id"])] for s in subs}  # for the live name check
-    return _render(request, "vault_new.html", caller, status=error.http_status if error else 200,
-                   subs=subs, regions=regions, values=values, error=error, taken=taken)
+    return _render(request, "vault_new.html", caller, subs=subs, regions=regions, values=values, error=error, taken=taken)
 
 
 @router.post("/vaults/new")
+@form_page(lambda request: "/ui/vaults/new")
 def vault_create(request: Request, name: str = Form(""), subscription: str = Form(""), region: str = Form(""), csrf: str = Form("")):
     core = request.app.state.core
     caller = current_caller(request)
@@ -75,7 +83,7 @@ def vault_create(request: Request, name: str = Form(""), subscription: str = For
     try:
         vault = core.vaults.create(caller, subscription, name, region)
     except HavenError as e:
-        return _vault_form(request, caller, values, e)
+        return _refuse(request, "/ui/vaults/new", [e], "vault", values)
     sub = _sub(core, caller, subscription)
     return _go(request, _vault_url(sub["name"], vault["name"]),
                f"Vault {vault['name']} created and Active. Choose its storage redundancy now, before you protect any VM.")
@@ -85,10 +93,17 @@ def vault_create(request: Request, name: str = Form(""), subscription: str = For
 def vault_page(request: Request, sub: str, vault: str):
     core = request.app.state.core
     caller = current_caller(request)
+    refused = _refusal(request, "alerts")
+    if refused and refused.where == "alerts":
+        return _vault(request, core, caller, sub, vault, alert_error=refused.error, alert_form=refused.form)
     return _vault(request, core, caller, sub, vault)
 
 
-def _vault(request: Request, core, caller: Caller, sub: str, vault: str, status: int = 200, alert_error: HavenError | None = None,
+def _vault_page(request: Request) -> str:
+    return _vault_url(request.path_params["sub"], request.path_params["vault"])
+
+
+def _vault(request: Request, core, caller: Caller, sub: str, vault: str, status: int = 200, alert_error=None,
            alert_form: dict | None = None) -> HTMLResponse:
     subscription = _sub(core, caller, sub)
     v = core.vaults.show(caller, sub, vault)
@@ -106,6 +121,7 @@ def _vault(request: Request, core, caller: Caller, sub: str, vault: str, status:
 
 
 @router.post("/s/{sub}/v/{vault}/alerts")
+@form_page(_vault_page)
 def vault_alerts(request: Request, sub: str, vault: str, webhook: str = Form(""), email: str = Form(""),
                  clear_webhook: str = Form(""), clear_email: str = Form(""), csrf: str = Form("")):
     """Alert targets: ``core.alerts.configure`` (as ``PUT …/alert-settings``). An empty field keeps the current value."""
@@ -117,13 +133,13 @@ def vault_alerts(request: Request, sub: str, vault: str, webhook: str = Form("")
     try:
         done = core.alerts.configure(caller, sub, vault, hook, mail)
     except HavenError as e:
-        return _vault(request, core, caller, sub, vault, status=e.http_status, alert_error=e,
-                      alert_form={"webhook": webhook, "email": email})
+        return _refuse(request, _vault_url(sub, vault), [e], "alerts", {"webhook": webhook, "email": email})
     return _go(request, _vault_url(sub, vault),
                f"Alerts of {vault} go to webhook {done['webhook'] or '(none)'} and e-mail {done['email'] or '(none)'}.")
 
 
 @router.post("/s/{sub}/v/{vault}/redundancy")
+@form_page(_vault_page)
 def vault_redundancy(request: Request, sub: str, vault: str, redundancy: str = Form(""), csrf: str = Form("")):
     core = request.app.state.core
     caller = current_caller(request)
@@ -145,6 +161,11 @@ def configure_page(request: Request, sub: str, vault: str, step: str = "goal", p
     caller = current_caller(request)
     # the VMs ticked so far (kept in the address by the page's script, so a reload keeps them)
     ticked = [ref for ref in selected.split(",") if ref][:500]
+    refused = _refusal(request, "policy", "vms")
+    if refused and refused.where in ("policy", "vms"):
+        form = {**refused.form, "vms": ticked} if ticked else refused.form
+        return _configure(request, core, caller, sub, vault, refused.where, policy,
+                          errors=[{"vm": e.vm, "error": e} for e in refused.errors], done=refused.form.get("done"), form=form)
     return _configure(request, core, caller, sub, vault, step, policy, form={"vms": ticked} if ticked else None)
 
 
@@ -179,7 +200,12 @@ def _configure(request, core, caller, sub, vault, step, policy, errors=None, don
                    base=_vault_url(subscription["name"], v["name"]))
 
 
+def _configure_page(step: str):
+    return lambda request: f"{_vault_page(request)}/configure?" + urlencode({"step": step})
+
+
 @router.post("/s/{sub}/v/{vault}/configure/policy")
+@form_page(_configure_page("policy"))
 def configure_policy(request: Request, sub: str, vault: str, name: str = Form(""), frequency: str = Form("daily"),
                      time: str = Form("22:30"), tz: str = Form("UTC"), weekdays: list[int] = Form([]),
                      daily_days: str = Form(""), weekly_weeks: str = Form(""), monthly_months: str = Form(""),
@@ -210,22 +236,22 @@ def configure_policy(request: Request, sub: str, vault: str, name: str = Form(""
             raise problems[0]
         created = core.policies.create(caller, sub, vault, name.strip(), schedule, retention)
     except HavenError as e:
-        shown = problems or [e]
-        return _configure(request, core, caller, sub, vault, "policy", None, errors=[{"vm": None, "error": p} for p in shown],
-                          form=form, status=e.http_status)
+        return _refuse(request, f"{_vault_url(sub, vault)}/configure?step=policy", problems or [e], "policy", form)
     return _go(request, f"{_vault_url(sub, vault)}/configure?" + urlencode({"step": "vms", "policy": created["name"]}),
                f"Policy {created['name']} created.")
 
 
 @router.post("/s/{sub}/v/{vault}/configure/enable")
+@form_page(_configure_page("vms"))
 def configure_enable(request: Request, sub: str, vault: str, policy: str = Form("DefaultPolicy"), vms: list[str] = Form([]),
                      csrf: str = Form("")):
     core = request.app.state.core
     caller = current_caller(request)
     check_csrf(request, csrf)
+    back = f"{_vault_url(sub, vault)}/configure?" + urlencode({"step": "vms", "policy": policy})
     if not vms:
         err = UserError("No VM was selected.", "Tick at least one VM in the list, then choose Enable backup.")
-        return _configure(request, core, caller, sub, vault, "vms", policy, errors=[{"vm": None, "error": err}], status=400)
+        return _refuse(request, back, [err], "vms")
     errors, done = [], []
     for ref in vms:
         vm, _, host = ref.partition("@")
@@ -236,9 +262,9 @@ def configure_enable(request: Request, sub: str, vault: str, policy: str = Form(
             errors.append({"vm": vm, "error": e})
     if errors:
         failed = {e["vm"] for e in errors}
-        return _configure(request, core, caller, sub, vault, "vms", policy, errors=errors, done=done,
-                          form={"vms": [ref for ref in vms if ref.partition("@")[0] in failed]},  # still ticked: fix and send again
-                          status=max(e["error"].http_status for e in errors))
+        still = [ref for ref in vms if ref.partition("@")[0] in failed]  # still ticked: fix and send again
+        return _refuse(request, back + "&" + urlencode({"selected": ",".join(still)}), [(e["vm"], e["error"]) for e in errors], "vms",
+                       {"done": done})
     return _go(request, _vault_url(sub, vault), f"Backup enabled for {', '.join(done)} with policy {policy}.")
 
 
