@@ -162,13 +162,15 @@ def test_a_reload_after_a_refused_form_posts_nothing(browser, protected):
     assert page.locator(".error").evaluate_all("els => els.map(e => e.dataset.code)") == codes
     expect(page.locator("#new-policy input[name=name]")).to_have_value("9-bad name")
 
-    # an alert webhook that is no URL: beside the alert form, the value kept
+    # an alert webhook that is no URL: the error beside the alert form; the URL itself is not carried back
+    # (a webhook's path or query often holds a secret token, and the refusal travels in the address)
     page.goto(protected.url + VAULT_URL)
     page.fill("#alert-webhook", "ftp://hooks.example.org/x")
     page.locator("#alert-settings button[type=submit]").click()
     expect(page.locator("#alert-settings .error")).to_be_visible()
     _reload_posts_nothing(page)
-    expect(page.locator("#alert-webhook")).to_have_value("ftp://hooks.example.org/x")
+    expect(page.locator("#alert-webhook")).to_have_value("")
+    assert "hooks.example.org" not in page.url
 
     with api(protected) as c:
         assert len(c.get(f"/subscriptions/{SUB}/vaults/{VAULT}/jobs").json()) == jobs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
@@ -133,9 +133,18 @@ def vault_alerts(request: Request, sub: str, vault: str, webhook: str = Form("")
     try:
         done = core.alerts.configure(caller, sub, vault, hook, mail)
     except HavenError as e:
-        return _refuse(request, _vault_url(sub, vault), [e], "alerts", {"webhook": webhook, "email": email})
+        # A webhook URL often holds a secret token in its path or query: it never travels in a redirect's address.
+        return _refuse(request, _vault_url(sub, vault), [e], "alerts", {"email": email})
     return _go(request, _vault_url(sub, vault),
-               f"Alerts of {vault} go to webhook {done['webhook'] or '(none)'} and e-mail {done['email'] or '(none)'}.")
+               f"Alerts of {vault} go to webhook {_webhook_site(done['webhook'])} and e-mail {done['email'] or '(none)'}.")
+
+
+def _webhook_site(url: str | None) -> str:
+    """The webhook's scheme and host only, for a notice that travels in an address."""
+    if not url:
+        return "(none)"
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/…"
 
 
 @router.post("/s/{sub}/v/{vault}/redundancy")
