@@ -13,7 +13,8 @@ from haven.domain.enums import Role
 from haven.errors import HavenError, UserError
 from haven.services.auth import Caller
 from haven.web.session import check_csrf, current_caller
-from haven.web.pages.base import _back, _dt, _flag, _go, _int_or_none, _refusal, _refuse, _render, form_page, router, _sub, _vault_url
+from haven.web.pages.base import _back, _flag, _go, _int_or_none, _refusal, _refuse, _render, form_page, router, _sub, _vault_url
+from haven.web.pages.present import _dt
 
 OPTIONS = ("disks", "vm", "replace", "files", "keys")  # the restore options, each with its panel
 

@@ -14,7 +14,8 @@ from haven.domain.enums import JobStatus, JobType
 from haven.errors import HavenError
 from haven.services.auth import Caller
 from haven.web.session import SignInRequired, check_csrf, current_caller
-from haven.web.pages.base import JOB_LABELS, RESTORE_KINDS, _dt, _duration, FINISHED, _go, _int_or_none, _percent, _render, form_page, router, _sub
+from haven.web.pages.base import _go, _int_or_none, _render, form_page, router, _sub
+from haven.web.pages.present import FINISHED, JOB_LABELS, RESTORE_KINDS, _dt, _duration, _percent
 
 # ------------------------------------------------------------------ jobs
 
