@@ -58,17 +58,20 @@ def _sniff(opener: Callable[[], BinaryIO]) -> str | None:
 def _lvm_volumes(opener: Callable[[], BinaryIO], disk: str, point: str, encrypted: bool = False) -> list[Volume]:
     from dissect.volume.lvm import LVM2
 
+    def logical_volumes(lvm) -> list:
+        lvs = lvm.vg.logical_volumes  # a dict by name in dissect.volume 3.x
+        return list(lvs.values() if isinstance(lvs, dict) else lvs)
+
     try:
         lvm = LVM2(opener())
         out = []
-        for lv in lvm.vg.logical_volumes:
+        for lv in logical_volumes(lvm)[:MAX_VOLUMES]:
             if not getattr(lv, "is_visible", True):
                 continue
             vid = f"{lvm.vg.name}/{lv.name}"
 
             def open_lv(lv_name=lv.name) -> BinaryIO:
-                fresh = LVM2(opener())
-                return next(v for v in fresh.vg.logical_volumes if v.name == lv_name).open()
+                return next(v for v in logical_volumes(LVM2(opener())) if v.name == lv_name).open()
 
             size = getattr(open_lv(), "size", 0) or 0
             out.append(Volume(vid, "lvm", None, int(size), _sniff(open_lv), None, encrypted, open_lv))
