@@ -21,25 +21,57 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class Reader:
-    """The few things each library answers differently. ``node`` is the library's own object."""
+    """The few things each library answers differently. ``node`` is the library's own object; ``fs`` the
+    library's file system (most give their root as ``fs.root`` and a file's bytes as ``node.open()``)."""
 
     name = "?"
+    fs: Any = None
 
     def __init__(self, fh: BinaryIO):
         self.fh = fh
 
-    def root(self) -> Any: ...
+    def root(self) -> Any:
+        return self.fs.root
+
     def children(self, node) -> Iterator[tuple[str, Any]]: ...
     def info(self, node) -> tuple[str, int, int, int | None, int | None, datetime | None]: ...  # type, size, mode, uid, gid, mtime
     def link(self, node) -> str: ...
-    def open(self, node) -> BinaryIO: ...
+
+    def open(self, node) -> BinaryIO:
+        return node.open()
+
     def key(self, node) -> Hashable: ...
 
     def dir_bytes(self, node) -> int:
         return 0
 
 
-class _Ext(Reader):
+class _Inodes(Reader):
+    """Unix file systems whose nodes are inodes (ext2/3/4, XFS): only the inode's field names differ (``owner``)."""
+
+    def children(self, node):
+        for child in node.iterdir():
+            yield child.filename, child
+
+    def owner(self, inode) -> tuple[int, int, int]:
+        """(mode, uid, gid) of the library's raw inode."""
+        raise NotImplementedError
+
+    def info(self, node):
+        mode, uid, gid = self.owner(node.inode)
+        return kind_of_mode(mode), node.size, stat.S_IMODE(mode), uid, gid, _utc(node.mtime)
+
+    def link(self, node):
+        return node.link
+
+    def key(self, node):
+        return node.inum
+
+    def dir_bytes(self, node):
+        return node.size
+
+
+class _Ext(_Inodes):
     name = "ext"
 
     def __init__(self, fh):
@@ -49,33 +81,11 @@ class _Ext(Reader):
         self.fs = ExtFS(fh)
         self.name = {1: "ext2", 2: "ext3", 3: "ext4"}.get(getattr(self.fs, "type", 3), "ext4")
 
-    def root(self):
-        return self.fs.root
-
-    def children(self, node):
-        for child in node.iterdir():
-            yield child.filename, child
-
-    def info(self, node):
-        i = node.inode
-        uid = i.i_uid | (getattr(i, "i_uid_high", 0) << 16)
-        gid = i.i_gid | (getattr(i, "i_gid_high", 0) << 16)
-        return kind_of_mode(i.i_mode), node.size, stat.S_IMODE(i.i_mode), uid, gid, _utc(node.mtime)
-
-    def link(self, node):
-        return node.link
-
-    def open(self, node):
-        return node.open()
-
-    def key(self, node):
-        return node.inum
-
-    def dir_bytes(self, node):
-        return node.size
+    def owner(self, i):
+        return i.i_mode, i.i_uid | (getattr(i, "i_uid_high", 0) << 16), i.i_gid | (getattr(i, "i_gid_high", 0) << 16)
 
 
-class _Xfs(Reader):
+class _Xfs(_Inodes):
     name = "xfs"
 
     def __init__(self, fh):
@@ -84,28 +94,8 @@ class _Xfs(Reader):
 
         self.fs = XFS(fh)
 
-    def root(self):
-        return self.fs.root
-
-    def children(self, node):
-        for child in node.iterdir():
-            yield child.filename, child
-
-    def info(self, node):
-        i = node.inode
-        return kind_of_mode(i.di_mode), node.size, stat.S_IMODE(i.di_mode), i.di_uid, i.di_gid, _utc(node.mtime)
-
-    def link(self, node):
-        return node.link
-
-    def open(self, node):
-        return node.open()
-
-    def key(self, node):
-        return node.inum
-
-    def dir_bytes(self, node):
-        return node.size
+    def owner(self, i):
+        return i.di_mode, i.di_uid, i.di_gid
 
 
 class _Btrfs(Reader):
@@ -175,9 +165,6 @@ class _Ntfs(Reader):
     def link(self, node):
         return node.reparse_point_substitute_name.replace("\\", "/")
 
-    def open(self, node):
-        return node.open()
-
     def key(self, node):
         return node.segment
 
@@ -190,9 +177,6 @@ class _Fat(Reader):
         from dissect.fat import fat
 
         self.fs = fat.FATFS(fh)
-
-    def root(self):
-        return self.fs.root
 
     @staticmethod
     def _name(entry) -> str:
@@ -213,9 +197,6 @@ class _Fat(Reader):
         if node is self.fs.root or node.is_directory():
             return DIR, 0, 0o755, None, None, None if node is self.fs.root else _utc(node.mtime)
         return FILE, node.size, 0o644, None, None, _utc(node.mtime)
-
-    def open(self, node):
-        return node.open()
 
     def key(self, node):
         return "root" if node is self.fs.root else (node.cluster or id(node))
