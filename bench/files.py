@@ -56,9 +56,13 @@ def build_disk(work: Path, disk: Path) -> Path:
     return src
 
 
+def app_conf(version: int) -> bytes:
+    return f"version = {version}\n".encode() + b"x" * version
+
+
 def set_version(disk: Path, work: Path, version: int) -> str:
     conf = work / "app.conf"
-    conf.write_text(f"version = {version}\n" + "x" * version)
+    conf.write_bytes(app_conf(version))
     sh("debugfs", "-w", "-R", "rm /etc/app.conf", disk)
     sh("debugfs", "-w", "-R", f"write {conf} /etc/app.conf", disk)
     return hashlib.sha256(conf.read_bytes()).hexdigest()[:12]
@@ -66,9 +70,11 @@ def set_version(disk: Path, work: Path, version: int) -> str:
 
 def cli(srv: HavenServer, *args: str) -> tuple[float, object]:
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "haven.cli.main", "-o", "json", *args], capture_output=True, text=True,
-                         env={**srv.cli_env(), "PYTHONPATH": str(ROOT / "src")}, check=True).stdout
-    return time.perf_counter() - t, json.loads(out) if out.strip() else None
+    r = subprocess.run([sys.executable, "-m", "haven.cli.main", "-o", "json", *args], capture_output=True, text=True,
+                       env={**srv.cli_env(), "PYTHONPATH": str(ROOT / "src")})
+    if r.returncode:
+        raise RuntimeError(f"haven {' '.join(args)} exited {r.returncode}: {r.stderr[-2000:]} {r.stdout[-2000:]}")
+    return time.perf_counter() - t, json.loads(r.stdout) if r.stdout.strip() else None
 
 
 def main() -> None:
@@ -76,33 +82,37 @@ def main() -> None:
     ap.add_argument("--work", type=Path)
     ap.add_argument("--points", type=int, default=30)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results-files.json")
+    ap.add_argument("--reuse", action="store_true", help="measure again on --work's server home and points (no build, no backups)")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="haven-bench-files-"))
     srv = HavenServer(work / "srv")
     folder = srv.home / "vms" / "files1"
-    folder.mkdir(parents=True)
-    disk = folder / "vda.raw"
-    t = time.perf_counter()
-    src = build_disk(work, disk)
-    (folder / "vm.json").write_text(json.dumps({"name": "files1", "disks": [{"name": "vda", "file": "vda.raw", "format": "raw"}]}))
-    print(f"disk built in {time.perf_counter() - t:.1f} s", flush=True)
-    srv.start()
+    disk, src = folder / "vda.raw", work / "tree"
     results: dict = {"machine": {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}, "targets": TARGETS}
+    if not a.reuse:
+        folder.mkdir(parents=True)
+        t = time.perf_counter()
+        build_disk(work, disk)
+        (folder / "vm.json").write_text(json.dumps({"name": "files1", "disks": [{"name": "vda", "file": "vda.raw", "format": "raw"}]}))
+        print(f"disk built in {time.perf_counter() - t:.1f} s", flush=True)
+    srv.start()
     try:
         V = ["-s", "prod", "-v", "v1"]
-        cli(srv, "subscription", "create", "--name", "prod")
-        cli(srv, "vault", "create", "-s", "prod", "--name", "v1", "--region", "local")
-        cli(srv, "protection", "enable-for-vm", *V, "--vm", "files1")
-        hashes: dict[str, str] = {}
-        t = time.perf_counter()
-        for i in range(a.points):
-            digest = set_version(disk, work, i + 1)
-            _, job = cli(srv, "protection", "backup-now", *V, "--vm", "files1", "--wait")
-            assert job["status"] in ("Completed", "CompletedWithWarnings"), job
-            hashes[job["result"]["recovery_point_id"]] = digest
-        results["backups_s"] = round(time.perf_counter() - t, 1)
-        print(f"{a.points} backups in {results['backups_s']} s", flush=True)
-        newest = next(reversed(hashes))
+        if not a.reuse:
+            cli(srv, "subscription", "create", "--name", "prod")
+            cli(srv, "vault", "create", "-s", "prod", "--name", "v1", "--region", "local")
+            cli(srv, "protection", "enable-for-vm", *V, "--vm", "files1")
+            t = time.perf_counter()
+            for i in range(a.points):
+                set_version(disk, work, i + 1)
+                _, job = cli(srv, "protection", "backup-now", *V, "--vm", "files1", "--wait")
+                assert job["status"] in ("Completed", "CompletedWithWarnings"), job
+            results["backups_s"] = round(time.perf_counter() - t, 1)
+            print(f"{a.points} backups in {results['backups_s']} s", flush=True)
+        _, points = cli(srv, "recoverypoint", "list", *V, "--vm", "files1")
+        oldest_first = [p["id"] for p in reversed(points)]
+        hashes = {p: hashlib.sha256(app_conf(i + 1)).hexdigest()[:12] for i, p in enumerate(oldest_first)}
+        newest = oldest_first[-1]
         api = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.token}"}, timeout=600)
         base = "/api/v1/subscriptions/prod/vaults/v1/items/files1"
 
@@ -115,6 +125,7 @@ def main() -> None:
             assert r.status_code == 200 and len(r.json()["entries"]) == 10_000, r.text[:500]
         cli_s, listing = cli(srv, "restore", "files", "ls", *V, "--vm", "files1", "--rp-name", newest, "--path", "/many")
         assert len(listing["entries"]) == 10_000
+        print("listed", flush=True)
         results["list_10000"] = {"api_first_s": round(runs[0], 3), "api_next_s": round(min(runs[1:]), 3), "cli_s": round(cli_s, 3)}
 
         # 2. a 1 GiB file through the API
@@ -132,6 +143,7 @@ def main() -> None:
             assert n == GiB and h.hexdigest() == want
             speeds.append(round(n / s / 1e6, 1))
         results["download_1gib"] = {"first_mb_s": speeds[0], "again_mb_s": speeds[1]}
+        print(json.dumps(results), flush=True)
 
         # 3. find over every point
         t = time.perf_counter()

@@ -5,6 +5,7 @@ the root, a folder's children, an entry's facts, a symlink's target, a file's by
 from __future__ import annotations
 
 import stat
+import struct
 from collections.abc import Hashable, Iterator
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
@@ -45,6 +46,10 @@ class Reader:
     def dir_bytes(self, node) -> int:
         return 0
 
+    def kind(self, node) -> str:
+        """The entry's type alone (cheaper than ``info`` where the folder's entry says it)."""
+        return self.info(node)[0]
+
 
 class _Inodes(Reader):
     """Unix file systems whose nodes are inodes (ext2/3/4, XFS): only the inode's field names differ (``owner``)."""
@@ -70,6 +75,9 @@ class _Inodes(Reader):
     def dir_bytes(self, node):
         return node.size
 
+    def kind(self, node):
+        return kind_of_mode(node.filetype)  # from the folder's entry when it carries the type: no inode read
+
 
 class _Ext(_Inodes):
     name = "ext"
@@ -83,6 +91,29 @@ class _Ext(_Inodes):
 
     def owner(self, i):
         return i.i_mode, i.i_uid | (getattr(i, "i_uid_high", 0) << 16), i.i_gid | (getattr(i, "i_gid_high", 0) << 16)
+
+    def info(self, node):
+        """The listed fields unpacked from the raw inode: dissect's full parse of an ext4 inode costs ~0.2 ms
+        (a 10,000-entry folder took seconds). Same location and time rules as dissect.extfs."""
+        if "inode" in node.__dict__:  # already parsed (the file is being read)
+            return super().info(node)
+        from dissect.extfs.extfs import _parse_ns_ts
+        from dissect.util.ts import from_unix_ns
+
+        fs, sb = self.fs, self.fs.sb
+        group, index = divmod(node.inum - 1, sb.s_inodes_per_group)
+        desc = fs._read_group_desc(group)
+        table = ((getattr(desc, "bg_inode_table_hi", 0) or 0) << 32) | desc.bg_inode_table_lo
+        fs.fh.seek(table * fs.block_size + index * sb.s_inode_size)
+        raw = fs.fh.read(min(sb.s_inode_size, 140))
+        if len(raw) < 128:
+            raise ValueError(f"inode {node.inum} lies beyond the end of the volume")
+        mode, uid, size_lo, mtime, gid = struct.unpack_from("<HHI8xI4xH", raw)
+        size_hi, = struct.unpack_from("<I", raw, 108)
+        uid_hi, gid_hi = struct.unpack_from("<HH", raw, 120)
+        extra = struct.unpack_from("<I", raw, 136)[0] if sb.s_inode_size > 128 and len(raw) >= 140 else 0
+        return (kind_of_mode(mode), (size_hi << 32) | size_lo, stat.S_IMODE(mode), uid | (uid_hi << 16), gid | (gid_hi << 16),
+                _utc(from_unix_ns(_parse_ns_ts(mtime, extra))))
 
 
 class _Xfs(_Inodes):

@@ -201,9 +201,7 @@ class FileService:
                         continue
                     fs = open_filesystem(vol.open(), image.name, vol.id, point=point.id)
                     try:
-                        for entry, node in fs.walk(path):
-                            if entry.type != FILE or not fnmatch.fnmatchcase(entry.name, pattern):
-                                continue
+                        for entry, node in fs.search(path, lambda name: fnmatch.fnmatchcase(name, pattern)):
                             if len(hits) >= MAX_FIND_RESULTS:
                                 raise BrowseLimitReached(what="find", limit=f"{MAX_FIND_RESULTS} matches", path=path)
                             hits.append({"recovery_point": point.id, "time": point.time, "disk": d["name"], "volume": vol.id,
