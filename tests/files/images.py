@@ -153,3 +153,82 @@ def partitioned(out: Path, label: str, parts: list[Path]) -> list[int]:
                     else:
                         disk.write(block)
     return offsets
+
+
+def luks2(inner: Path, out: Path, key: bytes) -> Path:
+    """A LUKS2 volume holding the file-system image ``inner``, encrypted by cryptsetup itself with ``key``
+    as its key file (what a BEK is). cryptsetup's offline encryption ('reencrypt --encrypt' of an unmounted
+    file) writes the data in user space: no dm-crypt, no loop device, no root. argon2id with a tiny cost
+    (the kind real volumes use, fast here)."""
+    need("cryptsetup")
+    header = 16 * MiB  # made room for by --reduce-device-size; LUKS2 keeps half of it as its header
+    with open(out, "wb") as fh:
+        fh.truncate(os.path.getsize(inner) + header)
+    with open(inner, "rb") as src, open(out, "r+b") as dst:
+        while block := src.read(4 * MiB):
+            if block.count(0) == len(block):
+                dst.seek(len(block), os.SEEK_CUR)
+            else:
+                dst.write(block)
+    key_file = out.with_suffix(".key")
+    key_file.write_bytes(key)
+    try:
+        run("cryptsetup", "reencrypt", "--encrypt", "--batch-mode", "--type", "luks2", "--reduce-device-size", f"{header // MiB}M",
+            "--key-file", key_file, "--pbkdf", "argon2id", "--pbkdf-memory", "32", "--pbkdf-force-iterations", "4",
+            "--pbkdf-parallel", "1", out)
+    finally:
+        key_file.unlink()
+    return out
+
+
+EXTENT = 4 * MiB
+
+
+def lvm(out: Path, vg: str, volumes: list[tuple[str, Path]]) -> Path:
+    """An LVM2 physical volume (a file) whose volume group ``vg`` holds one logical volume per (name,
+    file-system image). The metadata is written by the lvm2 tools themselves on a loop device over the
+    file (pvcreate needs a block device); the LVs are never activated (no device-mapper here:
+    ``--driverloaded n``), so each image is copied to the extents ``lvs`` reports. The first LV is
+    made of two segments with another LV's extent between them, as an extended LV is."""
+    need("losetup", "pvcreate", "vgcreate", "lvcreate", "lvextend", "lvs", "pvs")
+    sizes = [(os.path.getsize(img) + EXTENT - 1) // EXTENT for _, img in volumes]
+    with open(out, "wb") as fh:
+        fh.truncate(MiB + (sum(sizes) + 2) * EXTENT)
+    attached = subprocess.run(["losetup", "-f", "--show", str(out)], capture_output=True, text=True)
+    require(attached.returncode == 0, f"a loop device for lvm2's pvcreate: {attached.stderr.strip()[:200]}")
+    dev = attached.stdout.strip()
+    config = (f'devices {{ filter = [ "a|^{dev}$|", "r|.*|" ] use_devicesfile = 0 }} backup {{ backup = 0 archive = 0 }} '
+              "activation { udev_sync = 0 udev_rules = 0 }")
+    env = {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1"}
+
+    def lvm_tool(*args) -> str:
+        return subprocess.run([*map(str, args), "--config", config], check=True, capture_output=True, text=True, env=env).stdout
+
+    try:
+        lvm_tool("pvcreate", "-ff", "-y", dev)
+        lvm_tool("vgcreate", "-s", f"{EXTENT // MiB}M", vg, dev)
+        for i, ((name, _), extents) in enumerate(zip(volumes, sizes)):
+            lv = ["lvcreate", "--driverloaded", "n", "-an", "-Zn", "-y"]
+            if i == 0 and extents > 1:
+                lvm_tool(*lv, "-l", extents - 1, "-n", name, vg)
+                lvm_tool(*lv, "-l", 1, "-n", "gap", vg)
+                lvm_tool("lvextend", "--driverloaded", "n", "-l", extents, f"{vg}/{name}")
+            else:
+                lvm_tool(*lv, "-l", extents, "-n", name, vg)
+        pe_start = int(lvm_tool("pvs", "--noheadings", "--nosuffix", "--units", "b", "-o", "pe_start", dev).split()[0])
+        segments = lvm_tool("lvs", "--noheadings", "--separator", ";", "-o", "lv_name,seg_start_pe,seg_pe_ranges", vg)
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+    images = dict(volumes)
+    with open(out, "r+b") as pv:
+        for line in segments.split():
+            name, le, ranges = line.strip().split(";")
+            if name not in images:
+                continue
+            first, last = (int(x) for x in ranges.rsplit(":", 1)[1].split("-"))
+            with open(images[name], "rb") as fs:
+                fs.seek(int(le) * EXTENT)
+                data = fs.read((last - first + 1) * EXTENT)
+            pv.seek(pe_start + first * EXTENT)
+            pv.write(data)
+    return out

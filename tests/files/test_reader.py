@@ -143,3 +143,13 @@ def test_a_missing_chunk_is_named(stored):
     (backend.root / chunk_name(cid)).unlink()
     with pytest.raises(ChunkMissing):
         DiskImage(repo, "vm", "p1", "vda").open().read(1)
+
+
+def test_an_entry_as_a_dict_has_every_field():
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    from haven.browse import Entry
+
+    e = Entry("a", "/a", "symlink", 0, 0o777, 1, 2, datetime(2026, 1, 1, tzinfo=timezone.utc), "b")
+    assert e.to_dict() == asdict(e)

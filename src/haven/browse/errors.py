@@ -20,6 +20,8 @@ __all__ = [
     "VolumeAmbiguous",
     "NoFileSystem",
     "FileSystemCorrupt",
+    "VolumeLocked",
+    "VolumeKeyInvalid",
     "SymlinkLoop",
     "DirectoryLoop",
     "DirectoryTooLarge",
@@ -79,6 +81,21 @@ class NoFileSystem(PreconditionFailed):
 class FileSystemCorrupt(BrowseError):
     code = "UserErrorFileSystemCorrupt"
     message = "The {fs} file system on volume {volume!r} of disk {disk!r} is damaged or not what it claims to be: {reason}"
+
+
+class VolumeLocked(PreconditionFailed):
+    code = "UserErrorFileVolumeEncrypted"
+    message = ("Volume {volume!r} of disk {disk!r} is encrypted (LUKS) and its recovery point holds no key for it "
+               "(Haven keeps BEKs only for VMs encrypted with a BEK and a KEK of its key vault).")
+    recommendation = ("Restore the disk (haven protection restore-disks) and open it with its key (cryptsetup open), "
+                      "or name the VM's BEK and KEK in its definition so that its next points carry them (see docs/keyvault.md).")
+
+
+class VolumeKeyInvalid(BrowseError):
+    code = "UserErrorFileVolumeKeyInvalid"
+    message = "None of the {tried} key(s) kept with the recovery point opens the encrypted (LUKS) volume {volume!r} of disk {disk!r}."
+    recommendation = ("The disk was re-keyed without updating its BEK secret: restore the disk (haven protection restore-disks) and "
+                      "open it with its current key (cryptsetup open), then store that key as the VM's BEK (haven keyvault secret set).")
 
 
 class SymlinkLoop(BrowseError):

@@ -5,6 +5,7 @@ the root, a folder's children, an entry's facts, a symlink's target, a file's by
 from __future__ import annotations
 
 import stat
+import struct
 from collections.abc import Hashable, Iterator
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
@@ -21,25 +22,64 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class Reader:
-    """The few things each library answers differently. ``node`` is the library's own object."""
+    """The few things each library answers differently. ``node`` is the library's own object; ``fs`` the
+    library's file system (most give their root as ``fs.root`` and a file's bytes as ``node.open()``)."""
 
     name = "?"
+    fs: Any = None
 
     def __init__(self, fh: BinaryIO):
         self.fh = fh
 
-    def root(self) -> Any: ...
+    def root(self) -> Any:
+        return self.fs.root
+
     def children(self, node) -> Iterator[tuple[str, Any]]: ...
     def info(self, node) -> tuple[str, int, int, int | None, int | None, datetime | None]: ...  # type, size, mode, uid, gid, mtime
     def link(self, node) -> str: ...
-    def open(self, node) -> BinaryIO: ...
+
+    def open(self, node) -> BinaryIO:
+        return node.open()
+
     def key(self, node) -> Hashable: ...
 
     def dir_bytes(self, node) -> int:
         return 0
 
+    def kind(self, node) -> str:
+        """The entry's type alone (cheaper than ``info`` where the folder's entry says it)."""
+        return self.info(node)[0]
 
-class _Ext(Reader):
+
+class _Inodes(Reader):
+    """Unix file systems whose nodes are inodes (ext2/3/4, XFS): only the inode's field names differ (``owner``)."""
+
+    def children(self, node):
+        for child in node.iterdir():
+            yield child.filename, child
+
+    def owner(self, inode) -> tuple[int, int, int]:
+        """(mode, uid, gid) of the library's raw inode."""
+        raise NotImplementedError
+
+    def info(self, node):
+        mode, uid, gid = self.owner(node.inode)
+        return kind_of_mode(mode), node.size, stat.S_IMODE(mode), uid, gid, _utc(node.mtime)
+
+    def link(self, node):
+        return node.link
+
+    def key(self, node):
+        return node.inum
+
+    def dir_bytes(self, node):
+        return node.size
+
+    def kind(self, node):
+        return kind_of_mode(node.filetype)  # from the folder's entry when it carries the type: no inode read
+
+
+class _Ext(_Inodes):
     name = "ext"
 
     def __init__(self, fh):
@@ -49,33 +89,34 @@ class _Ext(Reader):
         self.fs = ExtFS(fh)
         self.name = {1: "ext2", 2: "ext3", 3: "ext4"}.get(getattr(self.fs, "type", 3), "ext4")
 
-    def root(self):
-        return self.fs.root
-
-    def children(self, node):
-        for child in node.iterdir():
-            yield child.filename, child
+    def owner(self, i):
+        return i.i_mode, i.i_uid | (getattr(i, "i_uid_high", 0) << 16), i.i_gid | (getattr(i, "i_gid_high", 0) << 16)
 
     def info(self, node):
-        i = node.inode
-        uid = i.i_uid | (getattr(i, "i_uid_high", 0) << 16)
-        gid = i.i_gid | (getattr(i, "i_gid_high", 0) << 16)
-        return kind_of_mode(i.i_mode), node.size, stat.S_IMODE(i.i_mode), uid, gid, _utc(node.mtime)
+        """The listed fields unpacked from the raw inode: dissect's full parse of an ext4 inode costs ~0.2 ms
+        (a 10,000-entry folder took seconds). Same location and time rules as dissect.extfs."""
+        if "inode" in node.__dict__:  # already parsed (the file is being read)
+            return super().info(node)
+        from dissect.extfs.extfs import _parse_ns_ts
+        from dissect.util.ts import from_unix_ns
 
-    def link(self, node):
-        return node.link
+        fs, sb = self.fs, self.fs.sb
+        group, index = divmod(node.inum - 1, sb.s_inodes_per_group)
+        desc = fs._read_group_desc(group)
+        table = ((getattr(desc, "bg_inode_table_hi", 0) or 0) << 32) | desc.bg_inode_table_lo
+        fs.fh.seek(table * fs.block_size + index * sb.s_inode_size)
+        raw = fs.fh.read(min(sb.s_inode_size, 140))
+        if len(raw) < 128:
+            raise ValueError(f"inode {node.inum} lies beyond the end of the volume")
+        mode, uid, size_lo, mtime, gid = struct.unpack_from("<HHI8xI4xH", raw)
+        size_hi, = struct.unpack_from("<I", raw, 108)
+        uid_hi, gid_hi = struct.unpack_from("<HH", raw, 120)
+        extra = struct.unpack_from("<I", raw, 136)[0] if sb.s_inode_size > 128 and len(raw) >= 140 else 0
+        return (kind_of_mode(mode), (size_hi << 32) | size_lo, stat.S_IMODE(mode), uid | (uid_hi << 16), gid | (gid_hi << 16),
+                _utc(from_unix_ns(_parse_ns_ts(mtime, extra))))
 
-    def open(self, node):
-        return node.open()
 
-    def key(self, node):
-        return node.inum
-
-    def dir_bytes(self, node):
-        return node.size
-
-
-class _Xfs(Reader):
+class _Xfs(_Inodes):
     name = "xfs"
 
     def __init__(self, fh):
@@ -84,28 +125,8 @@ class _Xfs(Reader):
 
         self.fs = XFS(fh)
 
-    def root(self):
-        return self.fs.root
-
-    def children(self, node):
-        for child in node.iterdir():
-            yield child.filename, child
-
-    def info(self, node):
-        i = node.inode
-        return kind_of_mode(i.di_mode), node.size, stat.S_IMODE(i.di_mode), i.di_uid, i.di_gid, _utc(node.mtime)
-
-    def link(self, node):
-        return node.link
-
-    def open(self, node):
-        return node.open()
-
-    def key(self, node):
-        return node.inum
-
-    def dir_bytes(self, node):
-        return node.size
+    def owner(self, i):
+        return i.di_mode, i.di_uid, i.di_gid
 
 
 class _Btrfs(Reader):
@@ -175,9 +196,6 @@ class _Ntfs(Reader):
     def link(self, node):
         return node.reparse_point_substitute_name.replace("\\", "/")
 
-    def open(self, node):
-        return node.open()
-
     def key(self, node):
         return node.segment
 
@@ -190,9 +208,6 @@ class _Fat(Reader):
         from dissect.fat import fat
 
         self.fs = fat.FATFS(fh)
-
-    def root(self):
-        return self.fs.root
 
     @staticmethod
     def _name(entry) -> str:
@@ -213,9 +228,6 @@ class _Fat(Reader):
         if node is self.fs.root or node.is_directory():
             return DIR, 0, 0o755, None, None, None if node is self.fs.root else _utc(node.mtime)
         return FILE, node.size, 0o644, None, None, _utc(node.mtime)
-
-    def open(self, node):
-        return node.open()
 
     def key(self, node):
         return "root" if node is self.fs.root else (node.cluster or id(node))

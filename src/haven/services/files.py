@@ -20,13 +20,14 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import select
 
-from haven.browse import DIR, FILE, SYMLINK, Entry, FileSystem, find_volumes, normalise, open_volume
+from haven.browse import DIR, FILE, SYMLINK, Entry, FileSystem, find_volumes, normalise, open_filesystem, open_volume
+from haven.browse.luks import Keys
 from haven.browse.errors import BrowseLimitReached, FileSystemCorrupt, NotADirectory, PathNotFound
 from haven.db.files_tables import FileDownload
 from haven.db.models import RecoveryPoint
 from haven.domain.enums import ProtectionState, Role
 from haven.engine.reader import ChunkCache, DiskImage
-from haven.errors import UserError
+from haven.errors import Forbidden, NotFound, UserError
 from haven.services.auth import Caller
 from haven.services.points import PointSoftDeleted
 
@@ -105,21 +106,37 @@ class FileService:
         repo = self.core.storage.open(vault)
         return DiskImage(repo, item.id, point.id, chosen, cache=self.cache)
 
-    def _fs(self, vault, item, point, disk: str | None, volume: str | None) -> FileSystem:
-        return open_volume(self._image(vault, item, point, disk), volume)
+    def _keys(self, caller: Caller, vault, item, point, disk: str, strict: bool = True) -> Keys:
+        """The disk's LUKS keys (BEKs) the point carries, asked only when a LUKS volume is met: the caller
+        needs what restoring them needs (``restore`` on the key vault's keys and secrets). Not ``strict``
+        (a volume listing): without that access the volume is shown locked instead of refused."""
+        def keys() -> list[bytes]:
+            backup = self.core.storage.open(vault).load_point(item.id, point.id).meta or {}
+            try:
+                return self.core.keyvault.disk_keys_from_backup(backup.get("key_backup"), caller, disk)
+            except (Forbidden, NotFound):
+                if strict:
+                    raise
+                return []
+        return keys
+
+    def _fs(self, caller: Caller, vault, item, point, disk: str | None, volume: str | None) -> FileSystem:
+        image = self._image(vault, item, point, disk)
+        return open_volume(image, volume, keys=self._keys(caller, vault, item, point, image.name))
 
     # ---- use cases
     def volumes(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str, disk: str | None = None) -> dict:
         vault, item, point = self._point(caller, subscription, vault_name, vm, point_id)
         image = self._image(vault, item, point, disk)
+        keys = self._keys(caller, vault, item, point, image.name, strict=False)
         return {"vm": vm, "recovery_point": point.id, "disk": image.name, "size": image.size,
-                "volumes": [v.to_dict() for v in find_volumes(image)]}
+                "volumes": [v.to_dict() for v in find_volumes(image, keys)]}
 
     def list(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str, path: str = "/",
              disk: str | None = None, volume: str | None = None) -> dict:
         path = normalise(path)
         vault, item, point = self._point(caller, subscription, vault_name, vm, point_id)
-        fs = self._fs(vault, item, point, disk, volume)
+        fs = self._fs(caller, vault, item, point, disk, volume)
         entries = fs.list(path)
         return {"vm": vm, "recovery_point": point.id, "disk": fs.disk, "volume": fs.volume, "filesystem": fs.kind,
                 "path": path, "entries": [e.to_dict() for e in entries]}
@@ -127,7 +144,7 @@ class FileService:
     def stat(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str, path: str,
              disk: str | None = None, volume: str | None = None) -> dict:
         vault, item, point = self._point(caller, subscription, vault_name, vm, point_id)
-        return self._fs(vault, item, point, disk, volume).stat(path).to_dict()
+        return self._fs(caller, vault, item, point, disk, volume).stat(path).to_dict()
 
     def download(self, caller: Caller, subscription: str, vault_name: str, vm: str, point_id: str, path: str,
                  disk: str | None = None, volume: str | None = None, byte_range: tuple[int | None, int | None] | None = None,
@@ -136,7 +153,7 @@ class FileService:
         times, symlinks and hard links kept). The audit row is written before this returns."""
         path = normalise(path)
         vault, item, point = self._point(caller, subscription, vault_name, vm, point_id)
-        fs = self._fs(vault, item, point, disk, volume)
+        fs = self._fs(caller, vault, item, point, disk, volume)
         entry = fs.stat(path, follow=True)
         if entry.type == DIR:
             # the whole tree's metadata first: a loop or a limit is a typed error before the first byte goes out
@@ -178,14 +195,13 @@ class FileService:
                 if disk and d["name"] != disk:
                     continue
                 image = self._image(vault, item, point, d["name"])
-                for vol in find_volumes(image):
+                keys = self._keys(caller, vault, item, point, d["name"])
+                for vol in find_volumes(image, keys):
                     if vol.filesystem in (None, "luks", "lvm"):
                         continue
-                    fs = open_volume(image, vol.id)
+                    fs = open_filesystem(vol.open(), image.name, vol.id, point=point.id)
                     try:
-                        for entry, node in fs.walk(path):
-                            if entry.type != FILE or not fnmatch.fnmatchcase(entry.name, pattern):
-                                continue
+                        for entry, node in fs.search(path, lambda name: fnmatch.fnmatchcase(name, pattern)):
                             if len(hits) >= MAX_FIND_RESULTS:
                                 raise BrowseLimitReached(what="find", limit=f"{MAX_FIND_RESULTS} matches", path=path)
                             hits.append({"recovery_point": point.id, "time": point.time, "disk": d["name"], "volume": vol.id,

@@ -32,6 +32,7 @@ class VolumeOut(BaseModel):
     size: int
     filesystem: str | None
     label: str | None
+    encrypted: bool = False
 
 
 class VolumesOut(BaseModel):

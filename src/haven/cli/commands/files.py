@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 from typing import Annotated, Optional
 
+import httpx
 import typer
 
 from haven.cli.commands.protection import _items
@@ -17,6 +18,9 @@ from haven.cli.commands.restore import RpOpt, _point, files
 from haven.cli.output import err_console
 from haven.cli.state import SubOpt, VaultOpt, VmOpt, handled, state
 from haven.errors import UserError
+
+#: a search reads every point's file systems (each bounded by the server's own deadline): longer than a plain request's 60 s
+FIND_TIMEOUT = httpx.Timeout(60.0, read=1800.0)
 
 __all__ = ["ls", "get", "find", "volumes", "downloads"]
 
@@ -153,7 +157,8 @@ def find(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmO
     """Which recovery points hold a file of that name, with size, mtime and a short SHA-256: which backup still has the good version."""
     st = state(ctx)
     out = st.client.request("GET", f"{_items(subscription, vault_name)}/{vm}/files/find",
-                            params=_params(name=name, all_points=str(all_points).lower(), point=rp_name, disk=disk, path=path))
+                            params=_params(name=name, all_points=str(all_points).lower(), point=rp_name, disk=disk, path=path),
+                            timeout=FIND_TIMEOUT)
     if st.output == "json":
         st.show(out)
         return

@@ -13,11 +13,11 @@ from typing import Iterable
 from haven.db.models import Subscription
 from haven.domain.enums import Role
 from haven.keyvault import errors as E
-from haven.keyvault.crypto import WrapError, b64d
+from haven.keyvault.crypto import AES_ALGS, RSA_ALGS, SoftwareKey, WrapError, b64d
 from haven.keyvault.permissions import BACKUP_NEEDS
 from haven.keyvault.tables import KeyVault
 from haven.services.auth import Caller
-from haven.services.keyvault.encryption import parse_encryption
+from haven.services.keyvault.encryption import _ref, parse_encryption
 from haven.services.keyvault.keyops import KeyOperations, check_alg
 from haven.services.keyvault.kinds import KEY, SECRET, kid
 from haven.services.keyvault.secretops import SecretOperations
@@ -182,6 +182,60 @@ class VmKeys(SecretOperations, KeyOperations):
         if not backup:
             raise E.BackupBlobInvalid(reason=f"recovery point {point!r} of {vm!r} holds no key backup (the VM was not encrypted)")
         return self.restore_keys_from_backup(backup, caller=caller, subscription=subscription, key_vault=key_vault, what=what)
+
+    def disk_keys_from_backup(self, backup: dict | None, caller: Caller, disk: str) -> list[bytes]:
+        """The LUKS key(s) of ``disk`` a recovery point's key backup holds, unwrapped by the KEK backed up with them,
+        so the server can read the disk's files. The caller needs what restoring those keys needs: Reader on the key
+        vault's subscription and ``keys: restore`` and ``secrets: restore`` in the key vault (which must exist).
+        The disk's own BEK first (``"disks": {disk: {"bek_secret": …}}``), else the VM's; ``[]`` without a backup."""
+        if not backup:
+            return []
+        with self.core.db.session() as s:  # access first, then the blob
+            try:
+                self._data(s, caller, backup.get("subscription") or "", backup.get("key_vault") or "", "secret", "restore")
+                self._data(s, caller, backup.get("subscription") or "", backup.get("key_vault") or "", "key", "restore")
+            except E.KeyVaultNotFound:
+                raise E.KeyVaultMissingForRestore(key_vault=backup.get("key_vault"), **E.UNKNOWN_WHERE) from None
+        try:
+            _, doc = self.sealer.open_blob(backup.get("blob") or "", ("vmkeys",))
+        except WrapError as exc:
+            raise E.BackupBlobInvalid(reason=str(exc)) from None
+        settings = doc.get("settings") or {}
+        per_disk = ((settings.get("disks") or {}).get(disk) or {}).get("bek_secret") if isinstance(settings.get("disks"), dict) else None
+        ref = per_disk or settings.get("bek_secret")
+        wanted = _ref(ref, "secret", doc["key_vault"])[1:] if ref else None
+        keys = {k["name"]: k for k in doc["keys"]}
+        out: list[bytes] = []
+        for secret in doc["secrets"]:
+            if wanted and secret["name"] != wanted[0]:
+                continue
+            versions = [v for v in secret["versions"] if not wanted or wanted[1] in (None, v["version"])]
+            for v in reversed(versions):  # the newest first
+                key = self._backed_up_key(keys, (v.get("tags") or {}).get("kek") or "")
+                if key is None:
+                    continue
+                try:
+                    wrapped = b64d(b64d(v["value"]).decode())
+                    if key.get("protection") == "hsm":
+                        if self.hsm is None:
+                            raise E.HsmNotConfigured(what="used")
+                        out.append(self.hsm.unwrap(key["hsm_ref"]["label"], wrapped))
+                    else:
+                        alg = (v.get("tags") or {}).get("alg") or (RSA_ALGS if key["kty"] == "RSA" else AES_ALGS)[0]
+                        out.append(SoftwareKey(key["kty"], b64d(key["material"])).unwrap(wrapped, alg))
+                except (WrapError, ValueError, KeyError):
+                    continue  # this version does not unwrap with its KEK: the next one may
+        return out
+
+    @staticmethod
+    def _backed_up_key(keys: dict, kek: str) -> dict | None:
+        """The version of a backed-up KEK a BEK's ``kek`` tag (``kv/keys/name/version``) names."""
+        parts = kek.split("/")
+        if len(parts) < 3 or parts[2] not in keys:
+            return None
+        versions = keys[parts[2]]["versions"]
+        named = [v for v in versions if len(parts) < 4 or v["version"] == parts[3]]
+        return named[-1] if named else None
 
     def unwrap_bek(self, caller: Caller | None, subscription: str | None, vault: str, secret: str, version: str | None = None) -> bytes:
         """The disk key a BEK secret holds, unwrapped by the KEK its tags name (fails closed on a wrong KEK)."""
