@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from haven.config import default_home
 from haven.errors import HavenError, Transient, error_from_payload
@@ -20,6 +19,20 @@ class ServerUnreachable(Transient):
     code = "UserErrorServerUnreachable"
     message = "The Haven server at {url} did not answer: {reason}"
     recommendation = "Start it with 'haven serve' (or 'make run'), or point the CLI at it with --server / HAVEN_SERVER."
+
+
+def _httpx():
+    """httpx, imported with the first client: a CLI call that fails before talking to the server does not pay
+    for it, nor for httpx's own command line (``httpx._main``: click, pygments, rich), which is left out."""
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]  # httpx falls back to a stub main()
+        try:
+            import httpx
+        finally:
+            del sys.modules["httpx._main"]
+    import httpx
+
+    return httpx
 
 
 def _credentials(home: Path) -> dict:
@@ -36,12 +49,12 @@ class ApiClient:
         self.token = token or os.environ.get("HAVEN_TOKEN") or creds.get("token")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         # The control plane is reached directly; proxies are for the agent's data path.
-        self._http = httpx.Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout, trust_env=False)
+        self._http = _httpx().Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout, trust_env=False)
 
     def request(self, method: str, path: str, **kwargs) -> Any:
         try:
             r = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
+        except _httpx().HTTPError as e:
             raise ServerUnreachable(url=self.server, reason=str(e) or type(e).__name__) from None
         if r.status_code == 204:
             return None
@@ -70,7 +83,7 @@ class ApiClient:
                     sink(block)
                     total += len(block)
                 return total, r.headers.get("content-type", "")
-        except httpx.HTTPError as e:
+        except _httpx().HTTPError as e:
             raise ServerUnreachable(url=self.server, reason=str(e) or type(e).__name__) from None
 
     def get(self, path: str, **params) -> Any:
