@@ -44,3 +44,37 @@ def test_backup_now_through_the_api_starts_without_waiting_for_the_runners_poll(
         assert api.get("/api/v1/subscriptions/prod/vaults/v1/items/web1/recovery-points").json()
     finally:
         runner.stop()
+
+
+def _queued_job(api, core) -> str:
+    sub = api.post("/api/v1/subscriptions", json={"name": "prod"}).json()
+    with core.db.session() as s:
+        return core.queue.enqueue(s, type="Test", operation="Test", subscription_id=sub["id"]).id
+
+
+def test_a_long_poll_answers_when_the_job_ends(api, core):
+    job_id = _queued_job(api, core)
+
+    def finish_soon():
+        time.sleep(0.5)
+        assert JobRunner(core.queue, {"Test": lambda ctx: ctx.commit(lambda s: {"done": True})}).run_once() == job_id
+
+    worker = threading.Thread(target=finish_soon)
+    worker.start()
+    try:
+        # asked while the job is queued, answered with its end: not with the state it found
+        answer = api.get(f"/api/v1/subscriptions/prod/jobs/{job_id}", params={"wait": 30})
+    finally:
+        worker.join()
+    assert answer.status_code == 200 and answer.json()["status"] == "Completed", answer.json()
+    assert answer.json()["result"] == {"done": True}
+
+
+def test_a_long_poll_on_an_ended_job_answers_at_once_and_a_bad_wait_is_refused(api, core):
+    job_id = _queued_job(api, core)
+    assert api.get(f"/api/v1/subscriptions/prod/jobs/{job_id}", params={"wait": 0.2}).json()["status"] == "Queued"
+    for bad in ("31", "-1", "soon"):
+        answer = api.get(f"/api/v1/subscriptions/prod/jobs/{job_id}", params={"wait": bad})
+        assert answer.status_code == 422 and answer.json()["error"]["code"], answer.text
+    core.queue.request_cancel(job_id)
+    assert api.get(f"/api/v1/subscriptions/prod/jobs/{job_id}", params={"wait": 30}).json()["status"] == "Cancelled"

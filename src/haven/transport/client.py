@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,9 @@ class ServerUnreachable(Transient):
     code = "UserErrorServerUnreachable"
     message = "The Haven server at {url} did not answer: {reason}"
     recommendation = "Start it with 'haven serve' (or 'make run'), or point the CLI at it with --server / HAVEN_SERVER."
+
+
+_ENDED = ("Completed", "CompletedWithWarnings", "Failed", "Cancelled")
 
 
 def _httpx():
@@ -85,6 +90,28 @@ class ApiClient:
                 return total, r.headers.get("content-type", "")
         except _httpx().HTTPError as e:
             raise ServerUnreachable(url=self.server, reason=str(e) or type(e).__name__) from None
+
+    def wait_job(self, subscription: str, job_id: str, timeout: float, hold: float = 10.0,
+                 seen: Callable[[dict], None] | None = None) -> dict:
+        """The job once it has ended, or as it is after ``timeout`` seconds. Each request is a long poll
+        (``?wait=``, answered as soon as the job's status changes), so the end is noticed at once; a server
+        that answers at once without a change (no long poll) is asked again after 0.1 s, then less often
+        (up to a second). ``seen`` gets every answer (a progress bar)."""
+        end = time.monotonic() + timeout
+        delay, last = 0.1, None
+        while True:
+            asked = time.monotonic()
+            hold_for = round(max(0.0, min(hold, end - asked)), 1)
+            job = self.get(f"/subscriptions/{subscription}/jobs/{job_id}", wait=hold_for)
+            if seen is not None:
+                seen(job)
+            if job.get("status") in _ENDED or time.monotonic() >= end:
+                return job
+            if job.get("status") != last:
+                last, delay = job.get("status"), 0.1
+            elif time.monotonic() - asked < hold_for / 2:  # no change, answered early: a server without long polls
+                time.sleep(min(delay, max(0.0, end - time.monotonic())))
+                delay = min(1.0, delay * 1.5)
 
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
