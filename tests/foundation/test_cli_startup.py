@@ -37,3 +37,19 @@ def test_a_command_against_the_server_loads_only_its_own_module_and_no_pydantic(
     assert {m for m in modules if m.startswith("haven.cli.commands.")} == {
         "haven.cli.commands.vaults", "haven.cli.commands.guard", "haven.cli.commands.restore",
         "haven.cli.commands.protection"}
+
+
+def test_an_error_answer_is_printed_with_its_code_and_exit_code_without_loading_all_of_haven(tmp_path):
+    from tests.services.haven_server import HavenServer
+
+    server = HavenServer(tmp_path / "srv").start()
+    try:
+        script = ("import json, sys\nfrom haven.cli.main import app\ntry:\n    app()\nexcept SystemExit as e:\n"
+                  "    print(json.dumps({'exit': e.code, 'modules': sorted(sys.modules)}))")
+        out = subprocess.run([sys.executable, "-c", script, "vault", "show", "-s", "nosuch", "-n", "v1"], capture_output=True,
+                             text=True, timeout=60, env={**server.cli_env(), "PYTHONPATH": SRC})
+    finally:
+        server.stop()
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["exit"] == 3 and "UserErrorSubscriptionNotFound" in out.stderr and "Fix" in out.stderr, out.stderr
+    assert _heavy(set(answer["modules"]), [h for h in HEAVY if h != "zstandard"]) == []
