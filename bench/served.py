@@ -677,7 +677,11 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
         if not a.no_live:
             live = int((a.live_gib or (0.25 if a.quick else 1.0)) * GiB)
-            rounds = live_rounds(srv, cache, a.work, repeat, live)
+            try:
+                rounds = live_rounds(srv, cache, a.work, repeat, live)
+            except Exception as e:  # a libvirtd that went away (shared machine): keep the stopped-VM results
+                print(f"live: failed ({type(e).__name__}: {e})", flush=True)
+                results["live_error"], rounds = f"{type(e).__name__}: {e}", []
             if rounds:
                 med = medians(rounds)
                 results["live"] = {"runs": rounds, "median": med,
@@ -700,6 +704,12 @@ def print_summary(results: dict) -> None:
             rss = f"{m.get('rss_full', 0) / MiB:.0f} / {m.get('rss_restore', 0) / MiB:.0f}" if "rss_full" in m else "-"
             print(f"| {t} | {m['full']:.2f} | {m['restore']:.2f} | {m['stored'] / MiB:.1f} | {rss} |")
         print("ratios:", json.dumps(w["ratios"]))
+        hs = med.get("haven-served", {})
+        if "full_job" in hs:  # where the served wall time goes: the job itself, its wait in the queue, the rest
+            print(f"haven-served: full {hs['full']:.2f} s = job {hs['full_job']:.2f} + queued {hs.get('full_queued', 0):.2f}"
+                  f" + CLI and API {hs['full'] - hs['full_job'] - hs.get('full_queued', 0):.2f}; restore {hs['restore']:.2f} s"
+                  f" = job {hs['restore_job']:.2f} + queued {hs.get('restore_queued', 0):.2f} + CLI and API"
+                  f" {hs['restore'] - hs['restore_job'] - hs.get('restore_queued', 0):.2f}; `haven version` cold {hs.get('cli_start', 0):.2f} s")
     if results.get("live"):
         print("\n## running libvirt VM")
         for t, m in results["live"]["median"].items():

@@ -2,19 +2,58 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from haven import __version__
-from haven.cli.commands import account, agent, guard, keyvault, prepare, protection, server, vaults
-from haven.cli.commands import restore as _restore_commands  # noqa: F401  (adds commands to existing groups)
-from haven.cli.commands import files as _file_commands  # noqa: F401  (ls/get/find straight from the vault join `restore files`)
 from haven.cli.state import State
+from haven.cli.textparams import plain_text_options
 
 __all__ = ["app", "hoist_output"]
 
+# Each command's module is imported when that command runs (or its help is shown): a call that only talks
+# HTTP loads neither the engine nor the server. name -> (module, attribute, modules that add commands to it).
+_LAZY: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "subscription": ("account", "subscription", ()),
+    "token": ("account", "token", ()),
+    "vm": ("account", "vm", ()),
+    "region": ("account", "region", ()),
+    "vault": ("vaults", "vault", ("restore",)),  # vault import
+    "policy": ("vaults", "policy", ()),
+    "protection": ("protection", "protection", ()),
+    "item": ("protection", "item", ()),
+    "job": ("protection", "job", ()),
+    "recoverypoint": ("protection", "recoverypoint", ()),
+    "restore": ("protection", "restore", ("restore", "files")),  # restore-vm …, restore files …
+    "prepare": ("prepare", "app", ()),
+    "keyvault": ("keyvault", "app", ()),
+    "host": ("agent", "host", ()),
+    "resource-guard": ("guard", "resource_guard", ()),
+    "serve": ("server", "serve", ()),
+    "agent": ("agent", "agent", ()),
+    "demo": ("server", "demo", ()),
+}
+_LOADED: dict[str, object] = {}
+
+
+def _load(name: str):
+    """The click command of ``name``, built from its module on first use."""
+    if name not in _LOADED:
+        module, attr, extra = _LAZY[name]
+        obj = getattr(import_module(f"haven.cli.commands.{module}"), attr)
+        for other in extra:
+            import_module(f"haven.cli.commands.{other}")
+        holder = typer.Typer()
+        if isinstance(obj, typer.Typer):
+            holder.add_typer(obj, name=name)
+        else:  # a single command (serve, agent, demo)
+            holder.command(name)(obj)
+        _LOADED[name] = typer.main.get_group(holder).commands[name]
+        plain_text_options(_LOADED[name])
+    return _LOADED[name]
 
 
 def hoist_output(args: list[str]) -> list[str]:
@@ -42,7 +81,16 @@ def hoist_output(args: list[str]) -> list[str]:
 
 class _OutputAnywhere(TyperGroup):
     def parse_args(self, ctx, args):
+        plain_text_options(self)
         return super().parse_args(ctx, hoist_output(list(args)))
+
+    def list_commands(self, ctx):
+        return [*super().list_commands(ctx), *_LAZY]
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name in _LAZY:
+            return _load(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 app = typer.Typer(name="haven", help="Haven: self-hosted backup for virtual machines.", no_args_is_help=True,
@@ -66,25 +114,6 @@ def version() -> None:
     """Print Haven's version."""
     print(__version__)
 
-
-app.add_typer(account.subscription, name="subscription")
-app.add_typer(account.token, name="token")
-app.add_typer(account.vm, name="vm")
-app.add_typer(account.region, name="region")
-app.add_typer(vaults.vault, name="vault")
-app.add_typer(vaults.policy, name="policy")
-app.add_typer(protection.protection, name="protection")
-app.add_typer(protection.item, name="item")
-app.add_typer(protection.job, name="job")
-app.add_typer(protection.recoverypoint, name="recoverypoint")
-app.add_typer(protection.restore, name="restore")
-app.add_typer(prepare.app, name="prepare")
-app.add_typer(keyvault.app, name="keyvault")
-app.add_typer(agent.host, name="host")
-app.add_typer(guard.resource_guard, name="resource-guard")
-app.command("serve")(server.serve)
-app.command("agent")(agent.agent)
-app.command("demo")(server.demo)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -29,6 +29,7 @@ from haven.db.session import Database
 from haven.domain.enums import JobStatus
 from haven.engine.errors import RepositoryLocked
 from haven.errors import Conflict, HavenError, NotFound
+from haven.jobs.wakeup import Wakeup
 
 __all__ = ["JobQueue", "LeaseLost", "JobNotFound", "JobNotCancellable", "Claimed", "retryable", "retry_delay"]
 
@@ -92,6 +93,8 @@ class JobQueue:
         self.db, self.clock, self.lease = db, clock, timedelta(seconds=lease_seconds)
         #: concurrent backups allowed per host and per vault (checked when a job is claimed)
         self.limits = {"host_id": max_backups_per_host, "vault_id": max_backups_per_vault}
+        #: wakes this process's idle workers when a job is enqueued or ends (they poll the database too)
+        self.wakeup = Wakeup()
 
     # ---- producers -------------------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class JobQueue:
         )
         session.add(job)
         session.flush()
+        self.wakeup.after_commit(session)
         return job
 
     # ---- workers ---------------------------------------------------------------------------
@@ -218,6 +222,7 @@ class JobQueue:
         status = JobStatus.COMPLETED_WITH_WARNINGS if job.warnings else JobStatus.COMPLETED
         job.status, job.ended_at, job.result = status.value, now, result or {}
         job.lease_owner = job.lease_expires_at = None
+        self.wakeup.after_commit(session)
         return status
 
     def fail(self, job_id: str, worker: str, error: HavenError, cancelled: bool = False) -> bool:
@@ -225,6 +230,7 @@ class JobQueue:
         retryable error with attempts left), False if it failed or was cancelled for good."""
         now = self.clock.now()
         with self.db.session() as s:
+            self.wakeup.after_commit(s)
             job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.lease_owner != worker:
                 return False  # the reaper already took it; it decides the outcome

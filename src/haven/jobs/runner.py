@@ -215,6 +215,7 @@ class JobRunner:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self.queue.wakeup.notify()
         for t in self._threads:
             t.join(timeout)
 
@@ -231,13 +232,14 @@ class JobRunner:
 
     def _loop(self, worker: str) -> None:
         while not self._stop.is_set():
+            seen = self.queue.wakeup.generation
             try:
                 job = self.queue.claim(worker, self._types(), self.host_id)
             except Exception:  # database briefly unavailable: try again
                 log.exception("claim failed")
                 job = None
-            if job is None:
-                self._stop.wait(self.poll)
+            if job is None:  # until this process enqueues or ends a job; the poll finds the others' jobs
+                self.queue.wakeup.wait(seen, self.poll)
                 continue
             self._run(job, worker)
 

@@ -5,21 +5,64 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from haven.config import default_home
-from haven.errors import HavenError, Transient, error_from_payload
+from haven.errors import CATEGORIES, HavenError, InternalError, Transient
 
-__all__ = ["ApiClient", "ServerUnreachable"]
+__all__ = ["ApiClient", "ServerUnreachable", "error_from_answer"]
 
 
 class ServerUnreachable(Transient):
     code = "UserErrorServerUnreachable"
     message = "The Haven server at {url} did not answer: {reason}"
     recommendation = "Start it with 'haven serve' (or 'make run'), or point the CLI at it with --server / HAVEN_SERVER."
+
+
+_ENDED = ("Completed", "CompletedWithWarnings", "Failed", "Cancelled")
+
+
+def _httpx():
+    """httpx, imported with the first client: a CLI call that fails before talking to the server does not pay
+    for it, nor for httpx's own command line (``httpx._main``: click, pygments, rich), which is left out."""
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]  # httpx falls back to a stub main()
+        try:
+            import httpx
+        finally:
+            del sys.modules["httpx._main"]
+    import httpx
+
+    return httpx
+
+
+def _loaded_errors() -> dict[str, type[HavenError]]:
+    found: dict[str, type[HavenError]] = {}
+    stack = [HavenError]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        found.setdefault(cls.code, cls)
+    return found
+
+
+def error_from_answer(payload: Any, status: int) -> HavenError:
+    """The error of an API answer, as ``haven.errors.error_from_payload`` makes it but among the error classes
+    this process has loaded (finding them all imports every Haven module: seconds for a CLI call that only
+    prints the error). A code without a loaded class keeps its code, text and fix, with the category of its
+    HTTP status (which decides the exit code)."""
+    body = payload.get("error", {}) if isinstance(payload, dict) else {}
+    code = body.get("code", "InternalError")
+    cls = _loaded_errors().get(code) or next((c for c in CATEGORIES if c.http_status == status), InternalError)
+    err = cls(body.get("message", str(payload)), body.get("recommendation"))
+    if err.code != code:
+        err.code = code  # type: ignore[misc]  # this instance's code; the class stays the category's
+    err.fields = body.get("details", {})
+    return err
 
 
 def _credentials(home: Path) -> dict:
@@ -36,12 +79,12 @@ class ApiClient:
         self.token = token or os.environ.get("HAVEN_TOKEN") or creds.get("token")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         # The control plane is reached directly; proxies are for the agent's data path.
-        self._http = httpx.Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout, trust_env=False)
+        self._http = _httpx().Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout, trust_env=False)
 
     def request(self, method: str, path: str, **kwargs) -> Any:
         try:
             r = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
+        except _httpx().HTTPError as e:
             raise ServerUnreachable(url=self.server, reason=str(e) or type(e).__name__) from None
         if r.status_code == 204:
             return None
@@ -50,7 +93,7 @@ class ApiClient:
         except ValueError:
             body = {"error": {"code": "InternalError", "message": r.text[:500]}}
         if r.status_code >= 400:
-            raise error_from_payload(body, r.status_code)
+            raise error_from_answer(body, r.status_code)
         return body
 
     def download(self, path: str, params: dict, sink) -> tuple[int, str]:
@@ -64,14 +107,36 @@ class ApiClient:
                         body = r.json()
                     except ValueError:
                         body = {"error": {"code": "InternalError", "message": r.text[:500]}}
-                    raise error_from_payload(body, r.status_code)
+                    raise error_from_answer(body, r.status_code)
                 total = 0
                 for block in r.iter_bytes(1 << 20):
                     sink(block)
                     total += len(block)
                 return total, r.headers.get("content-type", "")
-        except httpx.HTTPError as e:
+        except _httpx().HTTPError as e:
             raise ServerUnreachable(url=self.server, reason=str(e) or type(e).__name__) from None
+
+    def wait_job(self, subscription: str, job_id: str, timeout: float, hold: float = 10.0,
+                 seen: Callable[[dict], None] | None = None) -> dict:
+        """The job once it has ended, or as it is after ``timeout`` seconds. Each request is a long poll
+        (``?wait=``, answered as soon as the job's status changes), so the end is noticed at once; a server
+        that answers at once without a change (no long poll) is asked again after 0.1 s, then less often
+        (up to a second). ``seen`` gets every answer (a progress bar)."""
+        end = time.monotonic() + timeout
+        delay, last = 0.1, None
+        while True:
+            asked = time.monotonic()
+            hold_for = round(max(0.0, min(hold, end - asked)), 1)
+            job = self.get(f"/subscriptions/{subscription}/jobs/{job_id}", wait=hold_for)
+            if seen is not None:
+                seen(job)
+            if job.get("status") in _ENDED or time.monotonic() >= end:
+                return job
+            if job.get("status") != last:
+                last, delay = job.get("status"), 0.1
+            elif time.monotonic() - asked < hold_for / 2:  # no change, answered early: a server without long polls
+                time.sleep(min(delay, max(0.0, end - time.monotonic())))
+                delay = min(1.0, delay * 1.5)
 
     def get(self, path: str, **params) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})

@@ -1,6 +1,5 @@
 """haven protection … / item … / job … / recoverypoint … / restore …"""
 
-import time
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
@@ -172,22 +171,22 @@ def job_wait(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, type
 
 
 def _wait(st, subscription: str, job_id: str, timeout: float) -> dict:
-    """Poll the job, showing a progress bar on a terminal (and nothing when --output json)."""
-    end = time.monotonic() + timeout
+    """Wait for the job (long polls: its end is seen at once), showing a progress bar on a terminal (and
+    nothing when --output json)."""
     show = st.output != "json" and err_console.is_terminal
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                   console=err_console, disable=not show, transient=True) as bar:
         task = bar.add_task(job_id[:8], total=100)
-        while True:
-            current = st.client.get(f"/subscriptions/{subscription}/jobs/{job_id}")
+
+        def seen(current: dict) -> None:
             subtasks = current.get("subtasks") or []
             if subtasks:
                 pct = sum(t.get("percent", 0) or 0 for t in subtasks) / max(1, len(subtasks))
                 active = next((t["name"] for t in subtasks if t.get("status") == "InProgress"), subtasks[-1]["name"])
                 bar.update(task, completed=pct, description=active)
-            if current["status"] in FINISHED or time.monotonic() > end:
-                return current
-            time.sleep(0.5)
+
+        # a bar is redrawn every second; without one, each request waits up to 10 s for the status to change
+        return st.client.wait_job(subscription, job_id, timeout, hold=1.0 if show else 10.0, seen=seen)
 
 
 @recoverypoint.command("list")
