@@ -4,7 +4,8 @@ Every tick, for each protected item: the schedule's slots since the item's last 
 the policy's time zone. Only the newest due slot is enqueued — after downtime, at most one missed
 slot per item is made up — and the item's ``last_slot`` moves to it with a conditional UPDATE in the
 same transaction as the job, so a slot never runs twice, even with several servers on one database.
-Skipped slots raise a "missed backup window" alert. The tick also applies retention, purges
+Skipped slots raise a "missed backup window" alert. The tick also applies retention to the items with
+something due (``services/retention_due.py``), purges
 soft-deleted data whose time is up, and raises alerts for items without a recent good backup. At most
 once an hour it also deletes job and alert history older than ``job_history_days`` / ``alert_history_days``
 (``jobs/history.py``).
@@ -63,7 +64,7 @@ class Scheduler:
     def tick(self) -> dict:
         enqueued = self.enqueue_due_backups()
         expired: list[str] = []
-        for item_id in self._protected_item_ids():
+        for item_id in self.core.lifecycle.items_due_for_retention():
             expired += self.core.lifecycle.apply_retention(item_id)
         purged = self.core.lifecycle.purge_expired_soft_deletes()
         collected = self._collect_garbage()
@@ -154,7 +155,3 @@ class Scheduler:
                     f"(first {missed[0].isoformat()}); the latest slot {slot.isoformat()} runs now.",
                     f"missed:{item_id}:{missed[0].isoformat()}", item_id=item.id)
         return job["id"]
-
-    def _protected_item_ids(self) -> list[str]:
-        with self.core.db.session() as s:
-            return list(s.scalars(select(ProtectedItem.id).where(ProtectedItem.state == ProtectionState.PROTECTED.value)))
