@@ -106,8 +106,9 @@ class InventoryService:
             view = host_view(host)
         return view, (self.core.auth.agent_token(view["id"], name) if fresh else None)
 
-    def report_vms(self, caller: Caller | None, host_id: str, vms: list[dict]) -> int:
-        """Replace the host's VM list with what its agent sees now (VMs that vanished are kept, marked)."""
+    def report_vms(self, caller: Caller | None, host_id: str, vms: list[dict], partial: bool = False) -> int:
+        """Replace the host's VM list with what its agent sees now (VMs that vanished are kept, marked);
+        ``partial``: update these VMs only, the others keep what was last seen."""
         if caller is not None:
             caller.require_host(host_id)
         now = self.core.clock.now()
@@ -124,7 +125,7 @@ class InventoryService:
                     s.add(row)
                 row.uuid, row.power_state, row.info, row.last_seen = (info.get("uuid"), info.get("power_state", "unknown"),
                                                                       _merge_facts(row.info or {}, info), now)
-            for gone in known.values():
+            for gone in known.values() if not partial else ():
                 gone.power_state = "missing"
             return len(vms)
 
@@ -163,7 +164,7 @@ class InventoryService:
         if remote or adapter_url.startswith("imported:"):
             return False
         adapter = self.core.adapters.for_url(adapter_url)
-        self.report_vms(None, host_id, [vm.to_dict() for vm in probe_inventory(adapter, only=name)])
+        self.report_vms(None, host_id, [vm.to_dict() for vm in probe_inventory(adapter, only=name)], partial=True)
         return True
 
     def find_vm(self, s, name: str, host: str | None = None, region: str | None = None, *, shared_with: Tenancy) -> VirtualMachine:
