@@ -93,13 +93,23 @@ def test_vaults_policies_vms_and_hosts_page_by_name(core, api, fleet):
     assert len({v["id"] for v in vms}) == 18
 
 
+def _cursor_of(url: str, key: list) -> str:
+    import base64
+    import json
+
+    kind = url.rstrip("/").rsplit("/", 1)[-1]
+    return base64.urlsafe_b64encode(json.dumps([kind, key]).encode()).decode().rstrip("=")
+
+
 def test_a_cursor_not_made_by_the_list_is_refused_typed(core, api, fleet):
     vaults_cursor = api.get(VAULTS, params={"limit": 1}).headers["X-Next-Cursor"]
     items_cursor = api.get(ITEMS, params={"limit": 1}).headers["X-Next-Cursor"]
     for url in (ITEMS, f"{ITEMS}/vm2/recovery-points", VAULTS, f"{VAULTS}/v1/policies", f"{VAULTS}/v1/alerts",
                 f"{VAULTS}/v1/file-downloads", f"{VAULTS}/v1/jobs", "/api/v1/vms", "/api/v1/hosts"):
         other = items_cursor if url == VAULTS else vaults_cursor
-        for cursor in ("bm90LWEtY3Vyc29y", other, "W10", "WyJ2YXVsdHMiLFsxXV0"):
+        # not a cursor; another list's; empty; a key of the wrong types (vaults, jobs, items); a NUL in a key
+        for cursor in ("bm90LWEtY3Vyc29y", other, "W10", "WyJ2YXVsdHMiLFsxXV0", "WyJ2YXVsdHMiLFtudWxsLCJ4Il1d",
+                       "WyJqb2JzIixbImEiLCJiIl1d", "WyJpdGVtcyIsWzEsImIiXV0", _cursor_of(url, ["a\x00", "b"])):
             r = api.get(url, params={"cursor": cursor})
             assert r.status_code == 400, (url, cursor, r.text)
             error = r.json()["error"]

@@ -46,7 +46,7 @@ def _typed(value: Any) -> Any:
         if when.tzinfo is None:
             raise ValueError("naive time")
         return when
-    if value is None or isinstance(value, (str, int)) and not isinstance(value, bool):
+    if isinstance(value, str) and "\x00" not in value or isinstance(value, int) and not isinstance(value, bool):
         return value
     raise ValueError("not a key value")
 
@@ -68,6 +68,11 @@ def decode_cursor(kind: str, cursor: str, width: int | None) -> tuple:
     return values
 
 
+def _python_type(column) -> type:
+    kind = column.type
+    return getattr(kind, "impl_instance", kind).python_type  # a TypeDecorator (UTCDateTime): its impl's
+
+
 def clamp(limit: int) -> int:
     return max(1, min(int(limit), MAX_LIMIT))
 
@@ -84,7 +89,10 @@ class Keyset:
         ``key`` gives a row's values of ``columns``."""
         limit = clamp(limit)
         if cursor:
-            query = query.where(self._after(decode_cursor(self.kind, cursor, len(self.columns))))
+            after = decode_cursor(self.kind, cursor, len(self.columns))
+            if not all(isinstance(v, _python_type(c)) for (c, _), v in zip(self.columns, after)):
+                raise CursorInvalid(cursor=cursor[:80])  # a key of other types than this list's
+            query = query.where(self._after(after))
         order = [c.desc() if desc else c.asc() for c, desc in self.columns]
         rows = list(s.execute(query.order_by(*order).limit(limit + 1)).all())
         rows = [r[0] if len(r) == 1 else r for r in rows]
