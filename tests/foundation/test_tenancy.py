@@ -274,7 +274,10 @@ def test_migration_0005_keeps_what_existing_subscriptions_use_and_shares_no_idle
             vms = [VirtualMachine(host_id=hosts[h].id, name=f"vm-{h}", last_seen=now) for h in ("used", "imported")]
             s.add_all(vms)
             s.flush()
-            s.add_all([ProtectedItem(vault_id="vb-id", vm_id=vm.id, state="ProtectionStopped", created_at=now) for vm in vms])
+            # the protected_items table as it was at 0004 (0013 adds retention_due_at)
+            for i, vm in enumerate(vms):
+                s.execute(insert(ProtectedItem.__table__).values(id=f"item-{i}", vault_id="vb-id", vm_id=vm.id,
+                                                                 state="ProtectionStopped", created_at=now))
         migrate(db.engine)
         with db.session() as s:
             names = {h.id: h.name for h in s.scalars(select(Host))} | {x.id: x.name for x in s.scalars(select(Subscription))}

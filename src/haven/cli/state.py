@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -13,7 +13,7 @@ from haven.transport.client import ApiClient
 from haven.cli.output import emit, emit_error
 from haven.errors import HavenError
 
-__all__ = ["State", "handled", "SubOpt", "VaultOpt", "VmOpt", "OutputOpt", "state"]
+__all__ = ["State", "handled", "SubOpt", "VaultOpt", "VmOpt", "OutputOpt", "LimitOpt", "CursorOpt", "state"]
 
 
 @dataclass
@@ -31,6 +31,17 @@ class State:
 
     def show(self, data: Any, columns: list[str] | None = None) -> None:
         emit(data, self.output, columns)
+
+    def show_list(self, path: str, columns: list[str] | None, limit: int | None, cursor: str | None, **params) -> None:
+        """A list endpoint: every page (the cursor followed), or with --limit / --cursor the one page asked for,
+        the next page's cursor on stderr."""
+        if limit is None and cursor is None:
+            self.show(self.client.get_all(path, **params), columns)
+            return
+        rows, following = self.client.page(path, **params, limit=limit, cursor=cursor)
+        self.show(rows, columns)
+        if following:
+            typer.echo(f"More: pass --cursor {following}", err=True)
 
 
 def state(ctx: typer.Context) -> State:
@@ -59,3 +70,5 @@ SubOpt = Annotated[str, typer.Option("--subscription", "-s", envvar="HAVEN_SUBSC
 VaultOpt = Annotated[str, typer.Option("--vault", "--vault-name", "-v", help="Vault name.")]
 VmOpt = Annotated[str, typer.Option("--vm", "--item-name", help="The VM (protected item) name.")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table or json")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, max=1000, help="Show one page of at most this many (default: every page).")]
+CursorOpt = Annotated[Optional[str], typer.Option("--cursor", help="Start after this page (the cursor a --limit page printed).")]

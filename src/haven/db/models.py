@@ -164,7 +164,7 @@ class VirtualMachine(Base):
 
 class ProtectedItem(Base):
     __tablename__ = "protected_items"
-    __table_args__ = (UniqueConstraint("vm_id"),)
+    __table_args__ = (UniqueConstraint("vm_id"), Index("ix_protected_items_state_retention_due", "state", "retention_due_at"))
     id: Mapped[str] = _id()
     vault_id: Mapped[str] = mapped_column(ForeignKey("vaults.id"))
     vm_id: Mapped[str] = mapped_column(ForeignKey("virtual_machines.id"))
@@ -180,6 +180,9 @@ class ProtectedItem(Base):
     last_success_time: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    #: when retention must look at the item again (its next point expiry); None: now (never looked, or a point,
+    #: its policy or its state changed since: ``services/retention_due.py``)
+    retention_due_at: Mapped[datetime | None]
     vault: Mapped[Vault] = relationship()
     vm: Mapped[VirtualMachine] = relationship()
     policy: Mapped[Policy | None] = relationship()

@@ -134,9 +134,10 @@ def probe_inventory(adapter: HypervisorAdapter, *, timeout: float = PROBE_SECOND
     A probe that has not answered by its bound counts as an agent that does not answer (the thread is left to
     end by itself: the adapter's own agent time-out bounds it). A VM busy with a backup or an extension update
     is not probed (its guest may be frozen): its facts say ``skipped`` and the last ones seen still hold.
-    ``only``: probe that VM only (``prepare check``'s fresh probe); the others keep their last facts too.
+    ``only``: that VM alone, described and probed (``prepare check``'s and protection's fresh probe): the cost of
+    one VM, not of the host's whole list (protecting 1,000 VMs must not describe a million).
     """
-    vms = adapter.list_vms()
+    vms = [adapter.describe(only, probe_guest=False)] if only is not None else adapter.list_vms()
     running = [vm for vm in vms if vm.power_state == "running" and vm.guest_agent is not None and vm.guest_agent.present]
     if only is not None:
         for vm in running:

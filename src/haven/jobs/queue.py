@@ -29,6 +29,7 @@ from haven.db.session import Database
 from haven.domain.enums import JobStatus
 from haven.engine.errors import RepositoryLocked
 from haven.errors import Conflict, HavenError, NotFound
+from haven.jobs.limits import hold_limit_row
 from haven.jobs.wakeup import Wakeup
 
 __all__ = ["JobQueue", "LeaseLost", "JobNotFound", "JobNotCancellable", "Claimed", "retryable", "retry_delay"]
@@ -155,8 +156,7 @@ class JobQueue:
     def _at_limit(self, s, job_id: str) -> bool:
         """A backup waits while its host or vault already runs as many backups as allowed.
 
-        The count and the claim are two statements: two workers claiming at the same instant may
-        exceed a limit by one. The limits protect hosts and storage from overload, not correctness.
+        The count and the claim are one transaction holding the host's and the vault's row (``jobs/limits.py``).
         """
         job = s.get(Job, job_id)
         if job is None or job.type != "Backup":
@@ -165,6 +165,7 @@ class JobQueue:
             key = getattr(job, column)
             if key is None:
                 continue
+            hold_limit_row(s, column, key)
             running = s.scalar(select(func.count()).select_from(Job).where(
                 Job.type == "Backup", Job.status.in_(_ACTIVE), getattr(Job, column) == key))
             if running >= limit:

@@ -4,14 +4,16 @@ Every tick, for each protected item: the schedule's slots since the item's last 
 the policy's time zone. Only the newest due slot is enqueued — after downtime, at most one missed
 slot per item is made up — and the item's ``last_slot`` moves to it with a conditional UPDATE in the
 same transaction as the job, so a slot never runs twice, even with several servers on one database.
-Skipped slots raise a "missed backup window" alert. The tick also applies retention, purges
+Skipped slots raise a "missed backup window" alert. The tick also applies retention to the items with
+something due (``services/retention_due.py``), purges
 soft-deleted data whose time is up, and raises alerts for items without a recent good backup. At most
 once an hour it also deletes job and alert history older than ``job_history_days`` / ``alert_history_days``
 (``jobs/history.py``).
 
 Garbage collection is not part of every tick: a vault is collected when its own schedule says so
 (``gc_interval_hours`` after its last run, or ``gc_delay_minutes`` after deletions or a failed
-backup asked for it). GC runs next to backups (``engine/gc.py``), so it never makes one fail.
+backup asked for it). GC runs next to backups (``engine/gc.py``), so it never makes one fail, and in
+``haven serve`` on a thread of its own, so a long GC never delays enqueuing a due backup.
 """
 
 from __future__ import annotations
@@ -41,36 +43,48 @@ class Scheduler:
         self.core, self.interval = core, interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._gc_thread: threading.Thread | None = None
         self._gc_backoff: dict[str, tuple[datetime, float]] = {}  # vault -> (next try, last wait in s)
         self._pruned_at: datetime | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="scheduler")
+        """The schedule's thread, and GC's own: a GC that takes minutes never holds up a due backup."""
+        self._thread = threading.Thread(target=self._loop, args=(self.housekeeping, "scheduler tick"), daemon=True,
+                                        name="scheduler")
+        self._gc_thread = threading.Thread(target=self._loop, args=(self._collect_garbage, "garbage collection"), daemon=True,
+                                           name="scheduler-gc")
         self._thread.start()
+        self._gc_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(10)
+        for thread in (self._thread, self._gc_thread):
+            if thread:
+                thread.join(10)
 
-    def _loop(self) -> None:
+    def _loop(self, work, what: str) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.tick()
+                work()
             except Exception:
-                log.exception("scheduler tick failed")
+                log.exception("%s failed", what)
 
     def tick(self) -> dict:
+        """Everything once, GC included (``haven serve`` runs GC on its own thread instead)."""
+        done = self.housekeeping()
+        done["collected"] = self._collect_garbage()
+        return done
+
+    def housekeeping(self) -> dict:
+        """A tick without GC: due backups, retention of the items with something due, purges, alerts, history."""
         enqueued = self.enqueue_due_backups()
         expired: list[str] = []
-        for item_id in self._protected_item_ids():
+        for item_id in self.core.lifecycle.items_due_for_retention():
             expired += self.core.lifecycle.apply_retention(item_id)
         purged = self.core.lifecycle.purge_expired_soft_deletes()
-        collected = self._collect_garbage()
         overdue = self.core.alerts.check_overdue_items()
         pruned = self.prune_history()
-        return {"enqueued": enqueued, "expired": expired, "purged": purged, "collected": collected, "overdue": overdue,
-                "pruned": pruned}
+        return {"enqueued": enqueued, "expired": expired, "purged": purged, "overdue": overdue, "pruned": pruned}
 
     def prune_history(self) -> dict[str, int] | None:
         """Old job and alert history, at most once per ``PRUNE_INTERVAL``; None when not due yet."""
@@ -154,7 +168,3 @@ class Scheduler:
                     f"(first {missed[0].isoformat()}); the latest slot {slot.isoformat()} runs now.",
                     f"missed:{item_id}:{missed[0].isoformat()}", item_id=item.id)
         return job["id"]
-
-    def _protected_item_ids(self) -> list[str]:
-        with self.core.db.session() as s:
-            return list(s.scalars(select(ProtectedItem.id).where(ProtectedItem.state == ProtectionState.PROTECTED.value)))

@@ -23,11 +23,15 @@ from haven.domain.enums import ProtectionState, Role
 from haven.domain.schedule import Schedule
 from haven.errors import UserError
 from haven.services.auth import Caller
+from haven.services.paging import Keyset
 
 __all__ = ["AlertService"]
 
 log = logging.getLogger(__name__)
 
+
+#: newest first; the id breaks ties
+ALERTS = Keyset("alerts", ((Alert.created_at, True), (Alert.id, True)))
 
 class AlertTargetInvalid(UserError):
     code = "UserErrorAlertTargetInvalid"
@@ -61,6 +65,15 @@ class AlertService:
             vault = self.core.vaults.find(s, caller, subscription, vault_name)
             rows = s.scalars(select(Alert).where(Alert.vault_id == vault.id).order_by(Alert.created_at.desc()).limit(500))
             return [_view(a) for a in rows]
+
+    def page(self, caller: Caller, subscription: str, vault_name: str, limit: int = 100,
+             cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """Newest first, ``limit`` at a time (``services/paging.py``)."""
+        with self.core.db.session() as s:
+            vault = self.core.vaults.find(s, caller, subscription, vault_name)
+            rows, following = ALERTS.page(s, select(Alert).where(Alert.vault_id == vault.id), limit, cursor,
+                                          lambda a: (a.created_at, a.id))
+            return [_view(a) for a in rows], following
 
     # ---- raising ----
     def raise_alert(self, s, vault: Vault, kind: str, severity: str, message: str, dedup_key: str,

@@ -29,6 +29,7 @@ from haven.domain.enums import ProtectionState, Role
 from haven.engine.reader import ChunkCache, DiskImage
 from haven.errors import Forbidden, NotFound, UserError
 from haven.services.auth import Caller
+from haven.services.paging import Keyset
 from haven.services.points import PointSoftDeleted
 
 __all__ = ["FileService", "Download", "files_service", "satisfiable", "DiskNameInvalid", "FindPatternInvalid", "RangeNotSatisfiable"]
@@ -39,6 +40,9 @@ MAX_FIND_RESULTS = 1000
 MAX_TAR_ENTRIES = 500_000
 HASH_CHARS = 12
 
+
+#: newest first; the id breaks ties
+DOWNLOADS = Keyset("file-downloads", ((FileDownload.started_at, True), (FileDownload.id, True)))
 
 class DiskNameInvalid(UserError):
     code = "UserErrorFileDiskNotFound"
@@ -211,15 +215,16 @@ class FileService:
                         continue  # the folder is not on this volume: no match here
         return {"vm": vm, "pattern": pattern, "searched_points": searched, "matches": hits}
 
-    def downloads(self, caller: Caller, subscription: str, vault_name: str, vm: str | None = None, limit: int = 200) -> list[dict]:
-        """The vault's download audit, newest first (Reader may see who took what)."""
+    def downloads(self, caller: Caller, subscription: str, vault_name: str, vm: str | None = None, limit: int = 200,
+                  cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """The vault's download audit, newest first, ``limit`` at a time (Reader may see who took what)."""
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name, Role.READER)
             q = select(FileDownload).where(FileDownload.vault_id == vault.id)
             if vm:
                 q = q.where(FileDownload.vm == vm)
-            rows = s.scalars(q.order_by(FileDownload.started_at.desc(), FileDownload.id).limit(max(1, min(limit, 1000)))).all()
-            return [_audit_view(r) for r in rows]
+            rows, following = DOWNLOADS.page(s, q, limit, cursor, lambda r: (r.started_at, r.id))
+            return [_audit_view(r) for r in rows], following
 
     # ---- streams
     def _hash(self, fs: FileSystem, node, entry: Entry) -> str:

@@ -19,6 +19,7 @@ from haven.db.models import Host, HostShare, Job, ProtectedItem, Subscription, V
 from haven.domain.enums import JobStatus, ProtectionState, Role
 from haven.errors import Conflict, HavenError, NotFound, UserError
 from haven.services.auth import Caller
+from haven.services.paging import Keyset
 
 __all__ = ["InventoryService", "VmNotFound", "HostNotFound", "HostNotShared", "HostShareInUse", "HostShareBusy",
            "Tenancy", "host_view", "vm_view"]
@@ -30,6 +31,9 @@ Tenancy = str | Collection[str] | None
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
+
+#: by name; the id breaks ties (one name on two hosts)
+VMS = Keyset("vms", ((VirtualMachine.name, False), (VirtualMachine.id, False)))
 
 class VmNotFound(NotFound):
     code = "UserErrorVmNotInInventory"
@@ -102,8 +106,9 @@ class InventoryService:
             view = host_view(host)
         return view, (self.core.auth.agent_token(view["id"], name) if fresh else None)
 
-    def report_vms(self, caller: Caller | None, host_id: str, vms: list[dict]) -> int:
-        """Replace the host's VM list with what its agent sees now (VMs that vanished are kept, marked)."""
+    def report_vms(self, caller: Caller | None, host_id: str, vms: list[dict], partial: bool = False) -> int:
+        """Replace the host's VM list with what its agent sees now (VMs that vanished are kept, marked);
+        ``partial``: update these VMs only, the others keep what was last seen."""
         if caller is not None:
             caller.require_host(host_id)
         now = self.core.clock.now()
@@ -120,7 +125,7 @@ class InventoryService:
                     s.add(row)
                 row.uuid, row.power_state, row.info, row.last_seen = (info.get("uuid"), info.get("power_state", "unknown"),
                                                                       _merge_facts(row.info or {}, info), now)
-            for gone in known.values():
+            for gone in known.values() if not partial else ():
                 gone.power_state = "missing"
             return len(vms)
 
@@ -159,7 +164,7 @@ class InventoryService:
         if remote or adapter_url.startswith("imported:"):
             return False
         adapter = self.core.adapters.for_url(adapter_url)
-        self.report_vms(None, host_id, [vm.to_dict() for vm in probe_inventory(adapter, only=name)])
+        self.report_vms(None, host_id, [vm.to_dict() for vm in probe_inventory(adapter, only=name)], partial=True)
         return True
 
     def find_vm(self, s, name: str, host: str | None = None, region: str | None = None, *, shared_with: Tenancy) -> VirtualMachine:
@@ -202,6 +207,22 @@ class InventoryService:
                 q = q.where(Host.id.in_(_shared_host_ids(visible)))
             minimum = self.core.settings.min_guest_agent_version
             return [vm_view(vm, host, minimum) for vm, host in s.execute(q.order_by(VirtualMachine.name))]
+
+    def page_vms(self, caller: Caller, region: str | None = None, limit: int = 100,
+                 cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """:meth:`list_vms` by name, ``limit`` at a time (``services/paging.py``)."""
+        if not caller.roles:
+            caller.require_global(Role.READER)
+        visible = caller.visible_subscriptions()
+        with self.core.db.session() as s:
+            q = select(VirtualMachine, Host).join(Host)
+            if region:
+                q = q.where(Host.region == region)
+            if visible is not None:
+                q = q.where(Host.id.in_(_shared_host_ids(visible)))
+            rows, following = VMS.page(s, q, limit, cursor, lambda r: (r[0].name, r[0].id))
+            minimum = self.core.settings.min_guest_agent_version
+            return [vm_view(vm, host, minimum) for vm, host in rows], following
 
     def list_hosts(self, caller: Caller) -> list[dict]:
         if not caller.roles:

@@ -2,46 +2,27 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from haven.db.models import Job, ProtectedItem, VirtualMachine
 from haven.domain.enums import JobStatus, JobType, Role
 from haven.errors import UserError
 from haven.jobs.queue import JobNotFound
 from haven.services.auth import Caller
+from haven.services.paging import Keyset
 
 __all__ = ["JobService"]
+
+#: newest first; the id breaks ties of one instant
+JOBS = Keyset("jobs", ((Job.created_at, True), (Job.id, True)))
 
 
 class JobFilterInvalid(UserError):
     code = "UserErrorJobFilterInvalid"
     message = "Unknown {field} {value!r}; known values: {known}."
     recommendation = "Use one of the known values."
-
-
-class JobCursorInvalid(UserError):
-    code = "UserErrorCursorInvalid"
-    message = "The cursor {cursor!r} was not made by this list."
-    recommendation = "Start again without a cursor, then pass the cursor each page's X-Next-Cursor header gives."
-
-
-def encode_cursor(created_at: datetime, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, job_id = text.split("|", 1)
-        created = datetime.fromisoformat(when)
-    except (ValueError, UnicodeDecodeError):
-        raise JobCursorInvalid(cursor=cursor[:80]) from None
-    if not job_id or created.tzinfo is None:
-        raise JobCursorInvalid(cursor=cursor[:80])
-    return created, job_id
 
 
 class JobService:
@@ -59,8 +40,6 @@ class JobService:
         """Newest first, ``limit`` at a time: the jobs after ``cursor`` and the cursor of the next page (None at the end).
         Keyset pagination on (created_at, id): a page costs the same however deep it is, and jobs added meanwhile
         never shift a page."""
-        after = decode_cursor(cursor) if cursor else None
-        limit = max(1, min(limit, 1000))
         with self.core.db.session() as s:
             vault = self.core.vaults.find(s, caller, subscription, vault_name)
             _check(status, JobStatus, "status")
@@ -80,14 +59,9 @@ class JobService:
                 q = q.where(Job.created_at >= start)
             if end:
                 q = q.where(Job.created_at <= end)
-            if after:
-                q = q.where(or_(Job.created_at < after[0], and_(Job.created_at == after[0], Job.id < after[1])))
-            rows = s.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
-            more = len(rows) > limit
-            rows = rows[:limit]
+            rows, following = JOBS.page(s, q, limit, cursor, lambda j: (j.created_at, j.id))
             names = self._vm_names(s, rows)
-            views = [self.view(j, vm_name=names.get(j.item_id)) for j in rows]
-            return views, (encode_cursor(rows[-1].created_at, rows[-1].id) if more else None)
+            return [self.view(j, vm_name=names.get(j.item_id)) for j in rows], following
 
     @staticmethod
     def _vm_names(s, jobs: list[Job]) -> dict[str, str]:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from haven.db.models import Policy, ProtectedItem, RecoveryPoint, Vault
 from haven.domain.enums import PointState, ProtectionState
@@ -22,6 +22,7 @@ from haven.domain.retention import PointRef
 from haven.domain.retention import select as retention_select
 from haven.domain.schedule import Retention, Schedule
 from haven.engine.verify import VerifyReport
+from haven.services.retention_due import next_due
 
 __all__ = ["Lifecycle", "VerifyPlan"]
 
@@ -46,6 +47,14 @@ class Lifecycle:
         self.core = core
 
     # ---- retention ----
+    def items_due_for_retention(self) -> list[str]:
+        """Protected items with a point that may have expired, or changed since retention last looked."""
+        now = self.core.clock.now()
+        with self.core.db.session() as s:
+            return list(s.scalars(select(ProtectedItem.id).where(
+                ProtectedItem.state == ProtectionState.PROTECTED.value,
+                or_(ProtectedItem.retention_due_at.is_(None), ProtectedItem.retention_due_at <= now))))
+
     def apply_retention(self, item_id: str) -> list[str]:
         """Expire the item's points that no tier keeps; record every kept point's expiry. Returns expired ids."""
         now = self.core.clock.now()
@@ -72,6 +81,7 @@ class Lifecycle:
                 if pid in by_id:
                     by_id[pid].expires_at = expiry
             expired = [by_id[pid] for pid in expire if pid in by_id]
+            item.retention_due_at = next_due(now, list(expiries.values()))
             vault = s.get(Vault, item.vault_id)
             gone = self._delete_rows(s, expired)
         self._delete_manifests(vault, item_id, gone)

@@ -11,10 +11,14 @@ from haven.db.models import RecoveryPoint
 from haven.domain.enums import JobType, PointState, ProtectionState, Role
 from haven.errors import Conflict, NotFound, UserError
 from haven.services.auth import Caller
+from haven.services.paging import Keyset
 from haven.work.errors import RestoreTargetInvalid, refuse_existing, would_overwrite
 
 __all__ = ["PointService", "PointNotFound", "PointCorrupt", "refuse_corrupt"]
 
+
+#: newest first; the id breaks ties
+POINTS = Keyset("recovery-points", ((RecoveryPoint.time, True), (RecoveryPoint.id, True)))
 
 class PointNotFound(NotFound):
     code = "UserErrorRecoveryPointNotFound"
@@ -59,6 +63,15 @@ class PointService:
             _, item = self.core.protection.find_item(s, caller, subscription, vault_name, vm)
             rows = s.scalars(select(RecoveryPoint).where(RecoveryPoint.item_id == item.id).order_by(RecoveryPoint.time.desc())).all()
             return [view(p, vm) for p in rows]
+
+    def page(self, caller: Caller, subscription: str, vault_name: str, vm: str, limit: int = 100,
+             cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """Newest first, ``limit`` at a time (``services/paging.py``)."""
+        with self.core.db.session() as s:
+            _, item = self.core.protection.find_item(s, caller, subscription, vault_name, vm)
+            rows, following = POINTS.page(s, select(RecoveryPoint).where(RecoveryPoint.item_id == item.id), limit, cursor,
+                                          lambda p: (p.time, p.id))
+            return [view(p, vm) for p in rows], following
 
     def find(self, s, caller, subscription, vault_name, vm, point_id, needed=Role.READER):
         vault, item = self.core.protection.find_item(s, caller, subscription, vault_name, vm, needed)

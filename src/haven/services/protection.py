@@ -11,12 +11,16 @@ from haven.domain.enums import JobStatus, JobType, ProtectionState, Role
 from haven.domain.retention import ON_DEMAND_RETENTION_DAYS
 from haven.errors import Conflict, HavenError, NotFound, UserError
 from haven.services.auth import Caller
+from haven.services.paging import Keyset
 
 __all__ = ["ProtectionService", "ItemNotFound"]
 
 #: Attempts a scheduled backup gets (retries wait 1 and then 4 minutes: ``jobs.queue.retry_delay``).
 SCHEDULED_BACKUP_ATTEMPTS = 3
 
+
+#: by VM name; the item id breaks ties (one name on two hosts)
+ITEMS = Keyset("items", ((VirtualMachine.name, False), (ProtectedItem.id, False)))
 
 class ItemNotFound(NotFound):
     code = "UserErrorProtectedItemNotFound"
@@ -272,6 +276,16 @@ class ProtectionService:
             vault = self.core.vaults.find(s, caller, subscription, vault_name)
             items = s.scalars(select(ProtectedItem).where(ProtectedItem.vault_id == vault.id)).all()
             return sorted(self.views(s, items), key=lambda v: v["vm"])
+
+    def page_items(self, caller: Caller, subscription: str, vault_name: str, limit: int = 100,
+                   cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """By VM name, ``limit`` at a time (``services/paging.py``)."""
+        with self.core.db.session() as s:
+            vault = self.core.vaults.find(s, caller, subscription, vault_name)
+            q = (select(ProtectedItem, VirtualMachine.name).join(VirtualMachine, ProtectedItem.vm_id == VirtualMachine.id)
+                 .where(ProtectedItem.vault_id == vault.id))
+            rows, following = ITEMS.page(s, q, limit, cursor, lambda r: (r[1], r[0].id))
+            return self.views(s, [item for item, _ in rows]), following
 
     def show_item(self, caller: Caller, subscription: str, vault_name: str, vm: str) -> dict:
         with self.core.db.session() as s:

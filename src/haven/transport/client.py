@@ -82,19 +82,34 @@ class ApiClient:
         self._http = _httpx().Client(base_url=self.server + "/api/v1", headers=headers, timeout=timeout, trust_env=False)
 
     def request(self, method: str, path: str, **kwargs) -> Any:
+        return self._send(method, path, **kwargs)[0]
+
+    def page(self, path: str, **params) -> tuple[list, str | None]:
+        """One page of a list and the cursor of the next (its X-Next-Cursor; None on the last page)."""
+        return self._send("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def get_all(self, path: str, **params) -> list:
+        """Every row of a list, following each page's cursor."""
+        rows, cursor = self.page(path, **params, limit=1000)
+        while cursor:
+            more, cursor = self.page(path, **params, limit=1000, cursor=cursor)
+            rows += more
+        return rows
+
+    def _send(self, method: str, path: str, **kwargs) -> tuple[Any, str | None]:
         try:
             r = self._http.request(method, path, **kwargs)
         except _httpx().HTTPError as e:
             raise ServerUnreachable(url=self.server, reason=str(e) or type(e).__name__) from None
         if r.status_code == 204:
-            return None
+            return None, None
         try:
             body = r.json()
         except ValueError:
             body = {"error": {"code": "InternalError", "message": r.text[:500]}}
         if r.status_code >= 400:
             raise error_from_answer(body, r.status_code)
-        return body
+        return body, r.headers.get("X-Next-Cursor")
 
     def download(self, path: str, params: dict, sink) -> tuple[int, str]:
         """GET a body too large to hold (a file, a tar stream): each block goes to ``sink`` as it arrives;

@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from haven.api.deps import caller, core
+from haven.api.paging import PAGED, Cursor, Limit, paged
 from haven.api.routes.params import Id, Sub, VaultName, VmName
 from haven.services.files import RangeNotSatisfiable, files_service
 
@@ -169,8 +170,10 @@ def find(subscription: Sub, vault: VaultName, vm: VmName,
     return files_service(app).find(who, subscription, vault, vm, name, all_points, point, disk, path)
 
 
-@router.get("/file-downloads", response_model=list[DownloadAuditOut])
-def downloads(subscription: Sub, vault: VaultName, vm: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 200, app=Depends(core), who=Depends(caller)) -> list[dict[str, Any]]:
-    """The vault's file-recovery downloads, newest first: who, point, path, bytes, status. Reader."""
-    return files_service(app).downloads(who, subscription, vault, vm, limit)
+@router.get("/file-downloads", response_model=list[DownloadAuditOut], responses=PAGED)
+def downloads(request: Request, response: Response, subscription: Sub, vault: VaultName,
+              vm: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+              limit: Limit = 200, cursor: Cursor = None, app=Depends(core), who=Depends(caller)) -> list[dict[str, Any]]:
+    """The vault's file-recovery downloads, newest first, ``limit`` at a time: who, point, path, bytes, status. Reader.
+    X-Next-Cursor / Link (rel=next) lead to the next page."""
+    return paged(request, response, files_service(app).downloads(who, subscription, vault, vm, limit, cursor))

@@ -2,23 +2,29 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from haven.api.deps import caller, core
+from haven.api.paging import PAGED, Cursor, Limit, paged
 from haven.api.routes.params import HostName, Sub
 from haven.api.schemas import HostOut, VmOut
+from haven.services.paging import page_views
 
 router = APIRouter(tags=["inventory"])
 
 
-@router.get("/hosts", response_model=list[HostOut])
-def list_hosts(app=Depends(core), who=Depends(caller)):
-    return app.inventory.list_hosts(who)
+@router.get("/hosts", response_model=list[HostOut], responses=PAGED)
+def list_hosts(request: Request, response: Response, limit: Limit = 100, cursor: Cursor = None, app=Depends(core), who=Depends(caller)):
+    """By name, ``limit`` at a time; X-Next-Cursor / Link (rel=next) lead to the next page."""
+    hosts = app.inventory.list_hosts(who)
+    return paged(request, response, page_views("hosts", hosts, lambda h: (h["name"], h["id"]), limit, cursor))
 
 
-@router.get("/vms", response_model=list[VmOut])
-def list_vms(region: Annotated[str | None, Query(min_length=1, max_length=64)] = None, app=Depends(core), who=Depends(caller)):
-    return app.inventory.list_vms(who, region)
+@router.get("/vms", response_model=list[VmOut], responses=PAGED)
+def list_vms(request: Request, response: Response, region: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+             limit: Limit = 100, cursor: Cursor = None, app=Depends(core), who=Depends(caller)):
+    """By name, ``limit`` at a time; X-Next-Cursor / Link (rel=next) lead to the next page."""
+    return paged(request, response, app.inventory.page_vms(who, region, limit, cursor))
 
 
 @router.post("/vms/refresh")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from haven.api.deps import caller, core
+from haven.api.paging import PAGED, Cursor, Limit, paged
 from haven.api.routes.params import Id, Sub, VaultName
 from haven.api.schemas import JobOut
 from haven.domain.enums import JobStatus
@@ -14,24 +15,19 @@ from haven.domain.enums import JobStatus
 router = APIRouter(prefix="/subscriptions/{subscription}", tags=["jobs"])
 
 
-@router.get("/vaults/{vault}/jobs", response_model=list[JobOut])
+@router.get("/vaults/{vault}/jobs", response_model=list[JobOut], responses=PAGED)
 def list_jobs(
     request: Request, response: Response, subscription: Sub, vault: VaultName,
     status: Annotated[str | None, Query(max_length=32)] = None,
     type: Annotated[str | None, Query(max_length=32)] = None,
     vm: Annotated[str | None, Query(max_length=128)] = None,
     start: datetime | None = None, end: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=200, description="The X-Next-Cursor of the previous page.")] = None,
+    limit: Limit = 100, cursor: Cursor = None,
     app=Depends(core), who=Depends(caller),
 ):
     """Newest first, ``limit`` at a time. When there is more, the answer carries ``X-Next-Cursor`` and a ``Link``
     header (``rel="next"``) to the next page."""
-    jobs, following = app.jobs.page(who, subscription, vault, status, type, vm, _aware(start), _aware(end), limit, cursor)
-    if following:
-        response.headers["X-Next-Cursor"] = following
-        response.headers["Link"] = f'<{request.url.include_query_params(cursor=following)}>; rel="next"'
-    return jobs
+    return paged(request, response, app.jobs.page(who, subscription, vault, status, type, vm, _aware(start), _aware(end), limit, cursor))
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)

@@ -2,9 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from haven.api.deps import caller, core
+from haven.api.paging import PAGED, Cursor, Limit, paged
 from haven.api.routes.params import Id, Sub, VaultName, VmName
 from haven.api.schemas import (
     BackupNowIn, CheckVmOut, DisableProtectionIn, EnableManyOut, EnableProtectionIn, ItemOut, JobOut, PointOut, RestoreDisksIn, SetPolicyIn,
@@ -26,9 +27,11 @@ def enable_protection(subscription: Sub, vault: VaultName, body: EnableProtectio
                                  body.approval_id)
 
 
-@router.get(ITEMS, response_model=list[ItemOut], tags=["protection"])
-def list_items(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
-    return app.protection.list_items(who, subscription, vault)
+@router.get(ITEMS, response_model=list[ItemOut], tags=["protection"], responses=PAGED)
+def list_items(request: Request, response: Response, subscription: Sub, vault: VaultName, limit: Limit = 100, cursor: Cursor = None,
+               app=Depends(core), who=Depends(caller)):
+    """By VM name, ``limit`` at a time; X-Next-Cursor / Link (rel=next) lead to the next page."""
+    return paged(request, response, app.protection.page_items(who, subscription, vault, limit, cursor))
 
 
 @router.get(ITEMS + "/{vm}", response_model=ItemOut, tags=["protection"])
@@ -62,9 +65,11 @@ def check_vm(subscription: Sub, vm: Annotated[str, Query(min_length=1, max_lengt
     return app.protection.check_vm(who, subscription, vm, host)
 
 
-@router.get(ITEMS + "/{vm}/recovery-points", response_model=list[PointOut], tags=["recovery points"])
-def list_points(subscription: Sub, vault: VaultName, vm: VmName, app=Depends(core), who=Depends(caller)):
-    return app.points.list(who, subscription, vault, vm)
+@router.get(ITEMS + "/{vm}/recovery-points", response_model=list[PointOut], tags=["recovery points"], responses=PAGED)
+def list_points(request: Request, response: Response, subscription: Sub, vault: VaultName, vm: VmName, limit: Limit = 100,
+                cursor: Cursor = None, app=Depends(core), who=Depends(caller)):
+    """Newest first, ``limit`` at a time; X-Next-Cursor / Link (rel=next) lead to the next page."""
+    return paged(request, response, app.points.page(who, subscription, vault, vm, limit, cursor))
 
 
 @router.get(ITEMS + "/{vm}/recovery-points/{point}", response_model=PointOut, tags=["recovery points"])

@@ -1,9 +1,11 @@
 """Vaults and their policies."""
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from haven.api.deps import caller, core
+from haven.api.paging import PAGED, Cursor, Limit, paged
 from haven.api.routes.params import PolicyName, Sub, VaultName
+from haven.services.paging import page_views
 from haven.api.schemas import AlertOut, AlertSettingsIn, AlertSettingsOut, AssociatedItem, BackupPropertiesIn, EncryptionKeyIn, JobOut, VerifyIn, PolicyIn, PolicyOut, PolicyUpdate, VaultIn, VaultOut
 
 router = APIRouter(prefix="/subscriptions/{subscription}/vaults")
@@ -14,9 +16,12 @@ def create_vault(subscription: Sub, body: VaultIn, app=Depends(core), who=Depend
     return app.vaults.create(who, subscription, body.name, body.region, body.storage_redundancy)
 
 
-@router.get("", response_model=list[VaultOut], tags=["vaults"])
-def list_vaults(subscription: Sub, app=Depends(core), who=Depends(caller)):
-    return app.vaults.list(who, subscription)
+@router.get("", response_model=list[VaultOut], tags=["vaults"], responses=PAGED)
+def list_vaults(request: Request, response: Response, subscription: Sub, limit: Limit = 100, cursor: Cursor = None,
+                app=Depends(core), who=Depends(caller)):
+    """By name, ``limit`` at a time; X-Next-Cursor / Link (rel=next) lead to the next page."""
+    vaults = app.vaults.list(who, subscription)
+    return paged(request, response, page_views("vaults", vaults, lambda v: (v["name"], v["id"]), limit, cursor))
 
 
 @router.get("/{vault}", response_model=VaultOut, tags=["vaults"])
@@ -56,9 +61,11 @@ def set_alert_settings(subscription: Sub, vault: VaultName, body: AlertSettingsI
     return app.alerts.configure(who, subscription, vault, body.webhook, body.email)
 
 
-@router.get("/{vault}/alerts", response_model=list[AlertOut], tags=["alerts"])
-def list_alerts(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
-    return app.alerts.list(who, subscription, vault)
+@router.get("/{vault}/alerts", response_model=list[AlertOut], tags=["alerts"], responses=PAGED)
+def list_alerts(request: Request, response: Response, subscription: Sub, vault: VaultName, limit: Limit = 100, cursor: Cursor = None,
+                app=Depends(core), who=Depends(caller)):
+    """Newest first, ``limit`` at a time; X-Next-Cursor / Link (rel=next) lead to the next page."""
+    return paged(request, response, app.alerts.page(who, subscription, vault, limit, cursor))
 
 
 @router.post("/{vault}/policies", response_model=PolicyOut, status_code=status.HTTP_201_CREATED, tags=["policies"])
@@ -66,9 +73,12 @@ def create_policy(subscription: Sub, vault: VaultName, body: PolicyIn, app=Depen
     return app.policies.create(who, subscription, vault, body.name, body.schedule.model_dump(), body.retention.model_dump())
 
 
-@router.get("/{vault}/policies", response_model=list[PolicyOut], tags=["policies"])
-def list_policies(subscription: Sub, vault: VaultName, app=Depends(core), who=Depends(caller)):
-    return app.policies.list(who, subscription, vault)
+@router.get("/{vault}/policies", response_model=list[PolicyOut], tags=["policies"], responses=PAGED)
+def list_policies(request: Request, response: Response, subscription: Sub, vault: VaultName, limit: Limit = 100,
+                  cursor: Cursor = None, app=Depends(core), who=Depends(caller)):
+    """By name, ``limit`` at a time; X-Next-Cursor / Link (rel=next) lead to the next page."""
+    policies = app.policies.list(who, subscription, vault)
+    return paged(request, response, page_views("policies", policies, lambda p: (p["name"], p["id"]), limit, cursor))
 
 
 @router.get("/{vault}/default-policy-for-vm", response_model=PolicyOut, tags=["policies"])

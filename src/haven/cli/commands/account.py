@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from haven.cli.state import handled, state
+from haven.cli.state import CursorOpt, LimitOpt, handled, state
 
 subscription = typer.Typer(help="Subscriptions: the tenant and access-control scope.", no_args_is_help=True)
 token = typer.Typer(help="Bearer tokens and roles.", no_args_is_help=True)
@@ -63,9 +63,8 @@ def token_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Option("--id
 
 @vm.command("list")
 @handled
-def vm_list(ctx: typer.Context, region_name: Annotated[Optional[str], typer.Option("--region")] = None):
-    st = state(ctx)
-    st.show(st.client.get("/vms", region=region_name), ["name", "host", "region", "power_state", "uuid"])
+def vm_list(ctx: typer.Context, region_name: Annotated[Optional[str], typer.Option("--region")] = None, limit: LimitOpt = None, cursor: CursorOpt = None):
+    state(ctx).show_list("/vms", ["name", "host", "region", "power_state", "uuid"], limit, cursor, region=region_name)
 
 
 @vm.command("refresh")

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import typer
 
-from haven.cli.state import handled, state
+from haven.cli.state import CursorOpt, LimitOpt, handled, state
 
 __all__ = ["host", "agent"]
 
@@ -43,10 +43,9 @@ def host_rotate_token(ctx: typer.Context, name: Annotated[str, typer.Option("--n
 
 @host.command("list")
 @handled
-def host_list(ctx: typer.Context):
+def host_list(ctx: typer.Context, limit: LimitOpt = None, cursor: CursorOpt = None):
     """Registered hosts: region, adapter, whether the server or a remote agent runs their jobs."""
-    st = state(ctx)
-    st.show(st.client.get("/hosts"), ["name", "region", "adapter", "agent", "agent_version", "last_seen", "shares"])
+    state(ctx).show_list("/hosts", ["name", "region", "adapter", "agent", "agent_version", "last_seen", "shares"], limit, cursor)
 
 
 @host.command("share")

@@ -16,7 +16,7 @@ import typer
 from haven.cli.commands.protection import _items
 from haven.cli.commands.restore import RpOpt, _point, files
 from haven.cli.output import err_console
-from haven.cli.state import SubOpt, VaultOpt, VmOpt, handled, state
+from haven.cli.state import CursorOpt, LimitOpt, SubOpt, VaultOpt, VmOpt, handled, state
 from haven.errors import UserError
 
 #: a search reads every point's file systems (each bounded by the server's own deadline): longer than a plain request's 60 s
@@ -168,8 +168,7 @@ def find(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmO
 @files.command("downloads")
 @handled
 def downloads(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt,
-              vm: Annotated[Optional[str], typer.Option("--vm", help="Only this VM's downloads.")] = None):
+              vm: Annotated[Optional[str], typer.Option("--vm", help="Only this VM's downloads.")] = None, limit: LimitOpt = None, cursor: CursorOpt = None):
     """Who downloaded which file of which recovery point, newest first."""
-    st = state(ctx)
-    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{vault_name}/file-downloads", vm=vm),
-            ["started_at", "principal", "vm", "recovery_point", "path", "kind", "bytes", "status"])
+    state(ctx).show_list(f"/subscriptions/{subscription}/vaults/{vault_name}/file-downloads",
+                         ["started_at", "principal", "vm", "recovery_point", "path", "kind", "bytes", "status"], limit, cursor, vm=vm)

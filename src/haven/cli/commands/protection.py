@@ -8,7 +8,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from haven.cli.commands.guard import ApprovalOpt
 from haven.cli.output import err_console
-from haven.cli.state import SubOpt, VaultOpt, VmOpt, handled, state
+from haven.cli.state import CursorOpt, LimitOpt, SubOpt, VaultOpt, VmOpt, handled, state
 from haven.errors import UserError
 
 protection = typer.Typer(help="Enable, run and stop protection of VMs.", no_args_is_help=True)
@@ -108,9 +108,8 @@ def check_vm(ctx: typer.Context, subscription: SubOpt, vm: VmOpt, host: Annotate
 
 @item.command("list")
 @handled
-def item_list(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt):
-    st = state(ctx)
-    st.show(st.client.get(_items(subscription, vault_name)), ITEM_COLUMNS)
+def item_list(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, limit: LimitOpt = None, cursor: CursorOpt = None):
+    state(ctx).show_list(_items(subscription, vault_name), ITEM_COLUMNS, limit, cursor)
 
 
 @item.command("show")
@@ -136,11 +135,11 @@ def job_list(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt,
              operation: Annotated[Optional[str], typer.Option("--operation", "--type")] = None,
              vm: Annotated[Optional[str], typer.Option("--vm")] = None,
              start: Annotated[Optional[str], typer.Option("--start-date")] = None,
-             end: Annotated[Optional[str], typer.Option("--end-date")] = None):
+             end: Annotated[Optional[str], typer.Option("--end-date")] = None, limit: LimitOpt = None, cursor: CursorOpt = None):
     st = state(ctx)
     params = {"status": status, "type": operation, "vm": vm,
               "start": _parse_when(start).isoformat() if start else None, "end": _parse_when(end).isoformat() if end else None}
-    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{vault_name}/jobs", **params), JOB_COLUMNS)
+    st.show_list(f"/subscriptions/{subscription}/vaults/{vault_name}/jobs", JOB_COLUMNS, limit, cursor, **params)
 
 
 @job.command("show")
@@ -191,9 +190,8 @@ def _wait(st, subscription: str, job_id: str, timeout: float) -> dict:
 
 @recoverypoint.command("list")
 @handled
-def rp_list(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt):
-    st = state(ctx)
-    st.show(st.client.get(f"{_items(subscription, vault_name)}/{vm}/recovery-points"), POINT_COLUMNS)
+def rp_list(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, vm: VmOpt, limit: LimitOpt = None, cursor: CursorOpt = None):
+    state(ctx).show_list(f"{_items(subscription, vault_name)}/{vm}/recovery-points", POINT_COLUMNS, limit, cursor)
 
 
 @recoverypoint.command("show")

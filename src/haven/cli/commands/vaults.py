@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from haven.cli.commands.guard import ApprovalOpt, vault_guard
-from haven.cli.state import SubOpt, VaultOpt, handled, state
+from haven.cli.state import CursorOpt, LimitOpt, SubOpt, VaultOpt, handled, state
 from haven.errors import UserError
 
 vault = typer.Typer(help="Backup vaults.", no_args_is_help=True)
@@ -34,9 +34,8 @@ def vault_create(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, 
 
 @vault.command("list")
 @handled
-def vault_list(ctx: typer.Context, subscription: SubOpt):
-    st = state(ctx)
-    st.show(st.client.get(f"/subscriptions/{subscription}/vaults"), VAULT_COLUMNS)
+def vault_list(ctx: typer.Context, subscription: SubOpt, limit: LimitOpt = None, cursor: CursorOpt = None):
+    state(ctx).show_list(f"/subscriptions/{subscription}/vaults", VAULT_COLUMNS, limit, cursor)
 
 
 @vault.command("show")
@@ -117,9 +116,10 @@ def alert_settings(ctx: typer.Context, subscription: SubOpt, name: Annotated[str
 
 @vault.command("alerts")
 @handled
-def alerts(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")]):
-    st = state(ctx)
-    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{name}/alerts"), ["created_at", "severity", "kind", "message", "delivered"])
+def alerts(ctx: typer.Context, subscription: SubOpt, name: Annotated[str, typer.Option("--name", "-n")],
+           limit: LimitOpt = None, cursor: CursorOpt = None):
+    state(ctx).show_list(f"/subscriptions/{subscription}/vaults/{name}/alerts", ["created_at", "severity", "kind", "message", "delivered"],
+                         limit, cursor)
 
 
 # ---- policies ----
@@ -187,9 +187,8 @@ def policy_show(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, 
 
 @policy.command("list")
 @handled
-def policy_list(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt):
-    st = state(ctx)
-    st.show(st.client.get(f"/subscriptions/{subscription}/vaults/{vault_name}/policies"), POLICY_COLUMNS)
+def policy_list(ctx: typer.Context, subscription: SubOpt, vault_name: VaultOpt, limit: LimitOpt = None, cursor: CursorOpt = None):
+    state(ctx).show_list(f"/subscriptions/{subscription}/vaults/{vault_name}/policies", POLICY_COLUMNS, limit, cursor)
 
 
 @policy.command("delete")
