@@ -11,6 +11,7 @@ from haven import __version__
 from haven.cli.commands import account, agent, guard, keyvault, prepare, protection, server, vaults
 from haven.cli.commands import restore as _restore_commands  # noqa: F401  (adds commands to existing groups)
 from haven.cli.commands import files as _file_commands  # noqa: F401  (ls/get/find straight from the vault join `restore files`)
+from haven.cli.commands import instant as _instant_commands  # noqa: F401  (`restore instant`, commit, discard)
 from haven.cli.state import State
 
 __all__ = ["app", "hoist_output"]

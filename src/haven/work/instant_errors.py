@@ -26,7 +26,7 @@ class InstantToolMissing(PreconditionFailed):
 class InstantSessionNotFound(NotFound):
     code = "UserErrorInstantRestoreNotFound"
     message = "There is no instant-restored VM named {name!r} in subscription {subscription!r}."
-    recommendation = "List the jobs of instant restores with: haven job list -s {subscription}"
+    recommendation = ("Name a VM an instant restore started (its --target-vm-name); the VMs of this server's hosts: haven vm list")
 
 
 class InstantHostUnsupported(PreconditionFailed):

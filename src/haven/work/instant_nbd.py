@@ -28,9 +28,8 @@ def config(key, value):
 
 
 def config_complete():
-    for entry in reversed(_config.get("pythonpath", "").split(os.pathsep)):
-        if entry and entry not in sys.path:
-            sys.path.insert(0, entry)
+    given = [entry for entry in _config.get("pythonpath", "").split(os.pathsep) if entry]
+    sys.path[:] = given + [entry for entry in sys.path if entry not in given]  # Haven's own path, in its order, first
     path = _config.get("keyfile")
     if not path:
         raise RuntimeError("keyfile=FILE is required")
