@@ -181,3 +181,52 @@ def test_instant_restore_commit_and_discard(guest, tmp_path, target_root):
         assert not list(target_root.iterdir()) and NEW not in [d.name() for d in libvirt.open("qemu:///system").listAllDomains()]
     finally:
         bare.stop()
+
+
+def test_the_nbd_server_serves_the_point_byte_for_byte(tmp_path):
+    """nbdkit with Haven's plugin serves each disk of a point exactly (holes as holes), from keys it read once
+    from a file that is gone when it answers; keys of another vault do not open the vault."""
+    from haven.engine import LocalKeyWrapper, Repository
+    from haven.engine.urls import open_backend
+    from haven.hypervisor.sources import FileDiskSource
+    from haven.work.instant import _start_server, _stop_server
+    from haven.work.instant_errors import InstantServerFailed
+    from haven.work.instant_repo import key_document
+
+    require(nbdkit_problem() is None, f"instant restore: {nbdkit_problem()} (run scripts/setup-system.sh)")
+    size = 48 << 20
+    disks = {}
+    for name, spots in (("vda", (0, 5 << 20, size - 4096)), ("vdb", (17 << 20,))):
+        path = tmp_path / f"{name}.raw"
+        with open(path, "wb") as fh:
+            fh.truncate(size)
+            for at in spots:
+                fh.seek(at)
+                fh.write(os.urandom(4096))
+        disks[name] = path
+    url = f"file://{tmp_path / 'vault'}"
+    repo = Repository.init(open_backend(url), LocalKeyWrapper(os.urandom(32)), {"name": "instant"})
+    repo.backup("item", "point", [FileDiskSource(n, p) for n, p in disks.items()], {"vm": "x"})
+    sockets = Path(tempfile.mkdtemp(prefix="haven-irt-"))
+    try:
+        pid, sock = _start_server(key_document(repo, url, {}, None, "item", "point", list(disks)), sockets, tmp_path / "nbdkit.log")
+        try:
+            keyfile = next(a for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a.startswith(b"keyfile="))
+            assert not os.path.exists(keyfile.split(b"=", 1)[1])
+            for name, path in disks.items():
+                out = tmp_path / f"{name}.served"
+                subprocess.run(["qemu-img", "convert", "-O", "raw", f"nbd+unix:///{name}?socket={sock}", str(out)], check=True)
+                assert out.read_bytes() == path.read_bytes(), name
+            holes = json.loads(subprocess.run(["qemu-img", "map", "--output=json", f"nbd+unix:///vdb?socket={sock}"],
+                                              check=True, capture_output=True, text=True).stdout)
+            assert sum(e["length"] for e in holes if e["data"]) == repo.chunk_size  # one chunk of data, the rest holes
+        finally:
+            _stop_server(pid)
+        assert not _is_nbdkit(pid)
+        other = Repository.init(open_backend(f"file://{tmp_path / 'other'}"), LocalKeyWrapper(os.urandom(32)), {"name": "o"})
+        wrong = {**key_document(repo, url, {}, None, "item", "point", ["vda"]),
+                 "keys": key_document(other, url, {}, None, "item", "point", ["vda"])["keys"]}
+        with pytest.raises(InstantServerFailed):
+            _start_server(wrong, sockets, tmp_path / "nbdkit-wrong.log")
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)

@@ -121,6 +121,7 @@ def _start_server(key_doc: dict[str, Any], sockets: Path, log: Path) -> tuple[in
     if nbdkit is None:
         raise InstantToolMissing(what="nbdkit is not installed")
     sock = sockets / "nbd.sock"
+    sock.unlink(missing_ok=True)  # a stale socket would pass for this server's
     private = Path(tempfile.mkdtemp(prefix="haven-ik-"))  # 0700, root's
     proc: subprocess.Popen | None = None
     try:
