@@ -27,8 +27,6 @@ from tests.hypervisor.test_real_guest import DOMAIN, V, _server, guest, libvirtd
 from tests.services._util import require
 from tests.services.haven_server import HavenServer, run_cli as run
 
-pytestmark = [pytest.mark.vm, pytest.mark.libvirt]
-
 NEW = "haven-instant1"
 
 
@@ -95,6 +93,8 @@ def target_root():
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.vm
+@pytest.mark.libvirt
 def test_instant_restore_commit_and_discard(guest, tmp_path, target_root):
     import libvirt
 
