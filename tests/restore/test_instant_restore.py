@@ -139,19 +139,29 @@ def test_instant_restore_commit_and_discard(guest, tmp_path, target_root):
         assert not os.path.exists(keyfile)  # the vault's keys were read once and removed, never on the command line
         assert _read(dom, "/root/haven-instant.txt") == f"{content}\n"  # through the new VM's agent, before any commit
         print(f"instant restore: guest agent answered after {time.monotonic() - started:.1f} s")
-        assert _agent(dom).shell("echo during > /root/during.txt && sync").ok
+        assert _agent(dom).shell("echo before > /root/before.txt && sync").ok
         dom_id = dom.ID()
+        # the guest writes all through the commit: one numbered line at a time, each synced, until told to stop
+        assert _agent(dom).shell("sh -c 'i=0; while [ ! -e /root/stop ]; do echo $i >> /root/during.log; sync; "
+                                 "i=$((i+1)); done; touch /root/stopped' </dev/null >/dev/null 2>&1 &").ok
+        lines = lambda: int(_agent(dom).shell("cat /root/during.log 2>/dev/null | wc -l").stdout.strip() or 0)  # noqa: E731
 
-        # commit under the running VM
+        # commit under the running, writing VM
+        at_start = lines()
         committed = run(server, "restore", "instant", "commit", "-s", "prod", "--target-vm-name", NEW, "--wait")
         assert committed["status"] == "Completed", committed
+        assert lines() > at_start  # the guest wrote while the commit ran
+        assert _agent(dom).shell("touch /root/stop; while [ ! -e /root/stopped ]; do sleep 0.1; done; sync").ok
         assert committed["result"]["nbd_server_running"] is False
         assert any(t["name"] == "Move disk vda to local storage" and t.get("percent") == 100 for t in committed["subtasks"])
         assert dom.isActive() and dom.ID() == dom_id  # never stopped
         assert _backing(overlay) is None
         assert not _is_nbdkit(pid)
         assert "nbd" not in conn.lookupByName(NEW).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # its next start too
-        assert _read(dom, "/root/haven-instant.txt") == f"{content}\n" and _read(dom, "/root/during.txt") == "during\n"
+        assert _agent(dom).shell("echo 3 > /proc/sys/vm/drop_caches").ok  # what follows is read from the disk: the overlay alone
+        assert _read(dom, "/root/haven-instant.txt") == f"{content}\n" and _read(dom, "/root/before.txt") == "before\n"
+        written = _read(dom, "/root/during.log").split()
+        assert written == [str(i) for i in range(len(written))] and len(written) > at_start
 
         # discard: nothing left
         record = json.loads((home / "instant" / f"{NEW}.json").read_text())
