@@ -131,7 +131,7 @@ def _start_server(key_doc: dict[str, Any], sockets: Path, log: Path) -> tuple[in
             json.dump(key_doc, fh)
         cmd = [nbdkit, "--foreground", "--readonly", "-U", str(sock), "python", str(PLUGIN), f"keyfile={keyfile}",
                f"pythonpath={os.pathsep.join(p for p in sys.path if p)}"]
-        with open(log, "ab") as log_fh:
+        with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_fh:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh, start_new_session=True)
         end = time.monotonic() + _SERVER_START_SECONDS
         while not sock.exists():
