@@ -10,7 +10,7 @@ PACKAGES=(
   # metadata store (tests start a throwaway cluster)
   postgresql
   # VMs: QEMU, libvirt, NBD, the test guest's builder
-  qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs python3-libnbd libnbd-bin nbdkit
+  qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs python3-libnbd libnbd-bin nbdkit nbdkit-plugin-python
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   # encrypted guests, key vault HSM
   cryptsetup-bin softhsm2

@@ -27,7 +27,7 @@ _LAZY: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "item": ("protection", "item", ()),
     "job": ("protection", "job", ()),
     "recoverypoint": ("protection", "recoverypoint", ()),
-    "restore": ("protection", "restore", ("restore", "files")),  # restore-vm …, restore files …
+    "restore": ("protection", "restore", ("restore", "files", "instant")),  # restore-vm …, restore files …, restore instant …
     "prepare": ("prepare", "app", ()),
     "keyvault": ("keyvault", "app", ()),
     "host": ("agent", "host", ()),

@@ -57,6 +57,9 @@ class JobType(StrEnum):
     DELETE_BACKUP_DATA = "DeleteBackupData"
     VERIFY = "Verify"
     GARBAGE_COLLECT = "GarbageCollect"
+    INSTANT_RESTORE = "InstantRestore"  # a VM started on overlays over a point served from the vault
+    INSTANT_COMMIT = "InstantCommit"  # the instant-restored VM moved to local disks while it runs
+    INSTANT_DISCARD = "InstantDiscard"
 
 
 class ProtectionState(StrEnum):

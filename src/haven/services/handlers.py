@@ -10,6 +10,7 @@ from typing import Any
 
 from haven.domain.enums import JobType
 from haven.services.execution import BackupHandler, RestoreHandler, VerifyHandler
+from haven.services.instant import instant_handlers
 from haven.services.restore_jobs import restore_handlers
 
 __all__ = ["HandlerRegistry", "handlers"]
@@ -25,6 +26,6 @@ class HandlerRegistry(dict):
 def handlers(core) -> HandlerRegistry:
     """Every job type this server runs, one handler each."""
     entries: dict[JobType, Any] = {JobType.BACKUP: BackupHandler(core), JobType.RESTORE: RestoreHandler(core),
-                                   JobType.VERIFY: VerifyHandler(core), **restore_handlers(core)}
+                                   JobType.VERIFY: VerifyHandler(core), **restore_handlers(core), **instant_handlers(core)}
     return HandlerRegistry(entries)
 

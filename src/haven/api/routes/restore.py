@@ -123,3 +123,38 @@ def list_mounts(subscription: Sub, vault: VaultName, vm: VmName, app=Depends(cor
 def import_vault(subscription: Sub, body: VaultImportIn, app=Depends(core), who=Depends(caller)):
     """Rebuild a vault, its items and recovery points from its storage alone (no old database)."""
     return app.restore.import_vault(who, subscription, body.storage_url, body.master_key, body.name, body.region)
+
+
+# ---- instant restore (services.instant) ----
+
+
+class InstantRestoreIn(Strict):
+    target_vm_name: str = Field(min_length=1, max_length=63, description="Name of the new VM (must not exist on the host).")
+    host: str | None = Field(default=None, min_length=1, max_length=128, description="Host to start the VM on (default: the original VM's host).")
+    target: str | None = Field(default=None, min_length=1, max_length=4096,
+                               description="Absolute folder for the VM's own folder of overlays (default: /var/lib/libvirt/images/haven-instant).")
+
+
+@router.post(POINT + "/instant-restore", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["restore"])
+def instant_restore(subscription: Sub, vault: VaultName, vm: VmName, point: Id, body: InstantRestoreIn, app=Depends(core),
+                    who=Depends(caller)):
+    """Start a new VM in seconds on local overlays over the point's disks, served read-only from the vault."""
+    from haven.services.instant import instant_service
+
+    return instant_service(app).start(who, subscription, vault, vm, point, body.target_vm_name, body.host, body.target)
+
+
+@router.post("/instant-restores/{name}/commit", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["restore"])
+def instant_commit(subscription: Sub, name: VmName, app=Depends(core), who=Depends(caller)):
+    """Move an instant-restored VM to local disks while it runs; then nothing depends on the vault."""
+    from haven.services.instant import instant_service
+
+    return instant_service(app).commit(who, subscription, name)
+
+
+@router.post("/instant-restores/{name}/discard", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, tags=["restore"])
+def instant_discard(subscription: Sub, name: VmName, app=Depends(core), who=Depends(caller)):
+    """Stop and remove an instant-restored VM, its NBD server and every file it had."""
+    from haven.services.instant import instant_service
+
+    return instant_service(app).discard(who, subscription, name)
