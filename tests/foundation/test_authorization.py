@@ -89,6 +89,10 @@ REQUESTS = {
     # restore beyond restore-disks (tests/restore)
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/restore-vm"): (
         f"{I}/recovery-points/0000/restore-vm", {"target_vm_name": "authz-vm"}),
+    ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/instant-restore"): (
+        f"{I}/recovery-points/0000/instant-restore", {"target_vm_name": "authz-vm"}),
+    ("POST", "/api/v1/subscriptions/{subscription}/instant-restores/{name}/commit"): (f"{S}/instant-restores/authz-vm/commit", None),
+    ("POST", "/api/v1/subscriptions/{subscription}/instant-restores/{name}/discard"): (f"{S}/instant-restores/authz-vm/discard", None),
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/replace-disks"): (
         f"{I}/recovery-points/0000/replace-disks", {}),
     ("POST", "/api/v1/subscriptions/{subscription}/vaults/{vault}/items/{vm}/recovery-points/{point}/cross-region-restore-disks"): (
