@@ -33,6 +33,7 @@ __all__ = [
     "InternalError",
     "CATEGORIES",
     "all_errors",
+    "loaded_errors",
     "error_from_payload",
 ]
 
@@ -180,6 +181,17 @@ CATEGORIES: tuple[type[HavenError], ...] = (
 )
 
 
+def loaded_errors() -> dict[str, type[HavenError]]:
+    """The error classes this process has imported so far, by code."""
+    found: dict[str, type[HavenError]] = {}
+    stack = [HavenError]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        found.setdefault(cls.code, cls)
+    return found
+
+
 def all_errors() -> list[type[HavenError]]:
     """Every concrete error class in Haven (imports every haven module to find them), by code."""
     import haven
@@ -191,23 +203,22 @@ def all_errors() -> list[type[HavenError]]:
             importlib.import_module(mod.name)
         except ImportError:  # optional dependency (libvirt …) missing: its errors are skipped
             continue
-    found: dict[str, type[HavenError]] = {}
-    stack = [HavenError]
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        found.setdefault(cls.code, cls)
-    return sorted(found.values(), key=lambda c: c.code)
+    return sorted(loaded_errors().values(), key=lambda c: c.code)
 
 
-def error_from_payload(payload: dict[str, Any], status: int) -> HavenError:
-    """Rebuild an error from an API answer (the CLI uses this to exit with the right code)."""
+def error_from_payload(payload: dict[str, Any], status: int, *, among_loaded: bool = False) -> HavenError:
+    """Rebuild an error from an API answer (the CLI uses this to exit with the right code). ``among_loaded``
+    looks only at the classes already imported (finding them all imports every Haven module: seconds for a
+    CLI call that only prints the error). A code without a class keeps its code, text and fix, with the
+    category of its HTTP status (which decides the exit code)."""
     body = payload.get("error", {}) if isinstance(payload, dict) else {}
     code = body.get("code", "InternalError")
-    cls = _by_code().get(code)
+    cls = (loaded_errors() if among_loaded else _by_code()).get(code)
     if cls is None:
         cls = next((c for c in CATEGORIES if c.http_status == status), InternalError)
     err = cls(body.get("message", str(payload)), body.get("recommendation"))
+    if err.code != code:
+        err.code = code  # type: ignore[misc]  # this instance's code; the class stays the category's
     err.fields = body.get("details", {})
     return err
 

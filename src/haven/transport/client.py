@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from haven.config import default_home
-from haven.errors import CATEGORIES, HavenError, InternalError, Transient
+from haven.errors import HavenError, Transient, error_from_payload
 
-__all__ = ["ApiClient", "ServerUnreachable", "error_from_answer"]
+__all__ = ["ApiClient", "ServerUnreachable"]
 
 
 class ServerUnreachable(Transient):
@@ -38,31 +38,6 @@ def _httpx():
     import httpx
 
     return httpx
-
-
-def _loaded_errors() -> dict[str, type[HavenError]]:
-    found: dict[str, type[HavenError]] = {}
-    stack = [HavenError]
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        found.setdefault(cls.code, cls)
-    return found
-
-
-def error_from_answer(payload: Any, status: int) -> HavenError:
-    """The error of an API answer, as ``haven.errors.error_from_payload`` makes it but among the error classes
-    this process has loaded (finding them all imports every Haven module: seconds for a CLI call that only
-    prints the error). A code without a loaded class keeps its code, text and fix, with the category of its
-    HTTP status (which decides the exit code)."""
-    body = payload.get("error", {}) if isinstance(payload, dict) else {}
-    code = body.get("code", "InternalError")
-    cls = _loaded_errors().get(code) or next((c for c in CATEGORIES if c.http_status == status), InternalError)
-    err = cls(body.get("message", str(payload)), body.get("recommendation"))
-    if err.code != code:
-        err.code = code  # type: ignore[misc]  # this instance's code; the class stays the category's
-    err.fields = body.get("details", {})
-    return err
 
 
 def _credentials(home: Path) -> dict:
@@ -108,7 +83,7 @@ class ApiClient:
         except ValueError:
             body = {"error": {"code": "InternalError", "message": r.text[:500]}}
         if r.status_code >= 400:
-            raise error_from_answer(body, r.status_code)
+            raise error_from_payload(body, r.status_code, among_loaded=True)
         return body, r.headers.get("X-Next-Cursor")
 
     def download(self, path: str, params: dict, sink) -> tuple[int, str]:
@@ -122,7 +97,7 @@ class ApiClient:
                         body = r.json()
                     except ValueError:
                         body = {"error": {"code": "InternalError", "message": r.text[:500]}}
-                    raise error_from_answer(body, r.status_code)
+                    raise error_from_payload(body, r.status_code, among_loaded=True)
                 total = 0
                 for block in r.iter_bytes(1 << 20):
                     sink(block)
