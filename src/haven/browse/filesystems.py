@@ -197,32 +197,8 @@ class FileSystem:
         yield root_entry, top
         if root_entry.type != DIR:
             return
-        with self.guarded():
-            seen = {self._k.key(top)}
-        stack = [(shown.rstrip("/"), top, 0)]
-        count = 0
-        while stack:
-            base, node, depth = stack.pop()
-            if depth >= MAX_DEPTH:
-                raise BrowseLimitReached(what="Walking the folders", limit=f"{MAX_DEPTH} levels", path=base or "/")
-            subdirs = []
-            for name, child in sorted(self._children(node, base or "/"), key=lambda c: c[0]):
-                entry = self._entry(name, f"{base}/{name}", child)
-                count += 1
-                if count > max_entries:
-                    raise BrowseLimitReached(what="Walking the folders", limit=f"{max_entries} entries", path=shown)
-                if count % 1024 == 0:
-                    self._tick(shown, "Walking the folders")
-                if entry.type == DIR:
-                    with self.guarded():
-                        key = self._k.key(child)
-                    if key in seen:
-                        raise DirectoryLoop(path=entry.path)
-                    seen.add(key)
-                    subdirs.append((entry.path, child, depth + 1))
-                yield entry, child
-            stack.extend(reversed(subdirs))
-
+        for child_path, name, child, _ in self._descend(shown, top, max_entries):
+            yield self._entry(name, child_path, child), child
 
     def search(self, path: str, match, max_entries: int = 2_000_000) -> Iterator[tuple[Entry, Any]]:
         """The files under ``path`` whose name ``match(name)`` accepts, each with its node: the walk of
@@ -231,6 +207,15 @@ class FileSystem:
         _, top = self._resolve(shown, follow=True)
         if self._type(top) != DIR:
             raise NotADirectory(path=shown)
+        for child_path, name, child, kind in self._descend(shown, top, max_entries):
+            if kind == FILE and match(name):
+                entry = self._entry(name, child_path, child)
+                if entry.type == FILE:
+                    yield entry, child
+
+    def _descend(self, shown: str, top, max_entries: int) -> Iterator[tuple[str, str, Any, str]]:
+        """(path, name, node, type) of every entry under the folder ``top``, depth first and in name order,
+        within the walk's limits (entries, depth, a deadline) and never entering a folder twice."""
         with self.guarded():
             seen = {self._k.key(top)}
         stack = [(shown.rstrip("/"), top, 0)]
@@ -246,19 +231,17 @@ class FileSystem:
                     raise BrowseLimitReached(what="Walking the folders", limit=f"{max_entries} entries", path=shown)
                 if count % 1024 == 0:
                     self._tick(shown, "Walking the folders")
+                child_path = f"{base}/{name}"
                 with self.guarded():
                     kind = self._k.kind(child)
                 if kind == DIR:
                     with self.guarded():
                         key = self._k.key(child)
                     if key in seen:
-                        raise DirectoryLoop(path=f"{base}/{name}")
+                        raise DirectoryLoop(path=child_path)
                     seen.add(key)
-                    subdirs.append((f"{base}/{name}", child, depth + 1))
-                elif kind == FILE and match(name):
-                    entry = self._entry(name, f"{base}/{name}", child)
-                    if entry.type == FILE:
-                        yield entry, child
+                    subdirs.append((child_path, child, depth + 1))
+                yield child_path, name, child, kind
             stack.extend(reversed(subdirs))
 
 
