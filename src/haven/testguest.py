@@ -52,7 +52,7 @@ __all__ = [
     "DEFAULT_DIR",
 ]
 
-DEFAULT_DIR = Path(os.environ.get("HAVEN_TESTVM_DIR", "/var/tmp/haven-testvm"))
+DEFAULT_DIR = Path(os.environ.get("HAVEN_TESTVM_DIR", "/var/tmp/haven-testvm"))  # nosec B108 - a cache of the built test guest, run as root by make test / make run; outlives reboots unlike /tmp
 ROOT_SIZE = "128M"
 
 # Guest packages besides the kernel: the agent, what it links against, and busybox.

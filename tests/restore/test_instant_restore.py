@@ -107,11 +107,11 @@ def test_instant_restore_commit_and_discard(guest, tmp_path, target_root):
         run(server, "vault", "create", "-s", "prod", "--name", "v1", "--region", "local")
         run(server, "protection", "enable-for-vm", *V, "--vm", DOMAIN)
         content = os.urandom(16).hex()
-        guest(f"echo {content} > /root/haven-instant.txt && sync")
+        guest.shell(f"echo {content} > /root/haven-instant.txt && sync")
         backup = run(server, "protection", "backup-now", *V, "--vm", DOMAIN, "--wait")
         assert backup["status"] in ("Completed", "CompletedWithWarnings"), backup
         point = run(server, "recoverypoint", "list", *V, "--vm", DOMAIN)[0]["id"]
-        guest("rm -f /root/haven-instant.txt && sync")  # the original no longer has it: the new VM reads the point's
+        guest.shell("rm -f /root/haven-instant.txt && sync")  # the original no longer has it: the new VM reads the point's
         rp = [*V, "--vm", DOMAIN, "--rp-name", point, "--target-folder", str(target_root)]
 
         # typed refusals, nothing started
